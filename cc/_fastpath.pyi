@@ -1,0 +1,43 @@
+"""Type stub for the compiled ``cc._fastpath``; its twin ``cc._fastpath_py`` documents each call."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "FIN",
+    "MAX_HEADER_SIZE",
+    "RSV1",
+    "RSV2",
+    "RSV3",
+    "RSV_MASK",
+    "BytesLike",
+    "apply_mask",
+    "apply_mask_inplace",
+    "encode_frame",
+    "encode_header",
+    "parse_header",
+]
+
+BytesLike = bytes | bytearray | memoryview
+
+FIN: Final[int]
+RSV1: Final[int]
+RSV2: Final[int]
+RSV3: Final[int]
+RSV_MASK: Final[int]
+MAX_HEADER_SIZE: Final[int]
+
+def apply_mask(data: BytesLike, mask: BytesLike) -> bytes: ...
+def apply_mask_inplace(
+    buf: bytearray | memoryview, mask: BytesLike, start: int = 0, end: int | None = None
+) -> None: ...
+def parse_header(
+    buf: BytesLike, offset: int
+) -> tuple[int, int, bool, bytes | None, int, int] | None: ...
+def encode_header(
+    opcode: int, payload_length: int, mask_key: BytesLike | None, fin: bool = True
+) -> bytes: ...
+def encode_frame(
+    opcode: int, payload: BytesLike, mask_key: BytesLike | None, fin: bool = True
+) -> bytes: ...
