@@ -1,0 +1,1 @@
+"""The asyncio/uvloop I/O layer: transports, gateway, connector."""

@@ -1,0 +1,323 @@
+"""The connector (``cloud-connector client`` and ``outsystemscc``): keeps one chisel
+session up, serves its remotes, and reconnects when the session dies.
+
+Which failures retry and which stop is deliberate: network trouble retries with
+backoff; a refused token (HTTP 401/403), a fingerprint mismatch, a wrong
+password and a config the gateway rejects stop with a non-zero exit, because
+retrying them only hammers the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from cc import __version__
+from cc._asyncssh_compat import (
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_CONNECT_FAILED,
+    ChannelOpenError,
+    new_client_connection,
+    open_chisel_channel,
+    send_global_request,
+)
+from cc.aio.dial import DialError, HandshakeError, TLSOptions, open_websocket, websocket_url
+from cc.aio.gateway import split_target
+from cc.aio.pipe import Pipe
+from cc.aio.preflight import follow_redirect
+from cc.log import get_logger
+from cc.protocol.backoff import Backoff
+from cc.protocol.config import Config, encode_config
+from cc.protocol.keepalive import format_duration
+from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
+from cc.protocol.remote import Remote
+from cc.stats import SessionStats
+
+__all__ = ["Connector", "ConnectorConfig", "FatalError"]
+
+log = get_logger("client")
+
+
+class FatalError(Exception):
+    """A failure that retrying cannot fix; the CLI prints it and exits non-zero."""
+
+
+@dataclass
+class ConnectorConfig:
+    server: Any  # urllib SplitResult of the gateway URL
+    remotes: list[Remote]
+    fingerprint: str = ""
+    auth: tuple[str, str] = ("", "")
+    keepalive: float = 25.0
+    keepalive_timeout: float = 10.0
+    max_retry_count: int = -1  # -1: unlimited
+    max_retry_interval: float = 300.0
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    hostname: str | None = None
+    proxy: str | None = None
+    tls: TLSOptions | None = None
+    user_agent: str = f"cloud-connector/{__version__}"
+    config_version: str = __version__
+    connect_timeout: float = 30.0
+    #: outsystemscc: GET the URL first and follow a redirect's Location
+    preflight: bool = False
+    #: outsystemscc: ``id=...&ports=...`` appended to the WebSocket URL
+    extra_query: str = ""
+
+
+class Connector:
+    """Run with ``await connector.run()``; stop with ``connector.stop()``."""
+
+    def __init__(self, config: ConnectorConfig, rng: Callable[[], float] | None = None) -> None:
+        self.config = config
+        self.stats = SessionStats(state="disconnected")
+        self.conn: Any = None
+        self.connected = asyncio.Event()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(max_delay=config.max_retry_interval, rand=rng)
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
+
+    # -- control --------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop reconnecting and close the session (SIGINT/SIGTERM)."""
+        self._stopping = True
+        self._wake.set()
+        if self.conn is not None:
+            self.conn.close()
+
+    def skip_wait(self) -> None:
+        """SIGHUP: reconnect now instead of at the end of the backoff wait."""
+        self._wake.set()
+
+    async def _target_url(self) -> Any:
+        cfg = self.config
+        url = cfg.server
+        if cfg.preflight:
+            url = await follow_redirect(
+                url,
+                user_agent=cfg.user_agent,
+                proxy=cfg.proxy,
+                tls=cfg.tls,
+                timeout=cfg.connect_timeout,
+            )
+        if cfg.extra_query:
+            url = url._replace(
+                query=f"{url.query}&{cfg.extra_query}" if url.query else cfg.extra_query
+            )
+        return url
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns on stop(); raises FatalError."""
+        await self._open_forward_listeners()
+        try:
+            while not self._stopping:
+                try:
+                    await self._session()
+                    self._backoff.reset()
+                except FatalError:
+                    raise
+                except (DialError, HandshakeError, OSError, asyncssh.Error) as exc:
+                    if self._stopping:
+                        break
+                    log.info("Connection error: %s", _describe(exc))
+                if self._stopping:
+                    break
+                await self._wait_before_retry()
+        finally:
+            self.stats.state = "stopped"
+            for server in self._listeners:
+                server.close()
+
+    async def _wait_before_retry(self) -> None:
+        attempt = self._backoff.attempts
+        limit = self.config.max_retry_count
+        if limit >= 0 and attempt >= limit:
+            log.info("Give up")
+            raise FatalError(f"gave up after {attempt} retries (--max-retry-count {limit})")
+        delay = self._backoff.next_delay()
+        self.stats.reconnects += 1
+        log.info("Retrying in %s...", format_duration(delay))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    # -- one session ------------------------------------------------------------
+    async def _session(self) -> None:
+        cfg = self.config
+        self.stats.state = "connecting"
+        url = await self._target_url()
+        log.info("Connecting to %s", websocket_url(url))
+        wst = await open_websocket(
+            url,
+            headers=cfg.headers,
+            hostname=cfg.hostname,
+            user_agent=cfg.user_agent,
+            proxy=cfg.proxy,
+            tls=cfg.tls,
+            timeout=cfg.connect_timeout,
+        )
+        owner = ConnectorSession(self)
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                conn = await new_client_connection(
+                    lambda: owner, wst.attach, username=cfg.auth[0], password=cfg.auth[1]
+                )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise FatalError(str(exc.reason)) from None
+        except asyncssh.PermissionDenied:
+            raise FatalError("authentication failed (check --auth)") from None
+        except TimeoutError:
+            wst.abort()
+            raise DialError("SSH handshake timed out") from None
+        self.conn = conn
+        try:
+            started = time.perf_counter()
+            config = Config(version=cfg.config_version, remotes=tuple(cfg.remotes))
+            ok, reply = await send_global_request(conn, "config", encode_config(config))
+            if not ok or reply:
+                reason = reply.decode("utf-8", "replace") or "config rejected by server"
+                raise FatalError(reason)
+            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
+            self.stats.state = "connected"
+            self.stats.sessions = 1
+            self.connected.set()
+            keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
+            try:
+                await conn.wait_closed()
+            finally:
+                keepalive.cancel()
+            if not self._stopping:
+                log.info("Disconnected")
+        finally:
+            self.conn = None
+            self.connected.clear()
+            self.stats.sessions = 0
+            self.stats.state = "disconnected"
+            conn.close()
+
+    async def _keepalive(self, conn: Any) -> None:
+        """Ping every --keepalive; no answer within the deadline means the session is dead."""
+        interval = self.config.keepalive
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(self.config.keepalive_timeout):
+                    await send_global_request(conn, "ping", b"")
+            except TimeoutError:
+                log.info(
+                    "Keepalive: no answer within %s; reconnecting",
+                    format_duration(self.config.keepalive_timeout),
+                )
+                conn.abort()
+                return
+
+    # -- forward remotes: local listeners -----------------------------------------
+    async def _open_forward_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        for remote in self.config.remotes:
+            if remote.reverse or remote.stdio:
+                continue
+            stats = self.stats.remote(str(remote))
+            try:
+                server = await loop.create_server(
+                    lambda remote=remote, stats=stats: self._accept_forward(remote, stats),
+                    remote.local_host or None,
+                    remote.local_port,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                for opened in self._listeners:
+                    opened.close()
+                raise FatalError(
+                    f"cannot listen on {remote.local()}: {exc.strerror or exc}"
+                ) from None
+            self._listeners.append(server)
+            log.debug("tun: %s: Listening", remote)
+
+    def _accept_forward(self, remote: Remote, stats: Any) -> asyncio.Protocol:
+        pipe = Pipe(stats, str(remote))
+        asyncio.get_running_loop().create_task(self._open_forward_channel(remote, pipe))
+        return pipe.socket_side
+
+    async def _open_forward_channel(self, remote: Remote, pipe: Pipe) -> None:
+        conn = self.conn
+        if conn is None:
+            log.info("tun: %s: not connected; dropping connection", remote)
+            pipe.close(ConnectionError("not connected"))
+            return
+        try:
+            await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
+        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
+            if pipe.stats is not None:
+                pipe.stats.failed += 1
+            log.info("tun: %s: %s", remote, getattr(exc, "reason", exc))
+            pipe.close(exc)
+
+    # -- reverse remotes: channels from the gateway ---------------------------------
+    def channel_requested(self, target_bytes: bytes) -> Any:
+        target = target_bytes.decode("utf-8", "replace")
+        remote = self._reverse_targets.get(target)
+        if remote is None:
+            log.warning("Denied channel to %r: not one of our remotes", target[:200])
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
+        if remote.socks or remote.remote_proto != remote.local_proto or target.endswith("/udp"):
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
+        return self._dial(remote, target)
+
+    async def _dial(self, remote: Remote, target: str) -> Any:
+        stats = self.stats.remote(str(remote))
+        host, port = split_target(target)
+        pipe = Pipe(stats, str(remote))
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
+        except OSError as exc:
+            stats.failed += 1
+            pipe.close(exc)
+            log.info("tun: %s: dial %s failed: %s", remote, target, exc.strerror or exc)
+            raise ChannelOpenError(OPEN_CONNECT_FAILED, str(exc.strerror or exc)) from None
+        log.debug("tun: %s: connected to %s", remote, target)
+        return pipe.channel_side
+
+
+class ConnectorSession(asyncssh.SSHClient):
+    """asyncssh's view of the connector: host key check and incoming channels."""
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+
+    def host_key_received(self, key_data: bytes) -> None:
+        expected = self.connector.config.fingerprint
+        got = fingerprint_sha256(key_data)
+        if not expected:
+            log.info("Fingerprint %s", got)
+            return
+        result = fingerprint_matches(expected, key_data)
+        if result is FingerprintCheck.MISMATCH:
+            raise ValueError(f"Invalid fingerprint ({got})")
+        if result is FingerprintCheck.MATCH_LEGACY_MD5:
+            log.warning(
+                "Specified deprecated MD5 fingerprint (%s), "
+                "please update to the new SHA256 fingerprint: %s",
+                expected,
+                got,
+            )
+
+    def chisel_channel_requested(self, target: bytes) -> Any:
+        return self.connector.channel_requested(target)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,166 @@
+"""One tunnelled TCP connection: a local socket on one side, a ``chisel`` channel on the other.
+
+The pipe moves bytes both ways with flow control tied end to end (a slow reader
+pauses the far writer through the SSH window instead of growing a buffer), keeps
+half-close (EOF one way while the other still flows), and counts bytes for the
+stats.  This is the narrow interface the fast path takes over later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import asyncssh
+
+from cc.stats import RemoteStats
+
+__all__ = ["Pipe"]
+
+log = logging.getLogger(__name__)
+
+SOCKET_HIGH_WATER = 1024 * 1024
+SOCKET_LOW_WATER = 256 * 1024
+
+
+class Pipe:
+    """Glue between an asyncio socket transport and an asyncssh channel."""
+
+    def __init__(self, stats: RemoteStats | None = None, label: str = "") -> None:
+        self.stats = stats
+        self.label = label
+        self.transport: asyncio.Transport | None = None
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.socket_side = _SocketSide(self)
+        self.channel_side = _ChannelSide(self)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._socket_eof = False
+        self._channel_eof = False
+        self._closed = False
+        if stats is not None:
+            stats.open += 1
+            stats.total += 1
+
+    # -- both sides report here -----------------------------------------
+    def _maybe_finish(self) -> None:
+        if self._socket_eof and self._channel_eof:
+            self.close()
+
+    def close(self, exc: BaseException | None = None) -> None:
+        """Close both ends; an error aborts the socket instead of flushing it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.stats is not None:
+            self.stats.open -= 1
+        if self.chan is not None:
+            self.chan.close()
+        if self.transport is not None:
+            if exc is None:
+                self.transport.close()
+            else:
+                self.transport.abort()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _SocketSide(asyncio.Protocol):
+    """The local TCP socket's protocol."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+        #: bytes that arrived before the channel was open (uvloop may read before
+        #: our pause in connection_made takes effect)
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.pipe.transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
+        if self.pipe.chan is None:
+            # No channel yet (reverse remote being opened): hold the data back.
+            transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        pipe = self.pipe
+        if pipe.chan is None or self.early:
+            self.early.append(data)
+            if pipe.transport is not None:
+                pipe.transport.pause_reading()
+            return
+        pipe.chan.write(data)
+        if pipe.stats is not None:
+            pipe.stats.bytes_out += len(data)
+
+    def flush_early(self) -> None:
+        """The channel is open: send what came before it, then any early EOF."""
+        pipe = self.pipe
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+        if pipe._socket_eof and pipe.chan is not None:
+            pipe.chan.write_eof()
+            pipe._maybe_finish()
+
+    def eof_received(self) -> bool:
+        pipe = self.pipe
+        pipe._socket_eof = True
+        if pipe.chan is not None and not self.early:
+            pipe.chan.write_eof()
+        pipe._maybe_finish()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pipe.close(exc)
+
+    def pause_writing(self) -> None:
+        if self.pipe.chan is not None:
+            self.pipe.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.pipe.chan is not None:
+            self.pipe.chan.resume_reading()
+
+
+class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
+    """The SSH channel's session."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+
+    def connection_made(self, chan: Any) -> None:
+        self.pipe.chan = chan
+
+    def session_started(self) -> None:
+        self.pipe.socket_side.flush_early()
+        transport = self.pipe.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def data_received(self, data: bytes, datatype: Any = None) -> None:
+        pipe = self.pipe
+        if pipe.transport is not None and not pipe.transport.is_closing():
+            pipe.transport.write(data)
+            if pipe.stats is not None:
+                pipe.stats.bytes_in += len(data)
+
+    def eof_received(self) -> bool:
+        pipe = self.pipe
+        pipe._channel_eof = True
+        transport = pipe.transport
+        if transport is not None and transport.can_write_eof() and not transport.is_closing():
+            transport.write_eof()
+        pipe._maybe_finish()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pipe.close(exc)
+
+    def pause_writing(self) -> None:
+        if self.pipe.transport is not None:
+            self.pipe.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self.pipe.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()

@@ -1,0 +1,81 @@
+"""Process plumbing shared by every command: uvloop, signals, pid file, SIGUSR2 stats.
+
+chisel registers signal 31 as "SIGUSR2", which is SIGSYS on Linux, so a real
+SIGUSR2 prints nothing there; we answer the real ``signal.SIGUSR2``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from cc.log import get_logger
+from cc.procstats import collect, format_report
+from cc.stats import SessionStats
+
+__all__ = ["PidFile", "install_signals", "new_event_loop"]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (it is a dependency on Linux), asyncio otherwise."""
+    if os.environ.get("CC_NO_UVLOOP"):
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class PidFile:
+    """Writes our pid on enter, removes the file on exit (only if it is still ours)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def __enter__(self) -> PidFile:
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(f"{os.getpid()}\n")
+            tmp.replace(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+
+
+def install_signals(
+    loop: asyncio.AbstractEventLoop,
+    *,
+    component: str,
+    stop: Callable[[str], None],
+    stats: SessionStats,
+    hup: Callable[[], None] | None = None,
+    worker_pids: Callable[[], list[int]] | None = None,
+) -> None:
+    """SIGINT/SIGTERM -> stop(name); SIGHUP -> hup(); SIGUSR2 -> print stats."""
+    log = get_logger(component)
+
+    def on_stop(sig: signal.Signals) -> None:
+        name = "interrupt" if sig == signal.SIGINT else "terminated"
+        log.info("Graceful shutdown signal received: %s", name)
+        stop(name)
+
+    def on_usr2() -> None:
+        for line in format_report(collect(stats, worker_pids() if worker_pids else [])):
+            log.info("%s", line)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGUSR2, on_usr2)
+    if hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, hup)
+

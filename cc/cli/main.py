@@ -1,0 +1,57 @@
+"""``cloud-connector``: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from cc import __version__
+
+__all__ = ["main"]
+
+USAGE = f"""\
+Usage: cloud-connector <command> [options]
+
+Commands:
+  server   run the gateway (chisel server compatible)
+  client   run a connector (chisel client compatible)
+  keygen   write a new host key (PEM or ck-) and print its fingerprint
+  demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
+  version  print the version
+
+Run 'cloud-connector <command> --help' for a command's options.
+Version: {__version__}
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "-help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "server":
+        from cc.cli.server import main as run
+    elif command == "client":
+        from cc.cli.client import main as run
+    elif command == "keygen":
+        from cc.cli.keygen import main as run
+    elif command == "demo":
+        from cc.cli.common import run_async
+        from cc.demo import run_demo
+        from cc.log import setup_logging
+
+        setup_logging("-v" in rest)
+        return run_async("cloud-connector demo", run_demo)
+    elif command in ("version", "--version", "-version"):
+        print(__version__)
+        return 0
+    else:
+        print(f"cloud-connector: unknown command {command!r}\n", file=sys.stderr)
+        sys.stderr.write(USAGE)
+        return 2
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``outsystemscc``: the OutSystems Cloud Connector CLI, as its README describes it.
+
+Same options, defaults, help text and log lines as the Go original; only reverse
+remotes (``R:<local-port>:<remote-host>:<remote-port>[/udp]``).  What we add is
+what the original gets wrong: a real SIGUSR2, a non-zero exit when it gives up,
+and a dead connection noticed by a keepalive deadline.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from importlib import resources
+
+from cc import __version__
+from cc.cli.client import add_connector_flags, build_connector_config, run_connector
+from cc.cli.common import EXIT_USAGE, GoArgumentParser, UsageError, fail, run_async
+from cc.log import setup_logging
+from cc.protocol.errors import ProtocolError
+from cc.protocol.remote import check_unique, parse_outsystemscc_remote
+
+__all__ = ["HELP", "main"]
+
+PROG = "outsystemscc"
+HELP = resources.files("cc.cli").joinpath("outsystemscc_help.txt").read_text(encoding="utf-8")
+#: The OutSystems fork never pings more often than this.
+MIN_KEEPALIVE = 5.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = GoArgumentParser(prog=PROG, help_text=HELP)
+    add_connector_flags(p)
+    args = p.parse_args(argv)
+    if args.help:
+        p.print_help()
+        return 0
+    try:
+        if not args.server:
+            raise UsageError("a server URL is required")
+        remotes = [parse_outsystemscc_remote(r) for r in args.remotes]
+        if not remotes:
+            raise UsageError(
+                "at least one remote (R:<local-port>:<remote-host>:<remote-port>) is required"
+            )
+        check_unique(remotes)
+        config = build_connector_config(args, remotes)
+    except (UsageError, ProtocolError, ValueError) as exc:
+        fail(PROG, str(exc), EXIT_USAGE)
+    if 0 < config.keepalive < MIN_KEEPALIVE:
+        config.keepalive = MIN_KEEPALIVE
+    config.user_agent = f"CloudConnector/{__version__}"
+    config.preflight = True
+    connector_id = f"{random.SystemRandom().randrange(10**8, 10**9)}"
+    ports = ",".join(str(r.local_port) for r in remotes)
+    config.extra_query = f"id={connector_id}&ports={ports}"
+    setup_logging(args.verbose, args.log_format)
+    return run_async(
+        PROG, lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None)
+    )

@@ -1,0 +1,209 @@
+"""Just enough HTTP/1.1 for the WebSocket upgrade, /health, /version and 401s.
+
+The gateway reads the request head itself (bounded, before any WebSocket or SSH
+state exists) so that a hostile peer cannot make it buffer more than
+``MAX_HEAD_SIZE`` bytes before it is authenticated.  No sockets here: callers
+feed bytes and get parsed heads or wire bytes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+
+from .errors import ProtocolError
+
+__all__ = [
+    "MAX_HEAD_SIZE",
+    "WS_GUID",
+    "HTTPError",
+    "Headers",
+    "Request",
+    "Response",
+    "accept_key",
+    "build_request",
+    "build_response",
+    "find_head_end",
+    "parse_request",
+    "parse_response",
+]
+
+#: Largest request or response head we accept; chisel's Go server allows 1 MiB,
+#: we need far less and bound it before authentication.
+MAX_HEAD_SIZE = 16 * 1024
+MAX_HEADERS = 100
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+_REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class HTTPError(ProtocolError):
+    """The peer sent an HTTP head we will not parse; ``status`` is the answer to give."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Header fields in wire order; lookups are case-insensitive as HTTP requires."""
+
+    items: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        lname = name.lower()
+        for key, value in self.items:
+            if key.lower() == lname:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [value for key, value in self.items if key.lower() == lname]
+
+    def has_token(self, name: str, token: str) -> bool:
+        """Whether a comma-separated header (``Connection: keep-alive, Upgrade``) has ``token``."""
+        ltoken = token.lower()
+        return any(
+            part.strip().lower() == ltoken
+            for value in self.get_all(name)
+            for part in value.split(",")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: Headers = field(default_factory=Headers)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def is_websocket_upgrade(self) -> bool:
+        return (
+            self.method == "GET"
+            and self.headers.has_token("Connection", "upgrade")
+            and (self.headers.get("Upgrade") or "").lower() == "websocket"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    reason: str
+    version: str
+    headers: Headers = field(default_factory=Headers)
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Index just past the blank line ending a head, -1 if incomplete.
+
+    Raises HTTPError(431) once the buffer outgrows ``MAX_HEAD_SIZE`` without one.
+    """
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_SIZE + 4)
+    if end >= 0:
+        return end + 4
+    if len(buffer) > MAX_HEAD_SIZE:
+        raise HTTPError("request head too large", 431)
+    return -1
+
+
+def _parse_fields(lines: list[bytes]) -> Headers:
+    if len(lines) > MAX_HEADERS:
+        raise HTTPError("too many header fields", 431)
+    items: list[tuple[str, str]] = []
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b" " in name:
+            raise HTTPError(f"malformed header line {line[:60]!r}")
+        try:
+            items.append((name.decode("ascii"), value.strip().decode("latin-1")))
+        except UnicodeDecodeError:
+            raise HTTPError("non-ASCII header name") from None
+    return Headers(tuple(items))
+
+
+def _split_head(head: bytes | bytearray) -> list[bytes]:
+    text = bytes(head)
+    if text.endswith(b"\r\n\r\n"):
+        text = text[:-4]
+    if len(text) > MAX_HEAD_SIZE:
+        raise HTTPError("head too large", 431)
+    return text.split(b"\r\n")
+
+
+def parse_request(head: bytes | bytearray) -> Request:
+    """Parse a request head (request line + fields, up to and including the blank line)."""
+    lines = _split_head(head)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith(b"HTTP/1."):
+        raise HTTPError(f"malformed request line {lines[0][:80]!r}")
+    try:
+        method, target, version = (p.decode("ascii") for p in parts)
+    except UnicodeDecodeError:
+        raise HTTPError("non-ASCII request line") from None
+    if not target.startswith("/"):
+        raise HTTPError(f"unsupported request target {target[:80]!r}")
+    return Request(method, target, version, _parse_fields(lines[1:]))
+
+
+def parse_response(head: bytes | bytearray) -> Response:
+    """Parse a response head (status line + fields)."""
+    lines = _split_head(head)
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise HTTPError(f"malformed status line {lines[0][:80]!r}")
+    reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
+    return Response(int(parts[1]), reason, parts[0].decode("ascii"), _parse_fields(lines[1:]))
+
+
+def _check_field(name: str, value: str) -> None:
+    if any(c in name for c in "\r\n: ") or any(c in value for c in "\r\n\0"):
+        raise ValueError(f"header {name!r} contains a forbidden character")
+
+
+def build_request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    """Serialize a request head; refuses CR/LF in fields so user headers cannot inject lines."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers:
+        _check_field(name, value)
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def build_response(
+    status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+) -> bytes:
+    """Serialize a complete response; a body gets its Content-Length."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    fields = list(headers or [])
+    if status != 101:
+        fields.append(("Content-Length", str(len(body))))
+    for name, value in fields:
+        _check_field(name, value)
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value for a Sec-WebSocket-Key (RFC 6455 section 4.2.2)."""
+    digest = hashlib.sha1(key.encode("ascii") + WS_GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
