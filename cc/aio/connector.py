@@ -69,6 +69,8 @@ class ConnectorConfig:
     preflight: bool = False
     #: outsystemscc: ``id=...&ports=...`` appended to the WebSocket URL
     extra_query: str = ""
+    #: on SIGTERM, how long open connections may take to finish
+    drain_timeout: float = 10.0
 
 
 class Connector:
@@ -80,6 +82,7 @@ class Connector:
         self.conn: Any = None
         self.connected = asyncio.Event()
         self._stopping = False
+        self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._backoff = Backoff(max_delay=config.max_retry_interval, rand=rng)
         self._listeners: list[asyncio.AbstractServer] = []
@@ -87,9 +90,25 @@ class Connector:
 
     # -- control --------------------------------------------------------------
     def stop(self) -> None:
-        """Stop reconnecting and close the session (SIGINT/SIGTERM)."""
+        """SIGINT/SIGTERM: stop accepting, let open connections finish (bounded), close."""
+        if self._stopping:
+            return
         self._stopping = True
         self._wake.set()
+        for server in self._listeners:
+            server.close()
+        self._drainer = asyncio.get_running_loop().create_task(self._drain_then_close())
+
+    def open_connections(self) -> int:
+        return sum(r.open for r in self.stats.remotes.values())
+
+    async def _drain_then_close(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        if self.open_connections():
+            log.info("Draining %d open connection(s)...", self.open_connections())
+        while self.open_connections() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         if self.conn is not None:
             self.conn.close()
 
@@ -135,6 +154,8 @@ class Connector:
             self.stats.state = "stopped"
             for server in self._listeners:
                 server.close()
+            if self._drainer is not None:
+                await asyncio.gather(self._drainer, return_exceptions=True)
 
     async def _wait_before_retry(self) -> None:
         attempt = self._backoff.attempts
@@ -267,6 +288,8 @@ class Connector:
     # -- reverse remotes: channels from the gateway ---------------------------------
     def channel_requested(self, target_bytes: bytes) -> Any:
         target = target_bytes.decode("utf-8", "replace")
+        if self._stopping:
+            raise ChannelOpenError(OPEN_CONNECT_FAILED, "connector is shutting down")
         remote = self._reverse_targets.get(target)
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", target[:200])

@@ -25,6 +25,7 @@ from cc._asyncssh_compat import (
     ChannelOpenError,
     new_server_connection,
     open_chisel_channel,
+    send_global_request,
 )
 from cc.aio.backend import proxy_to_backend
 from cc.aio.pipe import Pipe
@@ -59,6 +60,8 @@ class GatewayConfig:
     socks5: bool = False
     backend: str | None = None
     keepalive: float = 25.0
+    #: a session whose peer leaves a ping unanswered this long is closed
+    keepalive_timeout: float = 10.0
     tls: ssl.SSLContext | None = None
     reuse_port: bool = False
     version: str = __version__
@@ -128,15 +131,24 @@ class Gateway:
         log.info("Fingerprint %s", self.fingerprint)
         log.info("Listening on %s://%s:%d", scheme, self.config.host or "0.0.0.0", self.ports[0])
 
-    async def close(self) -> None:
-        """Stop accepting, then end every session (their listeners go with them)."""
+    async def close(self, drain_timeout: float = 0.0) -> None:
+        """Stop accepting, let open connections finish (bounded), then end every session."""
         if self._server is not None:
             self._server.close()
+        for session in list(self.sessions):
+            session.close_listeners()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self.open_connections() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         for session in list(self.sessions):
             session.close()
         if self._server is not None:
             await self._server.wait_closed()
         self.stats.state = "stopped"
+
+    def open_connections(self) -> int:
+        return sum(r.open for r in self.stats.remotes.values())
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -284,6 +296,7 @@ class GatewaySession(asyncssh.SSHServer):
         self.listeners: list[asyncio.AbstractServer] = []
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.Task[None] | None = None
 
     # -- asyncssh callbacks ---------------------------------------------------
     def connection_made(self, conn: Any) -> None:
@@ -295,6 +308,8 @@ class GatewaySession(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close_listeners()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self._config_timer is not None:
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
@@ -383,6 +398,8 @@ class GatewaySession(asyncssh.SSHServer):
             return error
         self.remotes = config.remotes
         self._configured = True
+        if self.gateway.config.keepalive > 0:
+            self._keepalive = asyncio.get_running_loop().create_task(self._ping_loop())
         peer = self.context.peer if self.context else "?"
         self.log.info(
             "Connected: %s user=%r version=%s remotes=[%s]",
@@ -392,6 +409,30 @@ class GatewaySession(asyncssh.SSHServer):
             ", ".join(str(r) for r in config.remotes),
         )
         return None
+
+    async def _ping_loop(self) -> None:
+        """Detect a vanished connector: chisel keeps its reverse ports bound forever.
+
+        Go clients answer an unknown global request with a failure, which is still
+        an answer; silence past the deadline means the peer is gone, so the session
+        is aborted and its reverse ports are released for the reconnecting client.
+        """
+        interval = self.gateway.config.keepalive
+        deadline = self.gateway.config.keepalive_timeout
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(deadline):
+                    await send_global_request(self.conn, "ping", b"")
+            except TimeoutError:
+                self.log.warning(
+                    "No keepalive answer within %.0fs; closing the session and its ports", deadline
+                )
+                self.close_listeners()
+                self.conn.abort()
+                return
+            except (OSError, asyncssh.Error):
+                return
 
     async def _open_listeners(self, remotes: list[Remote]) -> str | None:
         loop = asyncio.get_running_loop()

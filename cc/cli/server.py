@@ -191,5 +191,5 @@ async def _serve(config: GatewayConfig, args: Any) -> int:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
-        await gateway.close()
+        await gateway.close(drain_timeout=10.0)
     return 0
