@@ -1,0 +1,74 @@
+"""Smoke tests of ``python -m bench``: it runs, cleans up and writes valid JSON.
+
+No speed is asserted anywhere: figures depend on the machine and on what else runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.peers import REPO_ROOT
+from bench.report import FIGURES
+
+pytestmark = pytest.mark.timeout(180)
+
+TINY = ["--quick", "--bulk-seconds", "1", "--rtt-count", "20", "--conn-seconds", "0.2"]
+
+
+def run_bench(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *TINY, "--json", str(out), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.exists(), f"no JSON written\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.returncode, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("tool", ["auto", "python"])
+def test_relay_writes_valid_json(tmp_path: Path, tool: str) -> None:
+    code, doc = run_bench(tmp_path, "--only", "relay", "--bulk-tool", tool)
+    assert code == 0
+    assert doc["settings"]["paths"] == ["relay"]
+    assert doc["machine"]["fastpath"] in ("cython", "python")
+    assert doc["machine"]["cpus_logical"] >= 1
+    relay = doc["paths"]["relay"]
+    assert relay["status"] == "ok", relay
+    known = {f["key"] for f in doc["figures"]}
+    for key in ("bulk_fwd_MBps", "bulk_rev_MBps", "bulk_par_MBps", "rtt_p50_us", "conn_per_s"):
+        assert key in known
+        assert relay["figures"][key] > 0
+    assert set(relay["figures"]) <= known
+
+
+def test_ours_path_reports_per_process_figures(tmp_path: Path) -> None:
+    code, doc = run_bench(tmp_path, "--only", "ours", "--idle-conns", "20")
+    ours = doc["paths"]["ours"]
+    assert code == 0, ours
+    assert ours["status"] == "ok", ours
+    for role in ("gateway", "connector"):
+        assert ours["figures"][f"rss_idle_MB_{role}"] > 0
+        assert ours["figures"][f"cpu_s_per_GiB_{role}"] > 0
+    assert {f.key for f in FIGURES} >= set(ours["figures"])
+
+
+def test_broken_chisel_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-chisel")
+    code, doc = run_bench(tmp_path, "--only", "chisel,relay", env={"CHISEL_BIN": missing})
+    assert code == 1
+    assert doc["paths"]["chisel"]["status"] == "error"
+    assert "CHISEL_BIN" in doc["paths"]["chisel"]["error"]
+    assert doc["paths"]["relay"]["status"] == "ok"
