@@ -9,7 +9,7 @@ import asyncio
 from typing import cast
 from urllib.parse import SplitResult, urljoin, urlunsplit
 
-from cc.aio.dial import DialError, TLSOptions, connect_socket, normalize_server_url
+from cc.aio.dial import DialError, TLSOptions, TLSWatch, connect_socket, normalize_server_url
 from cc.protocol import http
 
 __all__ = ["follow_redirect"]
@@ -18,8 +18,9 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class _Get(asyncio.Protocol):
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, watch: TLSWatch) -> None:
         self.request = request
+        self.watch = watch
         self.buffer = bytearray()
         self.done: asyncio.Future[http.Response] = asyncio.get_running_loop().create_future()
 
@@ -38,8 +39,12 @@ class _Get(asyncio.Protocol):
             self.done.set_exception(DialError(f"pre-flight: bad HTTP response: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(DialError("pre-flight: connection closed before a response"))
+        if self.done.done():
+            return
+        error = self.watch.lost(exc) if not self.buffer else None  # e.g. client cert refused
+        self.done.set_exception(
+            error or DialError("pre-flight: connection closed before a response")
+        )
 
 
 async def follow_redirect(
@@ -58,11 +63,19 @@ async def follow_redirect(
     scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
     plain = url._replace(scheme=scheme)
     target = (plain.path or "/") + (f"?{plain.query}" if plain.query else "")
-    fields = [("Host", plain.netloc.rsplit("@", 1)[-1]), ("User-Agent", user_agent)]
+    host = plain.netloc.rsplit("@", 1)[-1]
+    fields = [("Host", host), ("User-Agent", user_agent)]
     fields.append(("Connection", "close"))
-    get = _Get(http.build_request("GET", target, fields))
+    watch = TLSWatch(host)
+    get = _Get(http.build_request("GET", target, fields), watch)
     transport, _ = await connect_socket(
-        asyncio.get_running_loop(), lambda: get, plain, proxy=proxy, tls=tls, timeout=timeout
+        asyncio.get_running_loop(),
+        lambda: get,
+        plain,
+        proxy=proxy,
+        tls=tls,
+        timeout=timeout,
+        watch=watch,
     )
     try:
         async with asyncio.timeout(timeout):
