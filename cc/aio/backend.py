@@ -25,6 +25,7 @@ class _Relay(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Relay | None = None
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -34,9 +35,13 @@ class _Relay(asyncio.Protocol):
             self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
+        self.eof = True
         peer = self.peer
         if peer is not None and peer.transport is not None and peer.transport.can_write_eof():
             peer.transport.write_eof()
+            if peer.eof:  # both directions are done: nothing closes these sockets otherwise
+                peer.transport.close()
+                return False
             return True
         return False
 

@@ -4,7 +4,10 @@ session up, serves its remotes, and reconnects when the session dies.
 Which failures retry and which stop is deliberate: network trouble retries with
 backoff; a refused token (HTTP 401/403), a fingerprint mismatch, a wrong
 password and a config the gateway rejects stop with a non-zero exit, because
-retrying them only hammers the gateway.
+retrying them only hammers the gateway.  The exception is a busy reverse port
+("Server cannot listen"): usually our own stale session still holds it, and it
+frees up, so that one retries.  The backoff restarts at 100 ms only after a
+session that lasted ``backoff_reset_after`` (chisel: 5 s).
 """
 
 from __future__ import annotations
@@ -27,16 +30,26 @@ from cc._asyncssh_compat import (
     open_chisel_channel,
     send_global_request,
 )
-from cc.aio.dial import DialError, HandshakeError, TLSOptions, open_websocket, websocket_url
+from cc.aio.dial import (
+    DialError,
+    HandshakeError,
+    TLSOptions,
+    TLSVerifyError,
+    open_websocket,
+    websocket_url,
+)
 from cc.aio.gateway import split_target
 from cc.aio.pipe import Pipe
 from cc.aio.preflight import follow_redirect
-from cc.log import get_logger
+from cc.aio.socks import SocksSession
+from cc.aio.stdio import serve_stdio
+from cc.aio.udp import UDPListener, UDPSettings, open_udp_exit
+from cc.log import get_logger, redact
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
 from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
-from cc.protocol.remote import Remote
+from cc.protocol.remote import Proto, Remote
 from cc.stats import SessionStats
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
@@ -71,6 +84,11 @@ class ConnectorConfig:
     extra_query: str = ""
     #: on SIGTERM, how long open connections may take to finish
     drain_timeout: float = 10.0
+    #: only a session that lasted this long restarts the backoff at 100 ms (chisel: 5 s);
+    #: shorter ones keep backing off, so a gateway that drops every session is not hammered
+    backoff_reset_after: float = 5.0
+    #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
+    udp: UDPSettings = field(default_factory=UDPSettings)
 
 
 class Connector:
@@ -87,6 +105,7 @@ class Connector:
         self._backoff = Backoff(max_delay=config.max_retry_interval, rand=rng)
         self._listeners: list[asyncio.AbstractServer] = []
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
+        self._stdio: asyncio.Task[None] | None = None
 
     # -- control --------------------------------------------------------------
     def stop(self) -> None:
@@ -116,8 +135,20 @@ class Connector:
         """SIGHUP: reconnect now instead of at the end of the backoff wait."""
         self._wake.set()
 
+    def _with_query(self, url: Any) -> Any:
+        extra = self.config.extra_query
+        if not extra:
+            return url
+        return url._replace(query=f"{url.query}&{extra}" if url.query else extra)
+
     async def _target_url(self) -> Any:
+        """The URL to upgrade: the configured one, or where outsystemscc's pre-flight points.
+
+        ``Connecting to`` is logged before the pre-flight, so a gateway that cannot be
+        reached still shows which URL was tried.
+        """
         cfg = self.config
+        log.info("Connecting to %s", redact(websocket_url(self._with_query(cfg.server))))
         url = cfg.server
         if cfg.preflight:
             url = await follow_redirect(
@@ -127,11 +158,11 @@ class Connector:
                 tls=cfg.tls,
                 timeout=cfg.connect_timeout,
             )
-        if cfg.extra_query:
-            url = url._replace(
-                query=f"{url.query}&{cfg.extra_query}" if url.query else cfg.extra_query
-            )
-        return url
+            if url != cfg.server:
+                log.info(
+                    "Connecting to %s (redirected)", redact(websocket_url(self._with_query(url)))
+                )
+        return self._with_query(url)
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns on stop(); raises FatalError."""
@@ -139,10 +170,13 @@ class Connector:
         try:
             while not self._stopping:
                 try:
-                    await self._session()
-                    self._backoff.reset()
+                    if await self._session():
+                        self._backoff.reset()
                 except FatalError:
                     raise
+                except TLSVerifyError as exc:  # a bad certificate does not heal: stop
+                    log.info("Connection error: %s", exc)
+                    raise FatalError(str(exc)) from None
                 except (DialError, HandshakeError, OSError, asyncssh.Error) as exc:
                     if self._stopping:
                         break
@@ -154,6 +188,9 @@ class Connector:
             self.stats.state = "stopped"
             for server in self._listeners:
                 server.close()
+            if self._stdio is not None:
+                self._stdio.cancel()
+                await asyncio.gather(self._stdio, return_exceptions=True)
             if self._drainer is not None:
                 await asyncio.gather(self._drainer, return_exceptions=True)
 
@@ -172,20 +209,25 @@ class Connector:
                 await self._wake.wait()
 
     # -- one session ------------------------------------------------------------
-    async def _session(self) -> None:
+    async def _session(self) -> bool:
+        """One connection, until it ends; True if it lasted ``backoff_reset_after``."""
         cfg = self.config
         self.stats.state = "connecting"
         url = await self._target_url()
-        log.info("Connecting to %s", websocket_url(url))
-        wst = await open_websocket(
-            url,
-            headers=cfg.headers,
-            hostname=cfg.hostname,
-            user_agent=cfg.user_agent,
-            proxy=cfg.proxy,
-            tls=cfg.tls,
-            timeout=cfg.connect_timeout,
-        )
+        try:
+            wst = await open_websocket(
+                url,
+                headers=cfg.headers,
+                hostname=cfg.hostname,
+                user_agent=cfg.user_agent,
+                proxy=cfg.proxy,
+                tls=cfg.tls,
+                timeout=cfg.connect_timeout,
+            )
+        except HandshakeError as exc:
+            if exc.status in (401, 403):  # a refused token: retrying only hammers the gateway
+                raise FatalError(str(exc)) from None
+            raise
         owner = ConnectorSession(self)
         try:
             async with asyncio.timeout(cfg.connect_timeout):
@@ -203,14 +245,30 @@ class Connector:
         try:
             started = time.perf_counter()
             config = Config(version=cfg.config_version, remotes=tuple(cfg.remotes))
-            ok, reply = await send_global_request(conn, "config", encode_config(config))
+            try:
+                # Bounded: a gateway that went silent after auth must not hang us forever.
+                async with asyncio.timeout(cfg.connect_timeout):
+                    ok, reply = await send_global_request(conn, "config", encode_config(config))
+            except TimeoutError:
+                raise DialError(
+                    f"no answer to the config request within {format_duration(cfg.connect_timeout)}"
+                ) from None
+            if not ok and not reply and conn.is_closed():
+                # asyncssh fails pending requests when the connection drops: not a verdict.
+                raise DialError("connection lost during the config request")
             if not ok or reply:
                 reason = reply.decode("utf-8", "replace") or "config rejected by server"
+                if "cannot listen" in reason.lower():
+                    # Transient: usually our own stale session (a half-open path the gateway
+                    # has not timed out yet) still holds the reverse port; the gateway frees
+                    # it at its keepalive deadline, so retry with backoff instead of exiting.
+                    raise DialError(reason)
                 raise FatalError(reason)
             log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
             self.stats.state = "connected"
             self.stats.sessions = 1
             self.connected.set()
+            connected_at = time.monotonic()
             keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
             try:
                 await conn.wait_closed()
@@ -218,6 +276,7 @@ class Connector:
                 keepalive.cancel()
             if not self._stopping:
                 log.info("Disconnected")
+            return time.monotonic() - connected_at >= cfg.backoff_reset_after
         finally:
             self.conn = None
             self.connected.clear()
@@ -250,12 +309,16 @@ class Connector:
             if remote.reverse or remote.stdio:
                 continue
             stats = self.stats.remote(str(remote))
+            if remote.local_proto is Proto.UDP:
+                await self._open_udp_listener(remote, stats)
+                continue
             try:
                 server = await loop.create_server(
                     lambda remote=remote, stats=stats: self._accept_forward(remote, stats),
                     remote.local_host or None,
                     remote.local_port,
                     reuse_address=True,
+                    backlog=1024,  # a burst of clients must not wait for SYN retries
                 )
             except OSError as exc:
                 for opened in self._listeners:
@@ -265,6 +328,27 @@ class Connector:
                 ) from None
             self._listeners.append(server)
             log.debug("tun: %s: Listening", remote)
+        for remote in self.config.remotes:
+            if remote.stdio:  # check_unique allows one
+                self._stdio = loop.create_task(serve_stdio(self, remote))
+
+    async def _open_udp_listener(self, remote: Remote, stats: Any) -> None:
+        listener = UDPListener(remote, self._open_udp_channel, self.config.udp, stats, log)
+        try:
+            await listener.start()
+        except OSError as exc:
+            for opened in self._listeners:
+                opened.close()
+            raise FatalError(
+                f"cannot listen on {remote.local()}/udp: {exc.strerror or exc}"
+            ) from None
+        self._listeners.append(listener)
+
+    async def _open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
+        conn = self.conn
+        if conn is None:
+            raise ConnectionError("not connected")
+        return await open_chisel_channel(conn, target, factory)
 
     def _accept_forward(self, remote: Remote, stats: Any) -> asyncio.Protocol:
         pipe = Pipe(stats, str(remote))
@@ -294,8 +378,16 @@ class Connector:
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", target[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
-        if remote.socks or remote.remote_proto != remote.local_proto or target.endswith("/udp"):
+        stats = self.stats.remote(str(remote))
+        if remote.socks:
+            # Only because our own remotes declare R:socks: the user chose to expose a
+            # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
+            return SocksSession(None, stats, get_logger("client.socks"), str(remote))
+        if remote.remote_proto != remote.local_proto:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
+        if remote.remote_proto is Proto.UDP:
+            host, port = split_target(target.removesuffix("/udp"))
+            return open_udp_exit(host, port, self.config.udp, stats, log, str(remote))
         return self._dial(remote, target)
 
     async def _dial(self, remote: Remote, target: str) -> Any:

@@ -29,13 +29,15 @@ from cc._asyncssh_compat import (
 )
 from cc.aio.backend import proxy_to_backend
 from cc.aio.pipe import Pipe
+from cc.aio.socks import SocksSession
+from cc.aio.udp import UDPListener, UDPSettings, open_udp_exit
 from cc.aio.wstransport import WebSocketTransport
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable
 from cc.protocol.config import decode_config
 from cc.protocol.errors import ConfigError
-from cc.protocol.remote import Remote
+from cc.protocol.remote import Proto, Remote
 from cc.protocol.ws import WebSocketStream
 from cc.stats import SessionStats
 
@@ -45,8 +47,12 @@ log = get_logger("server")
 
 #: chisel waits this long for the config request after authentication.
 CONFIG_TIMEOUT = 10.0
+#: How long a session whose config was rejected stays open to read the reason.
+REJECTED_LINGER = 2.0
 #: Bound on WebSocket frames from an unauthenticated peer (chisel has none).
 MAX_FRAME = 1 << 20
+#: Binds tried for a reverse port whose stale holder was just evicted.
+_REBIND_ATTEMPTS = 10
 
 
 @dataclass
@@ -65,6 +71,8 @@ class GatewayConfig:
     tls: ssl.SSLContext | None = None
     reuse_port: bool = False
     version: str = __version__
+    #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
+    udp: UDPSettings = field(default_factory=UDPSettings)
 
 
 @dataclass
@@ -367,6 +375,17 @@ class GatewaySession(asyncssh.SSHServer):
 
     # -- the config request -----------------------------------------------------
     async def config_requested(self, payload: bytes) -> str | None:
+        """Answer the config request; a rejected session is closed soon after.
+
+        The pause lets the client read the reason; without the close, a client that
+        ignores rejections could hold sessions open for ever.
+        """
+        error = await self._configure(payload)
+        if error is not None and not self._configured:
+            asyncio.get_running_loop().call_later(REJECTED_LINGER, self.close)
+        return error
+
+    async def _configure(self, payload: bytes) -> str | None:
         """Validate the remotes and open reverse listeners; an error text is sent back."""
         if self._configured:
             return "server: config already received"
@@ -435,23 +454,89 @@ class GatewaySession(asyncssh.SSHServer):
                 return
 
     async def _open_listeners(self, remotes: list[Remote]) -> str | None:
-        loop = asyncio.get_running_loop()
         for remote in remotes:
             stats = self.gateway.stats.remote(str(remote))
-            try:
-                server = await loop.create_server(
-                    lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
-                    remote.local_host or None,
-                    remote.local_port,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                self.close_listeners()
-                self.log.warning("Cannot listen on %s: %s", remote.local(), exc.strerror or exc)
-                return f"server: Server cannot listen on {remote.local()}"
+            evicted = False
+            for attempt in range(_REBIND_ATTEMPTS):
+                try:
+                    server = await self._listen(remote, stats)
+                    break
+                except OSError as exc:
+                    error = exc
+                if not evicted:
+                    evicted = await self._evict_stale_holder(remote)
+                if not evicted or attempt == _REBIND_ATTEMPTS - 1:
+                    self.close_listeners()
+                    self.log.warning(
+                        "Cannot listen on %s: %s", remote.local(), error.strerror or error
+                    )
+                    return f"server: Server cannot listen on {remote.local()}"
+                await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
             self.listeners.append(server)
             self.log.debug("tun: %s: Listening", remote)
         return None
+
+    async def _listen(self, remote: Remote, stats: Any) -> asyncio.AbstractServer:
+        """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken."""
+        if remote.local_proto is Proto.UDP:
+            udp = UDPListener(
+                remote, self._open_udp_channel, self.gateway.config.udp, stats, self.log
+            )
+            await udp.start()
+            return udp
+        return await asyncio.get_running_loop().create_server(
+            lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
+            remote.local_host or None,
+            remote.local_port,
+            reuse_address=True,
+            backlog=1024,  # a burst of clients must not wait for SYN retries
+        )
+
+    async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
+        return await open_chisel_channel(self.conn, target, factory)
+
+    def holds_port(self, port: int) -> bool:
+        return any(
+            sock.getsockname()[1] == port
+            for server in self.listeners
+            for sock in cast(asyncio.Server, server).sockets
+        )
+
+    async def answers_ping(self, timeout: float) -> bool:
+        """One keepalive round trip now; False if the peer stays silent or is gone."""
+        try:
+            async with asyncio.timeout(timeout):
+                await send_global_request(self.conn, "ping", b"")
+        except (TimeoutError, OSError, asyncssh.Error):
+            return False
+        return not self.conn.is_closed()
+
+    async def _evict_stale_holder(self, remote: Remote) -> bool:
+        """If another of our sessions holds ``remote``'s port and is dead, close it.
+
+        A connector whose old path died silently (NAT state dropped, Wi-Fi roam)
+        reconnects before our keepalive deadline, and its stale session still holds
+        the reverse port.  Go clients give up on a config error, so instead of
+        refusing at once, ask the holder now: if it does not answer within the
+        keepalive deadline it is gone, and the port goes to the new session.  A
+        holder that answers keeps its port (a genuine conflict).
+        """
+        for other in list(self.gateway.sessions):
+            if other is self or other.conn is None or not other.holds_port(remote.local_port):
+                continue
+            deadline = self.gateway.config.keepalive_timeout or CONFIG_TIMEOUT
+            if await other.answers_ping(deadline):
+                return False
+            other.log.warning(
+                "No keepalive answer within %.0fs while %s wants %s; closing the stale session",
+                deadline,
+                self.context.peer if self.context else "?",
+                remote.local(),
+            )
+            other.close_listeners()
+            other.conn.abort()
+            return True
+        return False
 
     def close_listeners(self) -> None:
         for server in self.listeners:
@@ -479,16 +564,33 @@ class GatewaySession(asyncssh.SSHServer):
         target = target_bytes.decode("utf-8", "replace")
         if not self._configured:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "config first")
-        if target == "socks" or target.endswith("/udp"):
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
+        if target == "socks":
+            return self._socks_session()
+        host_port = target.removesuffix("/udp")
         try:
-            host, port = split_target(target)
+            host, port = split_target(host_port)
         except ValueError:
             raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        if not self.allowed(target):
+        if not self.allowed(host_port):  # UDP as TCP: chisel's ACL subjects have no /udp
             self.log.warning("Denied channel to %s for user '%s'", target, self.user)
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
+        if host_port != target:
+            stats = self.gateway.stats.remote(target)
+            return open_udp_exit(host, port, self.gateway.config.udp, stats, self.log, target)
         return self._dial(target, host, port)
+
+    def _socks_session(self) -> SocksSession:
+        """A SOCKS5 server on the channel; each CONNECT is checked against our ACL.
+
+        chisel lets SOCKS requests past its ACL; here the real ``host:port`` must be
+        allowed for the user (and the token) like any forward remote's target.
+        """
+        if not self.gateway.config.socks5:
+            self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
+        stats = self.gateway.stats.remote("socks")
+        log = get_logger(f"server.session#{self.id}.socks")
+        return SocksSession(self.allowed, stats, log, f"user '{self.user}'")
 
     async def _dial(self, target: str, host: str, port: int) -> Any:
         stats = self.gateway.stats.remote(target)

@@ -132,6 +132,12 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         self.pipe.chan = chan
 
     def session_started(self) -> None:
+        if self.pipe._closed:
+            # The socket went away while the channel was opening (uvloop reports a
+            # reset even while reading is paused): close the channel, or it leaks.
+            if self.pipe.chan is not None:
+                self.pipe.chan.close()
+            return
         self.pipe.socket_side.flush_early()
         transport = self.pipe.transport
         if transport is not None and not transport.is_closing():
