@@ -57,6 +57,8 @@ class JSONFormatter(logging.Formatter):
 
 def setup_logging(verbose: bool = False, fmt: str = "text", stream: TextIO | None = None) -> None:
     """Route our loggers to ``stream`` (stdout, as the seed says); libraries stay quiet."""
+    # A closed stdout (``outsystemscc | head``) must not print tracebacks on every line.
+    logging.raiseExceptions = False
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JSONFormatter() if fmt == "json" else GoFormatter())
     root = logging.getLogger(_ROOT)

@@ -17,7 +17,7 @@ from cc.log import get_logger
 from cc.procstats import collect, format_report
 from cc.stats import SessionStats
 
-__all__ = ["PidFile", "install_signals", "new_event_loop"]
+__all__ = ["PidFile", "PidFileError", "install_signals", "new_event_loop"]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -31,6 +31,10 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+class PidFileError(OSError):
+    """``--pid`` could not write its file (read-only or odd working directory)."""
+
+
 class PidFile:
     """Writes our pid on enter, removes the file on exit (only if it is still ours)."""
 
@@ -40,8 +44,14 @@ class PidFile:
     def __enter__(self) -> PidFile:
         if self.path is not None:
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(f"{os.getpid()}\n")
-            tmp.replace(self.path)
+            try:
+                tmp.write_text(f"{os.getpid()}\n")
+                tmp.replace(self.path)
+            except OSError as exc:
+                # One clear line for the CLI (run_async prints OSErrors as they are).
+                raise PidFileError(
+                    f"cannot write pid file {self.path}: {exc.strerror or exc}"
+                ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -78,4 +88,3 @@ def install_signals(
     loop.add_signal_handler(signal.SIGUSR2, on_usr2)
     if hup is not None:
         loop.add_signal_handler(signal.SIGHUP, hup)
-

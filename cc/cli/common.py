@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cc.protocol.errors import ProtocolError
 from cc.protocol.keepalive import parse_duration
+
+if TYPE_CHECKING:
+    from cc.aio.udp import UDPSettings
 
 __all__ = [
     "EXIT_FATAL",
     "EXIT_USAGE",
     "GoArgumentParser",
     "UsageError",
+    "add_udp_flags",
+    "canonical_header_name",
     "duration",
     "env_default",
     "fail",
     "parse_header",
     "run_async",
+    "udp_settings",
 ]
 
 EXIT_FATAL = 1
@@ -84,20 +91,46 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def canonical_header_name(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``token`` -> ``Token``, ``x-id`` -> ``X-Id``.
+
+    outsystemscc stores ``--header`` in a Go ``http.Header``, so the wire shows the
+    canonical form; sending the same bytes keeps strict proxies and gateways happy.
+    """
+    if not name or any(c not in _TOKEN_CHARS for c in name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
 def parse_header(text: str) -> tuple[str, str]:
-    """``"Name: value"`` -> (name, value); the form chisel's --header takes."""
+    """``"Name: value"`` -> (name, value); the form chisel's --header takes.
+
+    The error never repeats the value: a mistyped ``--header "token abc"`` must not
+    put the token on stderr, which often ends up in a log.
+    """
     name, sep, value = text.partition(":")
     name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
-        raise UsageError(f'invalid header {text!r}: use "HeaderName: HeaderContent"')
-    return name, value.strip()
+    if not sep:
+        raise UsageError('invalid --header (no ":"): use "HeaderName: HeaderContent"')
+    if not name or any(c not in _TOKEN_CHARS for c in name):
+        raise UsageError(
+            'invalid --header name (letters, digits and "-" only): use "HeaderName: HeaderContent"'
+        )
+    if any(c in value for c in "\r\n\0"):
+        raise UsageError(f"invalid --header {name!r}: the value contains a line break or NUL")
+    return canonical_header_name(name), value.strip()
 
 
 def run_async(
     prog: str, factory: Callable[[], Coroutine[Any, Any, int]], argv: Sequence[str] | None = None
 ) -> int:
     """Run the command's coroutine on uvloop; turn stray errors into one line, never a traceback."""
-    from cc.aio.runtime import new_event_loop
+    from cc.aio.runtime import PidFileError, new_event_loop
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -107,8 +140,46 @@ def run_async(
         return 0
     except UsageError as exc:
         fail(prog, str(exc), EXIT_USAGE)
+    except PidFileError as exc:
+        fail(prog, str(exc))
+    except Exception as exc:
+        # A bug or an environment we did not foresee: one line for the user (the
+        # traceback only with -v), never a wall of Python on a service's console.
+        import logging
+        import traceback
+
+        if logging.getLogger("cc").isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        fail(prog, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+def add_udp_flags(p: GoArgumentParser) -> None:
+    """``--udp-*``: limits of the UDP data path, for clients and the server alike."""
+    p.add_flag("--udp-max-senders", type=int, default=env_default("CC_UDP_MAX_SENDERS", "10000"))
+    p.add_flag(
+        "--udp-idle-timeout", type=duration, default=env_default("CC_UDP_IDLE_TIMEOUT", "15s")
+    )
+    p.add_flag("--udp-max-size", type=int, default=env_default("CC_UDP_MAX_SIZE", "9012"))
+
+
+def udp_settings(args: argparse.Namespace) -> UDPSettings:
+    """The ``--udp-*`` options, validated; ``--udp-idle-timeout 0s`` never expires."""
+    from cc.aio.udp import MAX_DATAGRAM, UDPSettings
+
+    if args.udp_max_senders < 1:
+        raise UsageError("--udp-max-senders must be at least 1")
+    if args.udp_idle_timeout < 0:
+        raise UsageError("--udp-idle-timeout must not be negative")
+    if not 1 <= args.udp_max_size <= MAX_DATAGRAM:
+        raise UsageError(f"--udp-max-size must be in 1..{MAX_DATAGRAM}")
+    idle = args.udp_idle_timeout
+    return UDPSettings(
+        max_senders=args.udp_max_senders,
+        idle_timeout=math.inf if idle == 0 else idle,
+        max_size=args.udp_max_size,
+    )

@@ -47,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return 0
     else:
-        print(f"cloud-connector: unknown command {command!r}\n", file=sys.stderr)
-        sys.stderr.write(USAGE)
+        print(
+            f"cloud-connector: unknown command {command!r} "
+            "(commands: server, client, keygen, demo, version; see cloud-connector --help)",
+            file=sys.stderr,
+        )
         return 2
     return run(rest)
 

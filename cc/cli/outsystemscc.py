@@ -8,7 +8,9 @@ and a dead connection noticed by a keepalive deadline.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Sequence
 from importlib import resources
 
@@ -16,6 +18,7 @@ from cc import __version__
 from cc.cli.client import add_connector_flags, build_connector_config, run_connector
 from cc.cli.common import EXIT_USAGE, GoArgumentParser, UsageError, fail, run_async
 from cc.log import setup_logging
+from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import check_unique, parse_outsystemscc_remote
 
@@ -28,6 +31,7 @@ MIN_KEEPALIVE = 5.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``outsystemscc``: the Cloud Connector's command line (console script and ``-m``)."""
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     add_connector_flags(p)
     args = p.parse_args(argv)
@@ -42,8 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(
                 "at least one remote (R:<local-port>:<remote-host>:<remote-port>) is required"
             )
-        check_unique(remotes)
+        # outsystemscc's rule: one local port per remote, whatever the protocol,
+        # which also keeps the ports= query free of duplicates.
+        check_unique(remotes, port_only=True)
         config = build_connector_config(args, remotes)
+        # Like the Go original (config.Auth = os.Getenv("AUTH")): no --auth flag.
+        if os.environ.get("AUTH"):
+            config.auth = parse_user_pass(os.environ["AUTH"])
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
     if 0 < config.keepalive < MIN_KEEPALIVE:
@@ -57,3 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_async(
         PROG, lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None)
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

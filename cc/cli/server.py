@@ -9,29 +9,160 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cc.aio.filewatch import FileWatcher
-from cc.aio.gateway import Gateway, GatewayConfig
-from cc.aio.runtime import PidFile, install_signals
+from cc import __version__
 from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
     UsageError,
+    add_udp_flags,
     duration,
     env_default,
     fail,
     run_async,
+    udp_settings,
 )
 from cc.log import get_logger, setup_logging
 from cc.protocol import keys
 from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file, parse_user_pass
 from cc.protocol.errors import ProtocolError
 
-__all__ = ["load_host_key", "main"]
+if TYPE_CHECKING:
+    from cc.aio.gateway import GatewayConfig
+
+__all__ = ["HELP", "load_host_key", "main"]
 
 PROG = "cloud-connector server"
 log = get_logger("server")
+
+HELP = f"""\
+  Usage: cloud-connector server [options]
+
+  Runs the gateway: a chisel-v3 server that connectors ("cloud-connector
+  client", outsystemscc or chisel clients) reach over HTTP/WebSocket.
+
+  Options:
+
+    --host, The network interface the HTTP listener binds to (defaults
+    to the environment variable HOST, then 0.0.0.0: all interfaces).
+
+    --port, -p, The HTTP listening port (defaults to the environment
+    variable PORT, then 8080).
+
+    --key, (prefer --keygen and --keyfile) A seed string from which the
+    ECDSA P-256 host key is derived, exactly as chisel derives it, so the
+    same seed gives the same fingerprint with chisel and with us. The
+    host key secures every session; give its fingerprint to clients
+    (--fingerprint) so they can detect a man in the middle. Defaults to
+    the environment variable CHISEL_KEY; without it and without
+    --keyfile a new key (and fingerprint) is generated on every start.
+
+    --keygen, A path to write a newly generated private key to, in
+    chisel's inline "ck-..." form, then exit; "-" prints it to stdout.
+    With --key, writes the key derived from that seed instead. An
+    existing file is never overwritten (a replaced host key breaks
+    every client that pinned its fingerprint).
+
+    --keyfile, The host private key: a path to a PEM-encoded key or a
+    "ck-..." file, or the "ck-..." string itself. When set, --key is
+    ignored. Defaults to the environment variable CHISEL_KEY_FILE.
+
+    --authfile, An optional path to a users.json file, an object like
+
+      {{
+        "<user:pass>": ["<addr-regex>", "<addr-regex>"]
+      }}
+
+    When <user> connects, <pass> is checked and each of the remotes it
+    asks for must fully match one of the regular expressions. Remotes
+    are matched as "<remote-host>:<remote-port>" for normal remotes and
+    "R:<local-interface>:<local-port>" for reverse ones; "" or "*"
+    allows everything, an empty list nothing. The file is reloaded when
+    it changes (env CC_AUTHFILE).
+
+    --auth, A single user with full access, in the form <user:pass>;
+    the same as an authfile holding {{"<user:pass>": [""]}}. Defaults to
+    the environment variable AUTH. Without --auth and --authfile any
+    client may connect.
+
+    --tokens, An optional path to a tokens.json file, an object like
+
+      {{
+        "<token>": ["<addr-regex>", ...]
+      }}
+
+    When set, every WebSocket request must carry a "Token: <token>"
+    header (what the Cloud Connector sends with --header "token: ...");
+    a missing or unknown token is refused with HTTP 401 before any SSH
+    state exists, and the token's regexes limit its remotes as above.
+    Reloaded when it changes (env CC_TOKENS).
+
+    --keepalive, How often the server pings each client. Since the
+    underlying transport is HTTP, proxies on the way often close idle
+    connections. Give a time with a unit, for example '5s' or '2m'.
+    Defaults to '25s' (set to 0s to disable; env CC_KEEPALIVE).
+
+    --keepalive-timeout, How long a keepalive ping may go unanswered
+    before the session is closed and its reverse ports are freed for
+    the reconnecting client (chisel keeps them bound for ever).
+    Defaults to '10s' (env CC_KEEPALIVE_TIMEOUT).
+
+    --backend, Another HTTP server to proxy plain (non-WebSocket)
+    requests to, for example http://127.0.0.1:3000, which hides the
+    gateway behind a normal web site. Without it, /health answers "OK",
+    /version the version, everything else 404 (env CC_BACKEND).
+
+    --socks5, Allow clients to use the server's internal SOCKS5 proxy
+    (the "socks" remote; see cloud-connector client --help). Unlike
+    chisel, every SOCKS CONNECT must be allowed by the user's (and the
+    token's) ACL for its real target host:port.
+
+    --udp-max-senders, --udp-idle-timeout, --udp-max-size, Limits of UDP
+    remotes, as for the client: mappings per UDP channel (10000, least
+    recently used evicted; env CC_UDP_MAX_SENDERS), idle time before a
+    mapping is closed ('15s', '0s' never; env CC_UDP_IDLE_TIMEOUT), and
+    the largest datagram relayed (9012; env CC_UDP_MAX_SIZE).
+
+    --reverse, Allow clients to ask for reverse port forwarding remotes
+    ("R:..."), which listen on this server. outsystemscc uses only
+    these, so a Cloud Connector gateway needs --reverse.
+
+    --tls-key, Enables TLS: a path to a PEM-encoded TLS private key.
+    Requires --tls-cert (env CC_TLS_KEY).
+
+    --tls-cert, Enables TLS: a path to a PEM-encoded TLS certificate
+    (chain). Requires --tls-key (env CC_TLS_CERT).
+
+    --tls-ca, A PEM file, or a directory of PEM files, with the CA
+    certificates that client certificates must chain to: clients
+    without one are refused (mutual TLS). Requires --tls-cert and
+    --tls-key (env CC_TLS_CA).
+
+    --pid, Write the process id to cloud-connector.pid in the current
+    working directory; the file is removed on a clean exit.
+
+    -v, --verbose, Enable verbose logging.
+
+    --log-format, 'text' (default: "2006/01/02 15:04:05 server: ...", as
+    chisel prints) or 'json' (one object per line with time, level,
+    logger and msg; env CC_LOG_FORMAT). Logs go to stdout, errors that
+    stop the program to stderr.
+
+    --help, This help text.
+
+  Every option also takes Go's single-dash form (-port) and --name=value.
+
+  Signals:
+    SIGINT/SIGTERM close every session and exit with status 0;
+    SIGUSR2 prints process and tunnel stats to the log.
+
+  Exit status: 0 after a signal, 1 when the port cannot be opened,
+  2 for bad command-line input or unreadable key, auth or TLS files.
+
+  Version:
+    {__version__}
+"""
 
 
 def load_host_key(keyfile: str | None, seed: str | None) -> Any:
@@ -60,18 +191,33 @@ def _tls_context(args: Any) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.tls_ca:
-            ctx.load_verify_locations(cafile=args.tls_ca) if Path(
-                args.tls_ca
-            ).is_file() else ctx.load_verify_locations(capath=args.tls_ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"TLS setup failed: {exc}") from None
+        raise UsageError(
+            f"--tls-cert/--tls-key: cannot load a PEM certificate and its key ({_reason(exc)})"
+        ) from None
+    if args.tls_ca:
+        ca = Path(args.tls_ca)
+        # OpenSSL takes a missing capath without complaint and then refuses every client.
+        if not ca.exists():
+            raise UsageError(f"--tls-ca {ca}: no such file or directory")
+        try:
+            if ca.is_dir():
+                ctx.load_verify_locations(capath=str(ca))
+            else:
+                ctx.load_verify_locations(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--tls-ca {ca}: not a PEM CA bundle ({_reason(exc)})") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
+def _reason(exc: OSError) -> str:
+    """``ssl.SSLError`` carries a short library reason; plain OSErrors a strerror."""
+    return str(getattr(exc, "reason", None) or exc.strerror or exc)
+
+
 def _parser() -> GoArgumentParser:
-    p = GoArgumentParser(prog=PROG, description="Run the chisel-v3 gateway.")
+    p = GoArgumentParser(prog=PROG, help_text=HELP)
     p.add_flag("--host", default=env_default("HOST", "0.0.0.0"))
     p.add_flag("--port", "-p", type=int, default=env_default("PORT", "8080"))
     p.add_flag("--key", default=env_default("CHISEL_KEY"), help="seed for a deterministic host key")
@@ -88,10 +234,18 @@ def _parser() -> GoArgumentParser:
     )
     p.add_flag("--keepalive", type=duration, default=env_default("CC_KEEPALIVE", "25s"))
     p.add_flag(
+        "--keepalive-timeout",
+        type=duration,
+        default=env_default("CC_KEEPALIVE_TIMEOUT", "10s"),
+        help="close a session (and free its reverse ports) when a keepalive ping "
+        "gets no answer within this long",
+    )
+    p.add_flag(
         "--backend", default=env_default("CC_BACKEND"), help="proxy plain HTTP requests here"
     )
     p.add_flag("--socks5", action="store_true", help="allow clients to use the SOCKS5 proxy")
     p.add_flag("--reverse", action="store_true", help="allow reverse (R:) remotes")
+    add_udp_flags(p)
     p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
     p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
     p.add_flag(
@@ -108,6 +262,7 @@ def _parser() -> GoArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``cloud-connector server``: chisel server's command line."""
     p = _parser()
     args = p.parse_args(argv)
     if args.help:
@@ -125,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.auth:
             users = UserTable.single(*parse_user_pass(args.auth))
         tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
+        tls = _tls_context(args)
+        # Imported only now (asyncssh is slow to import): --help and typos answer at once.
+        from cc.aio.gateway import GatewayConfig
+
         config = GatewayConfig(
             host=args.host,
             port=args.port,
@@ -135,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             socks5=args.socks5,
             backend=args.backend,
             keepalive=args.keepalive,
-            tls=_tls_context(args),
+            keepalive_timeout=args.keepalive_timeout,
+            tls=tls,
+            udp=udp_settings(args),
         )
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
@@ -149,15 +310,24 @@ def _write_key(path: str, key: Any) -> int:
         sys.stdout.write(data)
     else:
         target = Path(path)
+        if target.exists():
+            raise UsageError(f"{target} exists; refusing to overwrite a key")
         tmp = target.with_name(target.name + ".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(data)
-        tmp.replace(target)
+        try:
+            tmp.touch(mode=0o600)
+            tmp.write_text(data)
+            tmp.replace(target)
+        except OSError as exc:
+            fail(PROG, f"cannot write {target}: {exc.strerror or exc}")
     print(f"Fingerprint {keys.fingerprint_sha256(keys.public_key_wire(key))}", file=sys.stderr)
     return 0
 
 
 async def _serve(config: GatewayConfig, args: Any) -> int:
+    from cc.aio.filewatch import FileWatcher
+    from cc.aio.gateway import Gateway
+    from cc.aio.runtime import PidFile, install_signals
+
     gateway = Gateway(config)
     try:
         await gateway.start()

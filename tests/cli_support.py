@@ -1,0 +1,314 @@
+"""Helpers for the command-line tests: run our CLIs as real processes and watch them.
+
+The CLIs are what operators run, so they are tested as subprocesses (exit status,
+stdout, stderr, signals, pid files) rather than by calling ``main()``; a
+``RecordingServer`` stands in for the Private Gateway where a test needs to see
+the exact bytes a connector sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from tests.peers import LOOPBACK, free_port, stop_process, wait_for_port
+
+__all__ = [
+    "CC",
+    "GO_DURATION",
+    "LOG_PREFIX",
+    "OSCC",
+    "LiveProcess",
+    "RecordedRequest",
+    "RecordingServer",
+    "assert_one_line_error",
+    "clean_env",
+    "run_cli",
+    "start_gateway",
+]
+
+#: ``cloud-connector`` and ``outsystemscc`` as the installed console scripts run them.
+CC = [sys.executable, "-m", "cc.cli.main"]
+OSCC = [sys.executable, "-m", "cc.cli.outsystemscc"]
+
+#: Go's ``log`` timestamp (``2006/01/02 15:04:05``) at the start of every text log line.
+LOG_PREFIX = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} "
+#: A Go ``time.Duration.String()``: ``100ms``, ``1.234567s``, ``2m3.5s``, ``0s``.
+GO_DURATION = r"(?:\d+h)?(?:\d+m)?\d+(?:\.\d+)?(?:ns|µs|ms|s)"
+
+RUN_TIMEOUT = 20.0
+
+# Options our CLIs read from the environment; a developer's shell must not change results.
+_ENV_OPTIONS = ("AUTH", "HOST", "PORT", "CHISEL_KEY", "CHISEL_KEY_FILE")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the variables our CLIs take defaults from."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_") and k not in _ENV_OPTIONS}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion (bounded) and capture its output as text."""
+    return subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    """The contract for bad input: one readable stderr line, no traceback, ``status``."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
+    assert result.returncode == status, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+class LiveProcess:
+    """A long-running CLI process whose stdout/stderr go to files we can poll.
+
+    Files, not pipes, so a chatty process never blocks on a full pipe while the
+    test is busy; ``close()`` always stops it (SIGTERM, bounded wait, SIGKILL).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        logdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.stdout_path = logdir / f"{name}.stdout"
+        self.stderr_path = logdir / f"{name}.stderr"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=env if env is not None else clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+    def describe(self) -> str:
+        """Everything it printed, for assertion messages."""
+        return (
+            f"--- {self.name} (rc={self.proc.poll()}) stdout ---\n{self.stdout}"
+            f"--- stderr ---\n{self.stderr}"
+        )
+
+    def wait_for_line(self, pattern: str, timeout: float, *, after: int = 0) -> tuple[int, str]:
+        """Index and text of the first stdout line at or after ``after`` matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.lines()
+            for index in range(after, len(lines)):
+                if regex.search(lines[index]):
+                    return index, lines[index]
+            if self.proc.poll() is not None:
+                # One last read: the line may have landed just before the exit.
+                lines = self.lines()
+                for index in range(after, len(lines)):
+                    if regex.search(lines[index]):
+                        return index, lines[index]
+                raise AssertionError(f"exited before logging {pattern!r}\n{self.describe()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {pattern!r} within {timeout}s\n{self.describe()}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float) -> int:
+        """Exit status, waiting at most ``timeout`` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s\n{self.describe()}") from None
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
+    def __enter__(self) -> LiveProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def start_gateway(
+    tmp_path: Path, *extra: str, name: str = "gateway", timeout: float = 15.0
+) -> Iterator[tuple[LiveProcess, int]]:
+    """``cloud-connector server --reverse`` on a free loopback port, in its own directory."""
+    port = free_port()
+    workdir = tmp_path / name
+    workdir.mkdir(exist_ok=True)
+    argv = [*CC, "server", "--reverse", "--host", LOOPBACK, "--port", str(port), *extra]
+    with LiveProcess(name, argv, cwd=workdir, logdir=tmp_path) as gateway:
+        try:
+            wait_for_port(LOOPBACK, port, timeout, gateway.proc)
+        except Exception as exc:
+            raise AssertionError(f"{exc}\n{gateway.describe()}") from None
+        yield gateway, port
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request head as it arrived on the wire."""
+
+    raw: bytes
+    method: str = ""
+    target: str = ""
+    #: (name, value) in wire order, names in their wire case.
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> RecordedRequest:
+        text = raw.decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, target, _version = request_line.split(" ", 2)
+        headers = []
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers.append((name, value.strip()))
+        return cls(raw, method, target, headers)
+
+    def header(self, name: str) -> str | None:
+        """Value of ``name``, matched case-insensitively as HTTP requires."""
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.headers]
+
+
+Responder = Callable[[int, RecordedRequest], bytes]
+
+
+def _not_found(_index: int, _request: RecordedRequest) -> bytes:
+    return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class RecordingServer:
+    """A plain TCP listener on 127.0.0.1 that records each request head and answers it.
+
+    ``respond(index, request)`` returns the raw response for the ``index``-th request
+    (default: 404 to everything), so a test can play the pre-flight and the refused
+    upgrade the way the real Private Gateway or a redirecting front end would.
+    """
+
+    def __init__(self, respond: Responder = _not_found) -> None:
+        self.respond = respond
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="recording-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5.0)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+        except OSError:
+            return
+        request = RecordedRequest.parse(data.split(b"\r\n\r\n", 1)[0])
+        with self._lock:
+            index = len(self.requests)
+            self.requests.append(request)
+        with contextlib.suppress(OSError):
+            conn.sendall(self.respond(index, request))
+
+    def snapshot(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    def wait_for_requests(self, count: int, timeout: float) -> list[RecordedRequest]:
+        deadline = time.monotonic() + timeout
+        while True:
+            requests = self.snapshot()
+            if len(requests) >= count or time.monotonic() >= deadline:
+                return requests
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> RecordingServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
