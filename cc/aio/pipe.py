@@ -9,16 +9,20 @@ stats.  This is the narrow interface the fast path takes over later.
 from __future__ import annotations
 
 import asyncio
-import logging
+import itertools
+import time
 from typing import Any, cast
 
 import asyncssh
 
+from cc.log import get_logger
 from cc.stats import RemoteStats
 
 __all__ = ["Pipe"]
 
-log = logging.getLogger(__name__)
+#: ``-v`` shows one line when a tunnelled connection opens and one when it closes.
+log = get_logger("tun")
+_ids = itertools.count(1)
 
 SOCKET_HIGH_WATER = 1024 * 1024
 SOCKET_LOW_WATER = 256 * 1024
@@ -38,9 +42,12 @@ class Pipe:
         self._socket_eof = False
         self._channel_eof = False
         self._closed = False
+        self.id = next(_ids)
+        self._opened = time.monotonic()
         if stats is not None:
             stats.open += 1
             stats.total += 1
+        log.debug("conn#%d: %s: open", self.id, label)
 
     # -- both sides report here -----------------------------------------
     def _maybe_finish(self) -> None:
@@ -63,6 +70,13 @@ class Pipe:
                 self.transport.abort()
         if not self.done.done():
             self.done.set_result(None)
+        log.debug(
+            "conn#%d: %s: closed after %.3fs%s",
+            self.id,
+            self.label,
+            time.monotonic() - self._opened,
+            f" ({exc})" if exc else "",
+        )
 
 
 class _SocketSide(asyncio.Protocol):

@@ -20,6 +20,8 @@ from cc.cli.common import (
     add_udp_flags,
     duration,
     env_default,
+    env_flag,
+    env_list,
     fail,
     parse_header,
     run_async,
@@ -193,10 +195,10 @@ def add_connector_flags(p: GoArgumentParser) -> None:
         "--max-retry-interval", type=duration, default=env_default("CC_MAX_RETRY_INTERVAL", "5m")
     )
     p.add_flag("--proxy", default=env_default("CC_PROXY"))
-    p.add_flag("--header", action="append", default=[])
+    p.add_flag("--header", action="append", default=env_list("CC_HEADERS"))
     p.add_flag("--hostname", default=env_default("CC_HOSTNAME"))
-    p.add_flag("--pid", action="store_true")
-    p.add_flag("--verbose", "-v", action="store_true")
+    p.add_flag("--pid", action="store_true", default=env_flag("CC_PID"))
+    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
     p.add_flag(
         "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
     )
@@ -204,13 +206,13 @@ def add_connector_flags(p: GoArgumentParser) -> None:
         "--keepalive-timeout", type=duration, default=env_default("CC_KEEPALIVE_TIMEOUT", "10s")
     )
     p.add_flag("--tls-ca", default=env_default("CC_TLS_CA"))
-    p.add_flag("--tls-skip-verify", action="store_true")
+    p.add_flag("--tls-skip-verify", action="store_true", default=env_flag("CC_TLS_SKIP_VERIFY"))
     p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
     p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
     p.add_flag("--sni", default=env_default("CC_SNI"))
     add_udp_flags(p)
-    p.add_argument("server", nargs="?")
-    p.add_argument("remotes", nargs="*")
+    p.add_argument("server", nargs="?", default=env_default("CC_SERVER"))
+    p.add_argument("remotes", nargs="*", default=(env_default("CC_REMOTES") or "").split())
 
 
 def _check_tls(tls: TLSOptions) -> None:

@@ -30,6 +30,8 @@ __all__ = [
     "canonical_header_name",
     "duration",
     "env_default",
+    "env_flag",
+    "env_list",
     "fail",
     "parse_header",
     "run_async",
@@ -81,6 +83,16 @@ def env_default(name: str, fallback: str | None = None) -> str | None:
     """An option's default from the environment, so containers can be configured by env."""
     value = os.environ.get(name)
     return value if value not in (None, "") else fallback
+
+
+def env_flag(name: str) -> bool:
+    """A boolean option's default from the environment (``1``, ``true``, ``yes``, ``on``)."""
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_list(name: str) -> list[str]:
+    """A repeatable option's defaults from the environment, one value per line."""
+    return [line.strip() for line in (os.environ.get(name) or "").splitlines() if line.strip()]
 
 
 def duration(text: str) -> float:

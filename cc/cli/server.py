@@ -19,6 +19,7 @@ from cc.cli.common import (
     add_udp_flags,
     duration,
     env_default,
+    env_flag,
     fail,
     run_async,
     udp_settings,
@@ -243,8 +244,18 @@ def _parser() -> GoArgumentParser:
     p.add_flag(
         "--backend", default=env_default("CC_BACKEND"), help="proxy plain HTTP requests here"
     )
-    p.add_flag("--socks5", action="store_true", help="allow clients to use the SOCKS5 proxy")
-    p.add_flag("--reverse", action="store_true", help="allow reverse (R:) remotes")
+    p.add_flag(
+        "--socks5",
+        action="store_true",
+        default=env_flag("CC_SOCKS5"),
+        help="allow clients to use the SOCKS5 proxy",
+    )
+    p.add_flag(
+        "--reverse",
+        action="store_true",
+        default=env_flag("CC_REVERSE"),
+        help="allow reverse (R:) remotes",
+    )
     add_udp_flags(p)
     p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
     p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
@@ -252,9 +263,12 @@ def _parser() -> GoArgumentParser:
         "--tls-ca", default=env_default("CC_TLS_CA"), help="require client certs from this CA"
     )
     p.add_flag(
-        "--pid", action="store_true", help="write cloud-connector.pid in the working directory"
+        "--pid",
+        action="store_true",
+        default=env_flag("CC_PID"),
+        help="write cloud-connector.pid in the working directory",
     )
-    p.add_flag("--verbose", "-v", action="store_true")
+    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
     p.add_flag(
         "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
     )
