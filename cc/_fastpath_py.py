@@ -10,6 +10,16 @@ WebSocket frame header layout (RFC 6455 section 5.2)::
     byte 0: FIN(0x80) RSV1(0x40) RSV2(0x20) RSV3(0x10) opcode(0x0F)
     byte 1: MASK(0x80) payload length (7 bits: 0-125, 126 => 16-bit, 127 => 64-bit)
     then the extended length (big endian), then the 4-byte masking key when MASK is set.
+
+Go ``encoding/gob`` value message of chisel's ``udpPacket{Src string; Payload []byte}``
+(``cc/protocol/udp.py`` has the whole codec; only the per-datagram part is here)::
+
+    uint(length of the rest)  int(type id)  [delta Src: uint(n) bytes]
+    [delta Payload: uint(n) bytes]  0
+
+A gob uint below 128 is one byte, else a byte holding the negated byte count (1..8)
+then the big-endian value; an int ``i >= 0`` is the uint ``i << 1``. Field deltas count
+from field -1, so an omitted (zero-valued) field makes the next delta 2.
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ __all__ = [
     "apply_mask_inplace",
     "encode_frame",
     "encode_header",
+    "gob_decode_uint",
+    "gob_decode_value",
+    "gob_encode_uint",
+    "gob_encode_value",
     "parse_header",
 ]
 
@@ -48,6 +62,9 @@ MAX_HEADER_SIZE = 14
 _SSIZE_MIN = -(1 << 63) if sys.maxsize > 2**32 else -(1 << 31)
 _SSIZE_MAX = sys.maxsize
 _LEN64_LIMIT = 1 << 63
+_UINT64_MAX = (1 << 64) - 1
+_TYPE_ID_MAX = (1 << 31) - 1  # Go's typeId is an int32
+_GOB_UINT_MAX_BYTES = 8
 
 
 def _ssize(value: SupportsIndex) -> int:
@@ -211,3 +228,141 @@ def encode_frame(
         if key is None:
             return head + body
         return head + _xor(body, key)
+
+
+# --- gob (chisel's UDP channels) -------------------------------------------------------
+
+
+def _gob_uint(value: int) -> bytes:
+    """Encode a uint already known to be in ``0 .. 2**64 - 1``."""
+    if value < 0x80:
+        return bytes((value,))
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return bytes((256 - len(body),)) + body
+
+
+def _read_gob_uint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Decode a gob uint at ``data[pos]`` that must end by ``end``; ValueError if it cannot."""
+    if pos >= end:
+        raise ValueError("truncated message: unsigned integer expected")
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = 256 - first
+    if count > _GOB_UINT_MAX_BYTES:
+        raise ValueError(f"unsigned integer with {count} bytes is out of range")
+    stop = pos + 1 + count
+    if stop > end:
+        raise ValueError("truncated message: unsigned integer cut short")
+    return int.from_bytes(data[pos + 1 : stop], "big"), stop
+
+
+def gob_encode_uint(value: SupportsIndex) -> bytes:
+    """Encode a gob unsigned integer: not LEB128, but a negated count byte then big-endian.
+
+    Values outside ``0 .. 2**64 - 1`` are a ValueError (Go's uint is 64 bits).
+    """
+    number = operator.index(value)
+    if not 0 <= number <= _UINT64_MAX:
+        raise ValueError(f"gob uint out of range: {number}")
+    return _gob_uint(number)
+
+
+def gob_decode_uint(buf: BytesLike, pos: int) -> tuple[int, int]:
+    """Decode the gob uint at ``buf[pos]``; return ``(value, next_pos)``.
+
+    ValueError when ``pos`` is negative, the bytes end first, or the count byte claims
+    more than 8 bytes. Like Go, a non-minimal encoding is accepted.
+    """
+    start = _ssize(pos)
+    if start < 0:
+        raise ValueError("offset out of range")
+    with memoryview(buf) as view:
+        data = _flat(view)
+        return _read_gob_uint(data, start, data.nbytes)
+
+
+def _value_type_id(type_id: SupportsIndex) -> int:
+    """Check a value message's type id: a positive int32, as Go's ``typeId``."""
+    tid = _ssize(type_id)
+    if not 0 < tid <= _TYPE_ID_MAX:
+        raise ValueError(f"type id {tid} out of range for a value")
+    return tid
+
+
+def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
+    """Return one complete udpPacket value message (length prefix included).
+
+    Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
+    Cython twin writes the payload into the output exactly once.
+    """
+    tid = _value_type_id(type_id)
+    with memoryview(src) as src_view, memoryview(payload) as payload_view:
+        src_flat = _flat(src_view)
+        payload_flat = _flat(payload_view)
+        parts: list[bytes | memoryview] = [_gob_uint(tid << 1)]
+        delta = 1
+        if src_flat.nbytes:
+            parts += (b"\x01", _gob_uint(src_flat.nbytes), src_flat)
+        else:
+            delta = 2
+        if payload_flat.nbytes:
+            parts += (bytes((delta,)), _gob_uint(payload_flat.nbytes), payload_flat)
+        parts.append(b"\x00")
+        size = sum(len(part) for part in parts)  # every part is flat: len == nbytes
+        return b"".join([_gob_uint(size), *parts])
+
+
+def gob_decode_value(
+    body: BytesLike,
+    type_id: int,
+    src_field: int,
+    payload_field: int,
+    start: int = 0,
+    end: int | None = None,
+) -> tuple[bytes, bytes]:
+    """Decode ``body[start:end]``, a value message without its length prefix, as udpPacket.
+
+    The fast path for the per-datagram messages of a struct whose only fields are Src
+    and Payload, at the field numbers the peer's type definition gave them. Returns
+    ``(src, payload)`` (empty when omitted; the payload is copied once). Anything else
+    is a ValueError: malformed bytes, but also another type id or any other field,
+    which the caller's general decoder may still accept.
+    """
+    tid = _value_type_id(type_id)
+    src_at = _ssize(src_field)
+    payload_at = _ssize(payload_field)
+    if src_at < 0 or payload_at < 0 or src_at == payload_at:
+        raise ValueError("need two distinct, non-negative field numbers")
+    last_field = max(src_at, payload_at)
+    lo = _ssize(start)
+    with memoryview(body) as view:
+        data = _flat(view)
+        hi = data.nbytes if end is None else _ssize(end)
+        if not 0 <= lo <= hi <= data.nbytes:
+            raise ValueError("need 0 <= start <= end <= len(body)")
+        raw, pos = _read_gob_uint(data, lo, hi)
+        if raw != tid << 1:
+            raise ValueError(f"not a value of type id {tid}")
+        src = payload = b""
+        field = -1
+        while True:
+            delta, pos = _read_gob_uint(data, pos, hi)
+            if delta == 0:
+                break
+            if delta > last_field - field:
+                raise ValueError("unexpected field in udpPacket value")
+            field += delta
+            count, pos = _read_gob_uint(data, pos, hi)
+            if count > hi - pos:
+                raise ValueError(f"byte string of {count} bytes runs past the end of the message")
+            if field == src_at:
+                src = bytes(data[pos : pos + count])
+            elif field == payload_at:
+                payload = bytes(data[pos : pos + count])
+            else:
+                raise ValueError("unexpected field in udpPacket value")
+            pos += count
+        if pos != hi:
+            raise ValueError("extra data after udpPacket value")
+        return src, payload

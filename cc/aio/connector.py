@@ -38,8 +38,7 @@ from cc.aio.dial import (
     open_websocket,
     websocket_url,
 )
-from cc.aio.gateway import split_target
-from cc.aio.pipe import Pipe
+from cc.aio.pipe import Pipe, dial
 from cc.aio.preflight import follow_redirect
 from cc.aio.socks import SocksSession
 from cc.aio.stdio import serve_stdio
@@ -49,7 +48,7 @@ from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
 from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
-from cc.protocol.remote import Proto, Remote
+from cc.protocol.remote import Proto, Remote, split_target
 from cc.stats import SessionStats
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
@@ -391,18 +390,8 @@ class Connector:
         return self._dial(remote, target)
 
     async def _dial(self, remote: Remote, target: str) -> Any:
-        stats = self.stats.remote(str(remote))
         host, port = split_target(target)
-        pipe = Pipe(stats, str(remote))
-        try:
-            await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
-        except OSError as exc:
-            stats.failed += 1
-            pipe.close(exc)
-            log.info("tun: %s: dial %s failed: %s", remote, target, exc.strerror or exc)
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, str(exc.strerror or exc)) from None
-        log.debug("tun: %s: connected to %s", remote, target)
-        return pipe.channel_side
+        return await dial(host, port, self.stats.remote(str(remote)), f"{remote}")
 
 
 class ConnectorSession(asyncssh.SSHClient):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,24 +19,15 @@ import asyncssh
 
 from cc import CHISEL_PROTOCOL, __version__
 from cc._asyncssh_compat import (
-    OPEN_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_CONNECT_FAILED,
-    ChannelOpenError,
     new_server_connection,
-    open_chisel_channel,
-    send_global_request,
 )
 from cc.aio.backend import proxy_to_backend
-from cc.aio.pipe import Pipe
-from cc.aio.socks import SocksSession
-from cc.aio.udp import UDPListener, UDPSettings, open_udp_exit
+from cc.aio.gateway_session import GatewaySession, PeerContext
+from cc.aio.udp import UDPSettings
 from cc.aio.wstransport import WebSocketTransport
 from cc.log import get_logger
 from cc.protocol import http
-from cc.protocol.acl import Permissions, TokenTable, UserTable
-from cc.protocol.config import decode_config
-from cc.protocol.errors import ConfigError
-from cc.protocol.remote import Proto, Remote
+from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.ws import WebSocketStream
 from cc.stats import SessionStats
 
@@ -45,14 +35,8 @@ __all__ = ["Gateway", "GatewayConfig"]
 
 log = get_logger("server")
 
-#: chisel waits this long for the config request after authentication.
-CONFIG_TIMEOUT = 10.0
-#: How long a session whose config was rejected stays open to read the reason.
-REJECTED_LINGER = 2.0
 #: Bound on WebSocket frames from an unauthenticated peer (chisel has none).
 MAX_FRAME = 1 << 20
-#: Binds tried for a reverse port whose stale holder was just evicted.
-_REBIND_ATTEMPTS = 10
 
 
 @dataclass
@@ -73,29 +57,6 @@ class GatewayConfig:
     version: str = __version__
     #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
     udp: UDPSettings = field(default_factory=UDPSettings)
-
-
-@dataclass
-class _PeerContext:
-    """What the HTTP phase learnt about a peer, handed to its SSH session."""
-
-    peer: str
-    token_permissions: Permissions | None
-    request: http.Request
-    started: float = field(default_factory=time.monotonic)
-
-
-def split_target(target: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise."""
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"bad target {target!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    value = int(port)
-    if not 0 < value < 65536:
-        raise ValueError(f"bad port in {target!r}")
-    return host, value
 
 
 class Gateway:
@@ -220,7 +181,7 @@ class Gateway:
         wst = WebSocketTransport(
             transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
         )
-        wst.set_extra_info(cc_context=_PeerContext(conn.peer, token_permissions, request))
+        wst.set_extra_info(cc_context=PeerContext(conn.peer, token_permissions, request))
         transport.set_protocol(wst)
         wst.attach(self._conn_factory())
         if rest:
@@ -287,319 +248,3 @@ class _HTTPConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-
-
-class GatewaySession(asyncssh.SSHServer):
-    """One authenticated chisel session: its config, reverse listeners and channels."""
-
-    def __init__(self, gateway: Gateway, session_id: int) -> None:
-        self.gateway = gateway
-        self.id = session_id
-        self.log = get_logger(f"server.session#{session_id}")
-        self.conn: Any = None
-        self.context: _PeerContext | None = None
-        self.user = ""
-        self.permissions: Permissions | None = None
-        self.remotes: tuple[Remote, ...] = ()
-        self.listeners: list[asyncio.AbstractServer] = []
-        self._configured = False
-        self._config_timer: asyncio.TimerHandle | None = None
-        self._keepalive: asyncio.Task[None] | None = None
-
-    # -- asyncssh callbacks ---------------------------------------------------
-    def connection_made(self, conn: Any) -> None:
-        self.conn = conn
-        self.context = conn.get_extra_info("cc_context")
-        self.gateway.sessions.add(self)
-        self.gateway.stats.sessions = len(self.gateway.sessions)
-        self.log.debug("Handshaking with %s...", self.context.peer if self.context else "?")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.close_listeners()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-        if self._config_timer is not None:
-            self._config_timer.cancel()
-        self.gateway.sessions.discard(self)
-        self.gateway.stats.sessions = len(self.gateway.sessions)
-        if self._configured:
-            self.log.info("Closed connection (%s)", exc or "normal close")
-
-    def begin_auth(self, username: str) -> bool:
-        users = self.gateway.config.users
-        if users is None or users.is_empty:
-            self.permissions = Permissions.everything()
-            self._auth_done(username)
-            return False
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        users = self.gateway.config.users
-        if users is None or users.is_empty:  # chisel: no users means any password will do
-            self.permissions = Permissions.everything()
-            self._auth_done(username)
-            return True
-        permissions = users.authenticate(username, password)
-        if permissions is None:
-            peer = self.context.peer if self.context else "?"
-            self.log.warning("Login failed for user: %s (from %s)", username, peer)
-            return False
-        self.permissions = permissions
-        self._auth_done(username)
-        return True
-
-    def _auth_done(self, username: str) -> None:
-        self.user = username
-        loop = asyncio.get_running_loop()
-        self._config_timer = loop.call_later(CONFIG_TIMEOUT, self._config_timeout)
-
-    def _config_timeout(self) -> None:
-        if not self._configured:
-            self.log.warning("No config request within %.0fs; closing", CONFIG_TIMEOUT)
-            self.close()
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-    # -- authorization --------------------------------------------------------
-    def allowed(self, subject: str) -> bool:
-        """Both the SSH user's ACL and the token's ACL (if any) must allow ``subject``."""
-        if self.permissions is None or not self.permissions.allows(subject):
-            return False
-        token = self.context.token_permissions if self.context else None
-        return token is None or token.allows(subject)
-
-    # -- the config request -----------------------------------------------------
-    async def config_requested(self, payload: bytes) -> str | None:
-        """Answer the config request; a rejected session is closed soon after.
-
-        The pause lets the client read the reason; without the close, a client that
-        ignores rejections could hold sessions open for ever.
-        """
-        error = await self._configure(payload)
-        if error is not None and not self._configured:
-            asyncio.get_running_loop().call_later(REJECTED_LINGER, self.close)
-        return error
-
-    async def _configure(self, payload: bytes) -> str | None:
-        """Validate the remotes and open reverse listeners; an error text is sent back."""
-        if self._configured:
-            return "server: config already received"
-        if self._config_timer is not None:
-            self._config_timer.cancel()
-        try:
-            config = decode_config(payload)
-        except ConfigError as exc:
-            self.log.warning("Invalid config: %s", exc)
-            return "server: invalid config"
-        if config.version != self.gateway.config.version:
-            self.log.debug(
-                "Client version (%s) differs from server version (%s)",
-                config.version,
-                self.gateway.config.version,
-            )
-        for remote in config.remotes:
-            if remote.reverse and not self.gateway.config.reverse:
-                self.log.warning("Denied reverse remote %s: --reverse not enabled", remote)
-                return "server: Reverse port forwarding not enabled on server"
-            if remote.socks and not remote.reverse and not self.gateway.config.socks5:
-                return "server: SOCKS5 is not enabled on the server"
-            subject = remote.acl_subject()
-            if not self.allowed(subject):
-                self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
-                return f"server: access to '{subject}' denied"
-        error = await self._open_listeners([r for r in config.remotes if r.reverse])
-        if error is not None:
-            return error
-        self.remotes = config.remotes
-        self._configured = True
-        if self.gateway.config.keepalive > 0:
-            self._keepalive = asyncio.get_running_loop().create_task(self._ping_loop())
-        peer = self.context.peer if self.context else "?"
-        self.log.info(
-            "Connected: %s user=%r version=%s remotes=[%s]",
-            peer,
-            self.user,
-            config.version,
-            ", ".join(str(r) for r in config.remotes),
-        )
-        return None
-
-    async def _ping_loop(self) -> None:
-        """Detect a vanished connector: chisel keeps its reverse ports bound forever.
-
-        Go clients answer an unknown global request with a failure, which is still
-        an answer; silence past the deadline means the peer is gone, so the session
-        is aborted and its reverse ports are released for the reconnecting client.
-        """
-        interval = self.gateway.config.keepalive
-        deadline = self.gateway.config.keepalive_timeout
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(deadline):
-                    await send_global_request(self.conn, "ping", b"")
-            except TimeoutError:
-                self.log.warning(
-                    "No keepalive answer within %.0fs; closing the session and its ports", deadline
-                )
-                self.close_listeners()
-                self.conn.abort()
-                return
-            except (OSError, asyncssh.Error):
-                return
-
-    async def _open_listeners(self, remotes: list[Remote]) -> str | None:
-        for remote in remotes:
-            stats = self.gateway.stats.remote(str(remote))
-            evicted = False
-            for attempt in range(_REBIND_ATTEMPTS):
-                try:
-                    server = await self._listen(remote, stats)
-                    break
-                except OSError as exc:
-                    error = exc
-                if not evicted:
-                    evicted = await self._evict_stale_holder(remote)
-                if not evicted or attempt == _REBIND_ATTEMPTS - 1:
-                    self.close_listeners()
-                    self.log.warning(
-                        "Cannot listen on %s: %s", remote.local(), error.strerror or error
-                    )
-                    return f"server: Server cannot listen on {remote.local()}"
-                await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
-            self.listeners.append(server)
-            self.log.debug("tun: %s: Listening", remote)
-        return None
-
-    async def _listen(self, remote: Remote, stats: Any) -> asyncio.AbstractServer:
-        """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken."""
-        if remote.local_proto is Proto.UDP:
-            udp = UDPListener(
-                remote, self._open_udp_channel, self.gateway.config.udp, stats, self.log
-            )
-            await udp.start()
-            return udp
-        return await asyncio.get_running_loop().create_server(
-            lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
-            remote.local_host or None,
-            remote.local_port,
-            reuse_address=True,
-            backlog=1024,  # a burst of clients must not wait for SYN retries
-        )
-
-    async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
-        return await open_chisel_channel(self.conn, target, factory)
-
-    def holds_port(self, port: int) -> bool:
-        return any(
-            sock.getsockname()[1] == port
-            for server in self.listeners
-            for sock in cast(asyncio.Server, server).sockets
-        )
-
-    async def answers_ping(self, timeout: float) -> bool:
-        """One keepalive round trip now; False if the peer stays silent or is gone."""
-        try:
-            async with asyncio.timeout(timeout):
-                await send_global_request(self.conn, "ping", b"")
-        except (TimeoutError, OSError, asyncssh.Error):
-            return False
-        return not self.conn.is_closed()
-
-    async def _evict_stale_holder(self, remote: Remote) -> bool:
-        """If another of our sessions holds ``remote``'s port and is dead, close it.
-
-        A connector whose old path died silently (NAT state dropped, Wi-Fi roam)
-        reconnects before our keepalive deadline, and its stale session still holds
-        the reverse port.  Go clients give up on a config error, so instead of
-        refusing at once, ask the holder now: if it does not answer within the
-        keepalive deadline it is gone, and the port goes to the new session.  A
-        holder that answers keeps its port (a genuine conflict).
-        """
-        for other in list(self.gateway.sessions):
-            if other is self or other.conn is None or not other.holds_port(remote.local_port):
-                continue
-            deadline = self.gateway.config.keepalive_timeout or CONFIG_TIMEOUT
-            if await other.answers_ping(deadline):
-                return False
-            other.log.warning(
-                "No keepalive answer within %.0fs while %s wants %s; closing the stale session",
-                deadline,
-                self.context.peer if self.context else "?",
-                remote.local(),
-            )
-            other.close_listeners()
-            other.conn.abort()
-            return True
-        return False
-
-    def close_listeners(self) -> None:
-        for server in self.listeners:
-            server.close()
-        self.listeners.clear()
-
-    def _accept_reverse(self, remote: Remote, stats: Any) -> asyncio.Protocol:
-        pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_reverse_channel(remote, pipe))
-        return pipe.socket_side
-
-    async def _open_reverse_channel(self, remote: Remote, pipe: Pipe) -> None:
-        try:
-            await open_chisel_channel(
-                self.conn, remote.target().encode(), lambda: pipe.channel_side
-            )
-        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.failed += 1
-            self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
-
-    # -- channels the client opens (forward remotes) -----------------------------
-    def chisel_channel_requested(self, target_bytes: bytes) -> Any:
-        target = target_bytes.decode("utf-8", "replace")
-        if not self._configured:
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "config first")
-        if target == "socks":
-            return self._socks_session()
-        host_port = target.removesuffix("/udp")
-        try:
-            host, port = split_target(host_port)
-        except ValueError:
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        if not self.allowed(host_port):  # UDP as TCP: chisel's ACL subjects have no /udp
-            self.log.warning("Denied channel to %s for user '%s'", target, self.user)
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        if host_port != target:
-            stats = self.gateway.stats.remote(target)
-            return open_udp_exit(host, port, self.gateway.config.udp, stats, self.log, target)
-        return self._dial(target, host, port)
-
-    def _socks_session(self) -> SocksSession:
-        """A SOCKS5 server on the channel; each CONNECT is checked against our ACL.
-
-        chisel lets SOCKS requests past its ACL; here the real ``host:port`` must be
-        allowed for the user (and the token) like any forward remote's target.
-        """
-        if not self.gateway.config.socks5:
-            self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
-        stats = self.gateway.stats.remote("socks")
-        log = get_logger(f"server.session#{self.id}.socks")
-        return SocksSession(self.allowed, stats, log, f"user '{self.user}'")
-
-    async def _dial(self, target: str, host: str, port: int) -> Any:
-        stats = self.gateway.stats.remote(target)
-        pipe = Pipe(stats, target)
-        try:
-            await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
-        except OSError as exc:
-            stats.failed += 1
-            pipe.close(exc)
-            self.log.info("tun: %s: dial failed: %s", target, exc.strerror or exc)
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, str(exc.strerror or exc)) from None
-        return pipe.channel_side

@@ -15,10 +15,11 @@ from typing import Any, cast
 
 import asyncssh
 
+from cc._asyncssh_compat import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.log import get_logger
 from cc.stats import RemoteStats
 
-__all__ = ["Pipe"]
+__all__ = ["Pipe", "dial"]
 
 #: ``-v`` shows one line when a tunnelled connection opens and one when it closes.
 log = get_logger("tun")
@@ -184,3 +185,23 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         transport = self.pipe.transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
+
+
+async def dial(
+    host: str, port: int, stats: RemoteStats, label: str
+) -> asyncssh.SSHTCPSession[bytes]:
+    """Connect to a channel's target; the channel half of the new pipe, or ChannelOpenError.
+
+    Used by both ends for channels they accept (reverse on the connector, forward on
+    the gateway), so a refused target is counted and reported the same way.
+    """
+    pipe = Pipe(stats, label)
+    try:
+        await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
+    except OSError as exc:
+        stats.failed += 1
+        pipe.close(exc)
+        reason = str(exc.strerror or exc)
+        log.info("%s: dial %s:%d failed: %s", label, host, port, reason)
+        raise ChannelOpenError(OPEN_CONNECT_FAILED, reason) from None
+    return pipe.channel_side

@@ -40,6 +40,7 @@ __all__ = [
     "check_unique",
     "parse_outsystemscc_remote",
     "parse_remote",
+    "split_target",
     "validate_host",
 ]
 
@@ -468,3 +469,16 @@ def check_unique(remotes: Iterable[Remote], *, port_only: bool = False) -> None:
 
 def _hosts_overlap(a: str, b: str) -> bool:
     return a.lower() == b.lower() or a in _WILDCARDS or b in _WILDCARDS
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """A channel target ``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"bad target {target!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    value = int(port)
+    if not 0 < value < 65536:
+        raise ValueError(f"bad port in {target!r}")
+    return host, value
