@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: embedsignature=True, initializedcheck=False
-"""Compiled hot loops of the data path (WebSocket framing today, SSH packets later).
+"""Compiled hot loops of the data path (WebSocket framing, gob UDP datagrams).
 
-The tunnel moves every byte through a WebSocket mask and a frame header, so these loops
-decide its throughput. Each function has a twin with identical behaviour in
-``cc/_fastpath_py.py``; ``cc.fastpath`` picks one. Buffers are taken through the buffer
-protocol (``PyBUF_SIMPLE``), so bytes, bytearray and memoryview all work without copies.
-See the twin's module docstring for the frame header layout.
+The tunnel moves every byte through a WebSocket mask and a frame header, and every UDP
+datagram through a gob value message, so these loops decide its throughput. Each
+function has a twin with identical behaviour in ``cc/_fastpath_py.py``; ``cc.fastpath``
+picks one. Buffers are taken through the buffer protocol (``PyBUF_SIMPLE``), so bytes,
+bytearray and memoryview all work without copies. See the twin's module docstring for
+the frame header and gob value layouts.
 """
 
 from cpython.buffer cimport (
@@ -16,6 +17,7 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -31,6 +33,10 @@ __all__ = [
     "apply_mask_inplace",
     "encode_frame",
     "encode_header",
+    "gob_decode_uint",
+    "gob_decode_value",
+    "gob_encode_uint",
+    "gob_encode_value",
     "parse_header",
 ]
 
@@ -260,5 +266,214 @@ def encode_frame(Py_ssize_t opcode, object payload, object mask_key, bint fin=Tr
         else:
             memcpy(dst + hlen, view.buf, view.len)
         return out
+    finally:
+        PyBuffer_Release(&view)
+
+
+# --- gob (chisel's UDP channels) ----------------------------------------------------
+
+cdef enum:
+    _GOB_UINT_MAX_BYTES = 8
+    _GOB_UINT_MAX_SIZE = 9  # the count byte + 8 value bytes
+    _TYPE_ID_MAX = 0x7FFFFFFF  # Go's typeId is an int32
+
+_UINT64_MAX = (1 << 64) - 1
+
+
+cdef inline Py_ssize_t _gob_uint_size(uint64_t value) noexcept nogil:
+    """Bytes a gob uint takes on the wire: 1 below 128, else 1 + its byte count."""
+    cdef Py_ssize_t n = 1
+    if value < 0x80:
+        return 1
+    while value:
+        n += 1
+        value >>= 8
+    return n
+
+
+cdef inline Py_ssize_t _put_gob_uint(unsigned char* out, uint64_t value) noexcept nogil:
+    """Write a gob uint at ``out`` (room for 9 bytes); return the bytes written."""
+    cdef Py_ssize_t n = _gob_uint_size(value)
+    cdef Py_ssize_t k
+    if n == 1:
+        out[0] = <unsigned char>value
+        return 1
+    out[0] = <unsigned char>(257 - n)  # 256 - (n - 1) value bytes
+    for k in range(n - 1, 0, -1):
+        out[k] = <unsigned char>value
+        value >>= 8
+    return n
+
+
+cdef int _read_gob_uint(
+    const unsigned char* data, Py_ssize_t* pos, Py_ssize_t end, uint64_t* out
+) except -1:
+    """Decode the gob uint at ``data[pos[0]]`` that must end by ``end``; advance ``pos``."""
+    cdef Py_ssize_t i = pos[0]
+    cdef Py_ssize_t count, k
+    cdef uint64_t value = 0
+    cdef unsigned char first
+    if i >= end:
+        raise ValueError("truncated message: unsigned integer expected")
+    first = data[i]
+    if first < 0x80:
+        out[0] = first
+        pos[0] = i + 1
+        return 0
+    count = 256 - first
+    if count > _GOB_UINT_MAX_BYTES:
+        raise ValueError(f"unsigned integer with {count} bytes is out of range")
+    if count > end - i - 1:
+        raise ValueError("truncated message: unsigned integer cut short")
+    for k in range(1, count + 1):
+        value = (value << 8) | data[i + k]
+    out[0] = value
+    pos[0] = i + 1 + count
+    return 0
+
+
+cdef int _check_value_type_id(Py_ssize_t type_id) except -1:
+    """A value message's type id is a positive int32, as Go's ``typeId``."""
+    if not 0 < type_id <= _TYPE_ID_MAX:
+        raise ValueError(f"type id {type_id} out of range for a value")
+    return 0
+
+
+def gob_encode_uint(object value):
+    """Encode a gob unsigned integer: not LEB128, but a negated count byte then big-endian.
+
+    Values outside ``0 .. 2**64 - 1`` are a ValueError (Go's uint is 64 bits).
+    """
+    cdef unsigned char out[_GOB_UINT_MAX_SIZE]
+    cdef object number = PyNumber_Index(value)
+    cdef Py_ssize_t n
+    if not 0 <= number <= _UINT64_MAX:
+        raise ValueError(f"gob uint out of range: {number}")
+    n = _put_gob_uint(out, <uint64_t>number)
+    return PyBytes_FromStringAndSize(<const char*>out, n)
+
+
+def gob_decode_uint(object buf, Py_ssize_t pos):
+    """Decode the gob uint at ``buf[pos]``; return ``(value, next_pos)``.
+
+    ValueError when ``pos`` is negative, the bytes end first, or the count byte claims
+    more than 8 bytes. Like Go, a non-minimal encoding is accepted.
+    """
+    cdef Py_buffer view
+    cdef uint64_t value
+    if pos < 0:
+        raise ValueError("offset out of range")
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        _read_gob_uint(<const unsigned char*>view.buf, &pos, view.len, &value)
+        return value, pos
+    finally:
+        PyBuffer_Release(&view)
+
+
+def gob_encode_value(Py_ssize_t type_id, object src, object payload):
+    """Return one complete udpPacket value message (length prefix included).
+
+    Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
+    payload is written into the output exactly once.
+    """
+    cdef Py_buffer src_view
+    cdef Py_buffer payload_view
+    cdef Py_ssize_t size, pos
+    cdef uint64_t tid_raw
+    cdef unsigned char delta = 1
+    cdef bytes out
+    cdef unsigned char* dst
+    _check_value_type_id(type_id)
+    tid_raw = (<uint64_t>type_id) << 1
+    PyObject_GetBuffer(src, &src_view, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(payload, &payload_view, PyBUF_SIMPLE)
+        try:
+            size = _gob_uint_size(tid_raw) + 1  # type id ... end-of-struct 0
+            if src_view.len:
+                size += 1 + _gob_uint_size(<uint64_t>src_view.len) + src_view.len
+            if payload_view.len:
+                size += 1 + _gob_uint_size(<uint64_t>payload_view.len) + payload_view.len
+            out = PyBytes_FromStringAndSize(NULL, _gob_uint_size(<uint64_t>size) + size)
+            dst = <unsigned char*>PyBytes_AS_STRING(out)
+            pos = _put_gob_uint(dst, <uint64_t>size)
+            pos += _put_gob_uint(dst + pos, tid_raw)
+            if src_view.len:
+                dst[pos] = 1
+                pos += 1 + _put_gob_uint(dst + pos + 1, <uint64_t>src_view.len)
+                memcpy(dst + pos, src_view.buf, src_view.len)
+                pos += src_view.len
+            else:
+                delta = 2
+            if payload_view.len:
+                dst[pos] = delta
+                pos += 1 + _put_gob_uint(dst + pos + 1, <uint64_t>payload_view.len)
+                memcpy(dst + pos, payload_view.buf, payload_view.len)
+                pos += payload_view.len
+            dst[pos] = 0
+            return out
+        finally:
+            PyBuffer_Release(&payload_view)
+    finally:
+        PyBuffer_Release(&src_view)
+
+
+def gob_decode_value(
+    object body,
+    Py_ssize_t type_id,
+    Py_ssize_t src_field,
+    Py_ssize_t payload_field,
+    Py_ssize_t start=0,
+    object end=None,
+):
+    """Decode ``body[start:end]``, a value message without its length prefix, as udpPacket.
+
+    Returns ``(src, payload)``, or raises ValueError on anything but the plain two-field
+    layout; see ``cc._fastpath_py.gob_decode_value``.
+    """
+    cdef Py_buffer view
+    cdef const unsigned char* data
+    cdef Py_ssize_t stop, pos, field = -1
+    cdef Py_ssize_t last_field
+    cdef uint64_t raw, delta, count
+    cdef object src = b""
+    cdef object payload = b""
+    cdef object value
+    _check_value_type_id(type_id)
+    if src_field < 0 or payload_field < 0 or src_field == payload_field:
+        raise ValueError("need two distinct, non-negative field numbers")
+    last_field = src_field if src_field > payload_field else payload_field
+    PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
+    try:
+        stop = view.len if end is None else <Py_ssize_t>end
+        if not (0 <= start <= stop <= view.len):
+            raise ValueError("need 0 <= start <= end <= len(body)")
+        data = <const unsigned char*>view.buf
+        pos = start
+        _read_gob_uint(data, &pos, stop, &raw)
+        if raw != (<uint64_t>type_id) << 1:
+            raise ValueError(f"not a value of type id {type_id}")
+        while True:
+            _read_gob_uint(data, &pos, stop, &delta)
+            if delta == 0:
+                break
+            if delta > <uint64_t>(last_field - field):
+                raise ValueError("unexpected field in udpPacket value")
+            field += <Py_ssize_t>delta
+            if field != src_field and field != payload_field:
+                raise ValueError("unexpected field in udpPacket value")
+            _read_gob_uint(data, &pos, stop, &count)
+            if count > <uint64_t>(stop - pos):
+                raise ValueError(f"byte string of {count} bytes runs past the end of the message")
+            value = PyBytes_FromStringAndSize(<const char*>data + pos, <Py_ssize_t>count)
+            pos += <Py_ssize_t>count
+            if field == src_field:
+                src = value
+            else:
+                payload = value
+        if pos != stop:
+            raise ValueError("extra data after udpPacket value")
+        return src, payload
     finally:
         PyBuffer_Release(&view)

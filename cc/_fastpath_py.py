@@ -353,16 +353,17 @@ def gob_decode_value(
             if delta > last_field - field:
                 raise ValueError("unexpected field in udpPacket value")
             field += delta
+            if field != src_at and field != payload_at:
+                raise ValueError("unexpected field in udpPacket value")
             count, pos = _read_gob_uint(data, pos, hi)
             if count > hi - pos:
                 raise ValueError(f"byte string of {count} bytes runs past the end of the message")
-            if field == src_at:
-                src = bytes(data[pos : pos + count])
-            elif field == payload_at:
-                payload = bytes(data[pos : pos + count])
-            else:
-                raise ValueError("unexpected field in udpPacket value")
+            value = bytes(data[pos : pos + count])
             pos += count
+            if field == src_at:
+                src = value
+            else:
+                payload = value
         if pos != hi:
             raise ValueError("extra data after udpPacket value")
         return src, payload
