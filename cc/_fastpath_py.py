@@ -282,12 +282,10 @@ def gob_decode_uint(buf: BytesLike, pos: int) -> tuple[int, int]:
         return _read_gob_uint(data, start, data.nbytes)
 
 
-def _value_type_id(type_id: SupportsIndex) -> int:
-    """Check a value message's type id: a positive int32, as Go's ``typeId``."""
-    tid = _ssize(type_id)
+def _check_value_type_id(tid: int) -> None:
+    """A value message's type id is a positive int32, as Go's ``typeId``."""
     if not 0 < tid <= _TYPE_ID_MAX:
         raise ValueError(f"type id {tid} out of range for a value")
-    return tid
 
 
 def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
@@ -296,7 +294,8 @@ def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
     Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
     Cython twin writes the payload into the output exactly once.
     """
-    tid = _value_type_id(type_id)
+    tid = _ssize(type_id)
+    _check_value_type_id(tid)
     with memoryview(src) as src_view, memoryview(payload) as payload_view:
         src_flat = _flat(src_view)
         payload_flat = _flat(payload_view)
@@ -329,13 +328,14 @@ def gob_decode_value(
     is a ValueError: malformed bytes, but also another type id or any other field,
     which the caller's general decoder may still accept.
     """
-    tid = _value_type_id(type_id)
+    tid = _ssize(type_id)
     src_at = _ssize(src_field)
     payload_at = _ssize(payload_field)
+    lo = _ssize(start)  # every argument converts before any check, as in Cython
+    _check_value_type_id(tid)
     if src_at < 0 or payload_at < 0 or src_at == payload_at:
         raise ValueError("need two distinct, non-negative field numbers")
     last_field = max(src_at, payload_at)
-    lo = _ssize(start)
     with memoryview(body) as view:
         data = _flat(view)
         hi = data.nbytes if end is None else _ssize(end)

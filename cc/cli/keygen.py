@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cc.cli.common import EXIT_USAGE, GoArgumentParser, fail
 from cc.protocol import keys
 
-__all__ = ["main"]
+__all__ = ["main", "write_key"]
 
 PROG = "cloud-connector keygen"
 
@@ -24,21 +25,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.print_help()
         return 0
     key = keys.seed_private_key(args.seed) if args.seed else keys.generate_private_key()
-    data = (
-        (keys.encode_inline(key) + "\n").encode() if args.format == "ck" else keys.encode_pem(key)
-    )
-    if args.path == "-":
+    return write_key(PROG, args.path, key, args.format)
+
+
+def write_key(prog: str, path: str, key: Any, fmt: str) -> int:
+    """Write ``key`` (``ck`` inline or ``pem``) to ``path`` or stdout; print its fingerprint.
+
+    An existing file is never overwritten: replacing a host key silently breaks every
+    connector that pinned its fingerprint.  The file is created 0600 and renamed into
+    place, so a crash never leaves half a key.
+    """
+    data = (keys.encode_inline(key) + "\n").encode() if fmt == "ck" else keys.encode_pem(key)
+    if path == "-":
         sys.stdout.write(data.decode())
     else:
-        target = Path(args.path)
+        target = Path(path)
         if target.exists():
-            fail(PROG, f"{target} exists; refusing to overwrite a key", EXIT_USAGE)
+            fail(prog, f"{target} exists; refusing to overwrite a key", EXIT_USAGE)
         tmp = target.with_name(target.name + ".tmp")
         try:
             tmp.touch(mode=0o600)
             tmp.write_bytes(data)
             tmp.replace(target)
         except OSError as exc:
-            fail(PROG, f"cannot write {target}: {exc.strerror or exc}")
+            fail(prog, f"cannot write {target}: {exc.strerror or exc}")
     print(f"Fingerprint {keys.fingerprint_sha256(keys.public_key_wire(key))}", file=sys.stderr)
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from cc.cli.common import (
     run_async,
     udp_settings,
 )
+from cc.cli.keygen import write_key
 from cc.log import get_logger, setup_logging
 from cc.protocol import keys
 from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file, parse_user_pass
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         key = load_host_key(args.keyfile, args.key)
         if args.keygen:
-            return _write_key(args.keygen, key)
+            return write_key(PROG, args.keygen, key, "ck")
         if not 0 <= args.port < 65536:
             raise UsageError(f"port {args.port} out of range")
         users: UserTable | None = None
@@ -316,25 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(PROG, str(exc), EXIT_USAGE)
     setup_logging(args.verbose, args.log_format)
     return run_async(PROG, lambda: _serve(config, args))
-
-
-def _write_key(path: str, key: Any) -> int:
-    data = keys.encode_inline(key) + "\n"
-    if path == "-":
-        sys.stdout.write(data)
-    else:
-        target = Path(path)
-        if target.exists():
-            raise UsageError(f"{target} exists; refusing to overwrite a key")
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            tmp.touch(mode=0o600)
-            tmp.write_text(data)
-            tmp.replace(target)
-        except OSError as exc:
-            fail(PROG, f"cannot write {target}: {exc.strerror or exc}")
-    print(f"Fingerprint {keys.fingerprint_sha256(keys.public_key_wire(key))}", file=sys.stderr)
-    return 0
 
 
 async def _serve(config: GatewayConfig, args: Any) -> int:
