@@ -1,8 +1,9 @@
-"""Micro-benchmark of the WebSocket hot loops, each fast-path twin side by side.
+"""Micro-benchmark of the WebSocket and gob UDP hot loops, each fast-path twin side by side.
 
 Run ``python bench/micro_fastpath.py`` (``--seconds`` per case, ``--size`` per payload).
 It prints MB/s (10**6 bytes per second of payload) so the numbers line up with
-CALIBRATION.md; 32 KiB is what Go chisel peers write per SSH channel packet. No
+CALIBRATION.md; 32 KiB is what Go chisel peers write per SSH channel packet. The gob
+section prints datagrams/s for ``--datagram`` bytes (1200: a QUIC-sized datagram). No
 assertions: the figures move from run to run, the ratios between twins are what matter.
 """
 
@@ -15,13 +16,23 @@ from collections.abc import Callable
 from types import ModuleType
 
 from cc import fastpath
+from cc.protocol.udp import GobDecoder, GobEncoder
 from cc.protocol.ws import WebSocketStream
 
-__all__ = ["cases", "main", "measure"]
+__all__ = ["GOB_BATCH", "cases", "gob_cases", "main", "measure", "seconds_per_call"]
+
+#: Datagrams per ``receive_data`` call in the batched gob case (a busy channel's read).
+GOB_BATCH = 32
+_GOB_SRC = "127.0.0.1:5000"
 
 
 def measure(func: Callable[[], object], nbytes: int, seconds: float) -> float:
     """Call ``func`` repeatedly for about ``seconds``; return payload MB/s."""
+    return nbytes / seconds_per_call(func, seconds) / 1e6
+
+
+def seconds_per_call(func: Callable[[], object], seconds: float) -> float:
+    """Call ``func`` repeatedly for about ``seconds``; return the best time per call."""
     calls = 1
     while True:  # grow the batch until one batch takes a measurable time
         start = time.perf_counter()
@@ -37,7 +48,7 @@ def measure(func: Callable[[], object], nbytes: int, seconds: float) -> float:
         for _ in range(calls):
             func()
         best = min(best, (time.perf_counter() - start) / calls)
-    return nbytes / best / 1e6
+    return best
 
 
 def cases(impl: ModuleType, size: int) -> dict[str, Callable[[], object]]:
@@ -66,19 +77,62 @@ def cases(impl: ModuleType, size: int) -> dict[str, Callable[[], object]]:
     }
 
 
+def gob_cases(impl: ModuleType, size: int) -> dict[str, tuple[Callable[[], object], int]]:
+    """The gob operations to time on one twin: ``(call, datagrams it handles)`` by name.
+
+    The decoders are primed with the type definition and one value, so every timed
+    message is a value on the steady-state path, as on a long-lived UDP channel.
+    """
+    payload = os.urandom(size)
+    src = _GOB_SRC.encode()
+    encoder = GobEncoder(fastpath=impl)
+    stream = encoder.encode(_GOB_SRC, payload)  # definition + value
+    value = encoder.encode(_GOB_SRC, payload)
+    batch = value * GOB_BATCH
+    start = impl.gob_decode_uint(value, 0)[1]
+    decoder = GobDecoder(fastpath=impl)
+    decoder.receive_data(stream)
+    split = len(value) // 2
+    halves = (value[:split], value[split:])
+
+    def receive_split() -> object:
+        decoder.receive_data(halves[0])  # buffered: the general receive path
+        return decoder.receive_data(halves[1])
+
+    return {
+        "gob_encode_value": (lambda: impl.gob_encode_value(65, src, payload), 1),
+        "GobEncoder.encode": (lambda: encoder.encode(_GOB_SRC, payload), 1),
+        "gob_decode_value": (lambda: impl.gob_decode_value(value, 65, 0, 1, start), 1),
+        "GobDecoder 1 per read": (lambda: decoder.receive_data(value), 1),
+        f"GobDecoder {GOB_BATCH} per read": (lambda: decoder.receive_data(batch), GOB_BATCH),
+        "GobDecoder split read": (receive_split, 1),
+    }
+
+
 def main() -> None:
     """Print one table row per operation, one column per available twin."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32 * 1024, help="payload bytes")
+    parser.add_argument("--datagram", type=int, default=1200, help="gob UDP payload bytes")
     parser.add_argument("--seconds", type=float, default=0.5, help="time per case")
     args = parser.parse_args()
     impls = fastpath.implementations()
+    header = "".join(f"{name:>12}" for name in impls)
     table = {name: cases(impl, args.size) for name, impl in impls.items()}
     print(f"selected: {fastpath.IMPLEMENTATION}; payload {args.size} bytes; MB/s")
-    print(f"{'operation':28}" + "".join(f"{name:>12}" for name in impls))
+    print(f"{'operation':28}" + header)
     for op in next(iter(table.values())):
         row = [measure(table[name][op], args.size, args.seconds) for name in impls]
         print(f"{op:28}" + "".join(f"{v:12.0f}" for v in row))
+    gob = {name: gob_cases(impl, args.datagram) for name, impl in impls.items()}
+    print(f"\ngob udpPacket, payload {args.datagram} bytes; datagrams/s")
+    print(f"{'operation':28}" + header)
+    for op in next(iter(gob.values())):
+        rates = []
+        for name in impls:
+            func, datagrams = gob[name][op]
+            rates.append(datagrams / seconds_per_call(func, args.seconds))
+        print(f"{op:28}" + "".join(f"{v:12.0f}" for v in rates))
 
 
 if __name__ == "__main__":

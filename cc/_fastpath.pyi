@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, SupportsIndex
 
 __all__ = [
     "FIN",
@@ -16,6 +16,10 @@ __all__ = [
     "apply_mask_inplace",
     "encode_frame",
     "encode_header",
+    "gob_decode_uint",
+    "gob_decode_value",
+    "gob_encode_uint",
+    "gob_encode_value",
     "parse_header",
 ]
 
@@ -41,3 +45,14 @@ def encode_header(
 def encode_frame(
     opcode: int, payload: BytesLike, mask_key: BytesLike | None, fin: bool = True
 ) -> bytes: ...
+def gob_encode_uint(value: SupportsIndex) -> bytes: ...
+def gob_decode_uint(buf: BytesLike, pos: int) -> tuple[int, int]: ...
+def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes: ...
+def gob_decode_value(
+    body: BytesLike,
+    type_id: int,
+    src_field: int,
+    payload_field: int,
+    start: int = 0,
+    end: int | None = None,
+) -> tuple[bytes, bytes]: ...

@@ -65,6 +65,7 @@ _LEN64_LIMIT = 1 << 63
 _UINT64_MAX = (1 << 64) - 1
 _TYPE_ID_MAX = (1 << 31) - 1  # Go's typeId is an int32
 _GOB_UINT_MAX_BYTES = 8
+_GOB_SMALL_UINTS = tuple(bytes((i,)) for i in range(0x80))
 
 
 def _ssize(value: SupportsIndex) -> int:
@@ -234,14 +235,16 @@ def encode_frame(
 
 
 def _gob_uint(value: int) -> bytes:
-    """Encode a uint already known to be in ``0 .. 2**64 - 1``."""
+    """Encode a uint already known to be in ``0 .. 2**64 - 1``; lengths take the short cuts."""
     if value < 0x80:
-        return bytes((value,))
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return bytes((256 - len(body),)) + body
+        return _GOB_SMALL_UINTS[value]
+    if value < 0x10000:
+        return bytes((0xFF, value)) if value < 0x100 else bytes((0xFE, value >> 8, value & 0xFF))
+    count = (value.bit_length() + 7) // 8
+    return bytes((256 - count,)) + value.to_bytes(count, "big")
 
 
-def _read_gob_uint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+def _read_gob_uint(data: BytesLike, pos: int, end: int) -> tuple[int, int]:
     """Decode a gob uint at ``data[pos]`` that must end by ``end``; ValueError if it cannot."""
     if pos >= end:
         raise ValueError("truncated message: unsigned integer expected")
@@ -277,6 +280,8 @@ def gob_decode_uint(buf: BytesLike, pos: int) -> tuple[int, int]:
     start = _ssize(pos)
     if start < 0:
         raise ValueError("offset out of range")
+    if type(buf) is bytes or type(buf) is bytearray:  # already flat: skip the view
+        return _read_gob_uint(buf, start, len(buf))
     with memoryview(buf) as view:
         data = _flat(view)
         return _read_gob_uint(data, start, data.nbytes)
@@ -292,24 +297,24 @@ def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
     """Return one complete udpPacket value message (length prefix included).
 
     Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
-    Cython twin writes the payload into the output exactly once.
+    payload is copied once, straight into the output.
     """
     tid = _ssize(type_id)
     _check_value_type_id(tid)
     with memoryview(src) as src_view, memoryview(payload) as payload_view:
         src_flat = _flat(src_view)
         payload_flat = _flat(payload_view)
-        parts: list[bytes | memoryview] = [_gob_uint(tid << 1)]
-        delta = 1
-        if src_flat.nbytes:
-            parts += (b"\x01", _gob_uint(src_flat.nbytes), src_flat)
-        else:
-            delta = 2
-        if payload_flat.nbytes:
-            parts += (bytes((delta,)), _gob_uint(payload_flat.nbytes), payload_flat)
-        parts.append(b"\x00")
-        size = sum(len(part) for part in parts)  # every part is flat: len == nbytes
-        return b"".join([_gob_uint(size), *parts])
+        src_size = src_flat.nbytes
+        payload_size = payload_flat.nbytes
+        head = _gob_uint(tid << 1)
+        if src_size:
+            head += b"\x01" + _gob_uint(src_size)
+        if not payload_size:
+            size = len(head) + src_size + 1
+            return b"".join((_gob_uint(size), head, src_flat, b"\x00"))
+        mid = (b"\x01" if src_size else b"\x02") + _gob_uint(payload_size)  # field delta
+        size = len(head) + src_size + len(mid) + payload_size + 1
+        return b"".join((_gob_uint(size), head, src_flat, mid, payload_flat, b"\x00"))
 
 
 def gob_decode_value(
@@ -335,35 +340,50 @@ def gob_decode_value(
     _check_value_type_id(tid)
     if src_at < 0 or payload_at < 0 or src_at == payload_at:
         raise ValueError("need two distinct, non-negative field numbers")
-    last_field = max(src_at, payload_at)
+    if type(body) is bytes:  # slicing bytes copies once, with no view to make
+        return _gob_value(body, len(body), tid, src_at, payload_at, lo, end)
     with memoryview(body) as view:
         data = _flat(view)
-        hi = data.nbytes if end is None else _ssize(end)
-        if not 0 <= lo <= hi <= data.nbytes:
-            raise ValueError("need 0 <= start <= end <= len(body)")
-        raw, pos = _read_gob_uint(data, lo, hi)
-        if raw != tid << 1:
-            raise ValueError(f"not a value of type id {tid}")
-        src = payload = b""
-        field = -1
-        while True:
-            delta, pos = _read_gob_uint(data, pos, hi)
-            if delta == 0:
-                break
-            if delta > last_field - field:
-                raise ValueError("unexpected field in udpPacket value")
-            field += delta
-            if field != src_at and field != payload_at:
-                raise ValueError("unexpected field in udpPacket value")
-            count, pos = _read_gob_uint(data, pos, hi)
-            if count > hi - pos:
-                raise ValueError(f"byte string of {count} bytes runs past the end of the message")
-            value = bytes(data[pos : pos + count])
-            pos += count
-            if field == src_at:
-                src = value
-            else:
-                payload = value
-        if pos != hi:
-            raise ValueError("extra data after udpPacket value")
-        return src, payload
+        return _gob_value(data, data.nbytes, tid, src_at, payload_at, lo, end)
+
+
+def _gob_value(
+    data: bytes | memoryview,
+    size: int,
+    tid: int,
+    src_at: int,
+    payload_at: int,
+    lo: int,
+    end: int | None,
+) -> tuple[bytes, bytes]:
+    """The body of ``gob_decode_value`` over flat ``data`` of ``size`` bytes."""
+    hi = size if end is None else _ssize(end)
+    if not 0 <= lo <= hi <= size:
+        raise ValueError("need 0 <= start <= end <= len(body)")
+    raw, pos = _read_gob_uint(data, lo, hi)
+    if raw != tid << 1:
+        raise ValueError(f"not a value of type id {tid}")
+    last_field = max(src_at, payload_at)
+    src = payload = b""
+    field = -1
+    while True:
+        delta, pos = _read_gob_uint(data, pos, hi)
+        if delta == 0:
+            break
+        if delta > last_field - field:
+            raise ValueError("unexpected field in udpPacket value")
+        field += delta
+        if field != src_at and field != payload_at:
+            raise ValueError("unexpected field in udpPacket value")
+        count, pos = _read_gob_uint(data, pos, hi)
+        if count > hi - pos:
+            raise ValueError(f"byte string of {count} bytes runs past the end of the message")
+        value = bytes(data[pos : pos + count])  # the one copy (none more from bytes)
+        pos += count
+        if field == src_at:
+            src = value
+        else:
+            payload = value
+    if pos != hi:
+        raise ValueError("extra data after udpPacket value")
+    return src, payload

@@ -30,6 +30,10 @@ __all__ = [
     "apply_mask_inplace",
     "encode_frame",
     "encode_header",
+    "gob_decode_uint",
+    "gob_decode_value",
+    "gob_encode_uint",
+    "gob_encode_value",
     "implementations",
     "parse_header",
 ]
@@ -69,6 +73,10 @@ if TYPE_CHECKING:
         apply_mask_inplace,
         encode_frame,
         encode_header,
+        gob_decode_uint,
+        gob_decode_value,
+        gob_encode_uint,
+        gob_encode_value,
         parse_header,
     )
 else:
@@ -83,6 +91,10 @@ else:
     apply_mask_inplace = _impl.apply_mask_inplace
     encode_frame = _impl.encode_frame
     encode_header = _impl.encode_header
+    gob_decode_uint = _impl.gob_decode_uint
+    gob_decode_value = _impl.gob_decode_value
+    gob_encode_uint = _impl.gob_encode_uint
+    gob_encode_value = _impl.gob_encode_value
     parse_header = _impl.parse_header
 
 

@@ -19,6 +19,12 @@ and it returns the complete packets.  It learns the struct's type id from the
 peer's definition (Go numbers user types per process, so 65 is only typical),
 matches fields by name as Go does, skips extra fields, and raises
 :class:`GobError` (and nothing else) on anything malformed or oversized.
+
+The per-datagram work is in ``cc.fastpath`` (``gob_*``; pass ``fastpath=`` to pick a
+twin): values are encoded in one call, and values of a plain two-field udpPacket are
+decoded in one call straight from the received bytes, the payload copied once.  Type
+definitions and any other layout take the general path below, which also words the
+error when the fast path refuses a message.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
+
+from cc import fastpath as _default_fastpath
 
 from .errors import ProtocolError
 
@@ -36,6 +45,7 @@ __all__ = [
     "GobDecoder",
     "GobEncoder",
     "GobError",
+    "GobFastPath",
     "decode_bytes",
     "decode_int",
     "decode_uint",
@@ -56,7 +66,6 @@ DEFAULT_TYPE_ID = 65
 #: A gob uint is at most 8 big-endian bytes after the count byte.
 MAX_UINT_BYTES = 8
 
-_UINT64_MAX = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _TYPE_ID_MAX = (1 << 31) - 1  # Go's typeId is an int32
@@ -71,33 +80,44 @@ class GobError(ProtocolError):
     """The gob stream is malformed, oversized or not a udpPacket stream; it cannot resync."""
 
 
+class GobFastPath(Protocol):
+    """The ``gob_*`` subset of ``cc.fastpath``; both twins satisfy it."""
+
+    def gob_decode_uint(self, buf: Buf, pos: int) -> tuple[int, int]:
+        """Decode one gob uint; ValueError if malformed or cut short."""
+        ...
+
+    def gob_encode_value(self, type_id: int, src: Buf, payload: Buf) -> bytes:
+        """Encode one whole udpPacket value message."""
+        ...
+
+    def gob_decode_value(
+        self,
+        body: Buf,
+        type_id: int,
+        src_field: int,
+        payload_field: int,
+        start: int = 0,
+        end: int | None = None,
+    ) -> tuple[bytes, bytes]:
+        """Decode a plain two-field udpPacket value; ValueError on anything else."""
+        ...
+
+
 # --------------------------------------------------------------------------- primitives
 
 
 def encode_uint(value: int) -> bytes:
     """Encode a gob unsigned integer (not LEB128: a count byte, then big-endian)."""
-    if not 0 <= value <= _UINT64_MAX:
-        raise ValueError(f"gob uint out of range: {value}")
-    if value < 0x80:
-        return bytes((value,))
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return bytes((256 - len(body),)) + body
+    return _default_fastpath.gob_encode_uint(value)
 
 
 def decode_uint(buf: Buf, pos: int) -> tuple[int, int]:
     """Decode a gob uint at ``pos``; return ``(value, next_pos)``, GobError if bad/short."""
-    if pos >= len(buf):
-        raise GobError("truncated message: unsigned integer expected")
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = 256 - first
-    if count > MAX_UINT_BYTES:
-        raise GobError(f"unsigned integer with {count} bytes is out of range")
-    end = pos + 1 + count
-    if end > len(buf):
-        raise GobError("truncated message: unsigned integer cut short")
-    return int.from_bytes(buf[pos + 1 : end], "big"), end
+    try:
+        return _default_fastpath.gob_decode_uint(buf, pos)
+    except ValueError as exc:
+        raise GobError(str(exc)) from None
 
 
 def encode_int(value: int) -> bytes:
@@ -153,17 +173,18 @@ def encode_type_definition(type_id: int = DEFAULT_TYPE_ID, name: str = "udpPacke
 
 
 def encode_value(type_id: int, src: str, payload: Buf) -> bytes:
-    """One udpPacket value message; empty fields are omitted as Go omits zero values."""
-    body = bytearray(encode_int(type_id))
-    delta = 1
-    if src:
-        body += b"\x01" + encode_bytes(src.encode("utf-8", "surrogateescape"))
-    else:
-        delta += 1
-    if payload:
-        body += encode_uint(delta) + encode_bytes(payload)
-    body += b"\x00"
-    return encode_message(bytes(body))
+    """One udpPacket value message; empty fields are omitted as Go omits zero values.
+
+    ``type_id`` must be a positive int32 (ValueError otherwise), as Go's type ids are.
+    """
+    if not 0 < type_id <= _TYPE_ID_MAX:
+        raise ValueError(f"type id {type_id} out of range for a value")
+    return _default_fastpath.gob_encode_value(type_id, _src_bytes(src), payload)
+
+
+def _src_bytes(src: str) -> bytes:
+    """Src as sent: UTF-8, with undecodable bytes a peer sent us passed back unchanged."""
+    return src.encode("utf-8", "surrogateescape")
 
 
 # --------------------------------------------------------------------------- encoder
@@ -172,14 +193,21 @@ def encode_value(type_id: int, src: str, payload: Buf) -> bytes:
 class GobEncoder:
     """One direction of a chisel UDP channel: a definition on first use, then values."""
 
-    def __init__(self, type_id: int = DEFAULT_TYPE_ID, type_name: str = "udpPacket") -> None:
+    def __init__(
+        self,
+        type_id: int = DEFAULT_TYPE_ID,
+        type_name: str = "udpPacket",
+        *,
+        fastpath: GobFastPath | None = None,
+    ) -> None:
         self._type_id = type_id
         self._definition = encode_type_definition(type_id, type_name)
         self._sent_definition = False
+        self._fp: GobFastPath = _default_fastpath if fastpath is None else fastpath
 
     def encode(self, src: str, payload: Buf) -> bytes:
         """Bytes to write for one datagram; the first call also carries the type definition."""
-        value = encode_value(self._type_id, src, payload)
+        value = self._fp.gob_encode_value(self._type_id, _src_bytes(src), payload)
         if self._sent_definition:
             return value
         self._sent_definition = True
@@ -349,53 +377,84 @@ class GobDecoder:
     which UDP tolerates.
     """
 
-    def __init__(self, max_message_size: int = 64 * 1024) -> None:
+    def __init__(
+        self, max_message_size: int = 64 * 1024, *, fastpath: GobFastPath | None = None
+    ) -> None:
         if max_message_size < 1:
             raise ValueError("max_message_size must be positive")
         self._max = max_message_size
-        self._buf = bytearray()
+        self._fp: GobFastPath = _default_fastpath if fastpath is None else fastpath
+        self._buf = bytearray()  # an incomplete message, kept between calls
         self._types: dict[int, _WireType] = {}
         self._plans: dict[int, _Plan] = {}
+        #: (type id, Src field, Payload field) of the last plain udpPacket value seen.
+        self._fast: tuple[int, int, int] | None = None
         self._error: GobError | None = None
 
     def receive_data(self, data: Buf) -> list[tuple[str, bytes]]:
         """Feed bytes from the channel; return every packet they complete, in order."""
         if self._error is not None:
             raise self._error
-        self._buf += data
+        buf = self._buf
+        source: bytes | bytearray
+        if not buf and isinstance(data, bytes | bytearray):
+            source = data  # decode in place: nothing is copied in
+        else:
+            buf += data
+            source = buf
         packets: list[tuple[str, bytes]] = []
+        pos = 0
         try:
-            while (message := self._next_message()) is not None:
-                packet = self._handle(message)
+            while (span := self._frame(source, pos)) is not None:
+                start, pos = span
+                packet = self._message(source, start, pos)
                 if packet is not None:
                     packets.append(packet)
         except GobError as exc:
             self._error = exc
-            self._buf.clear()
+            buf.clear()
             raise
+        if source is buf:
+            del buf[:pos]
+        elif pos < len(source):
+            buf += memoryview(source)[pos:]
         return packets
 
-    def _next_message(self) -> bytes | None:
-        buf = self._buf
-        if not buf:
+    def _frame(self, buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+        """Find the message at ``buf[pos]``: ``(body start, end)``, or None until complete.
+
+        The size is checked as soon as the length prefix is in, before any body arrives.
+        """
+        avail = len(buf) - pos
+        if avail <= 0:
             return None
-        first = buf[0]
-        prefix = 1 if first < 0x80 else 1 + 256 - first
+        first = buf[pos]
+        prefix = 1 if first < 0x80 else 257 - first
         if prefix - 1 > MAX_UINT_BYTES:
             raise GobError(f"message length with {prefix - 1} bytes is out of range")
-        if len(buf) < prefix:
+        if avail < prefix:
             return None
-        size, start = decode_uint(buf, 0)
+        size, start = self._fp.gob_decode_uint(buf, pos)  # complete and in range: cannot fail
         if size == 0:
             raise GobError("empty message")
         if size > self._max:
             raise GobError(f"message of {size} bytes exceeds the limit of {self._max}")
         end = start + size
-        if len(buf) < end:
-            return None
-        message = bytes(buf[start:end])
-        del buf[:end]
-        return message
+        return (start, end) if end <= len(buf) else None
+
+    def _message(self, buf: bytes | bytearray, start: int, end: int) -> tuple[str, bytes] | None:
+        """Decode the message ``buf[start:end]``: the fast path first, else the general one."""
+        if self._fast is not None:
+            tid, src_field, payload_field = self._fast
+            try:
+                src, payload = self._fp.gob_decode_value(
+                    buf, tid, src_field, payload_field, start, end
+                )
+            except ValueError:
+                pass  # a definition, another type or layout, or garbage: the general path words it
+            else:
+                return src.decode("utf-8", "surrogateescape"), payload
+        return self._handle(bytes(buf[start:end]))
 
     def _handle(self, message: bytes) -> tuple[str, bytes] | None:
         r = _Reader(message)
@@ -405,7 +464,10 @@ class GobDecoder:
             return None
         if tid == 0 or tid > _TYPE_ID_MAX:
             raise GobError(f"value with invalid type id {tid}")
-        return self._decode_value(self._plan(tid), r)
+        plan = self._plan(tid)
+        if len(plan.field_types) == 2:  # Src and Payload only: the fast path's layout
+            self._fast = (tid, plan.src_field, plan.payload_field)
+        return self._decode_value(plan, r)
 
     def _define(self, tid: int, r: _Reader) -> None:
         if not FIRST_USER_TYPE_ID <= tid <= _TYPE_ID_MAX:
