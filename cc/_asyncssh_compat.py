@@ -18,10 +18,14 @@ asyncssh internals.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import asyncssh
+from asyncssh import encryption as _encryption
 from asyncssh.connection import (
     SSHClientConnection,
     SSHClientConnectionOptions,
@@ -29,15 +33,32 @@ from asyncssh.connection import (
     SSHServerConnectionOptions,
 )
 from asyncssh.constants import (
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_FIRST,
+    MSG_CHANNEL_LAST,
     MSG_IGNORE,
+    MSG_KEX_FIRST,
+    MSG_KEX_LAST,
     MSG_REQUEST_FAILURE,
     MSG_REQUEST_SUCCESS,
+    MSG_UNIMPLEMENTED,
+    MSG_USERAUTH_FIRST,
+    MSG_USERAUTH_LAST,
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
 )
-from asyncssh.misc import ChannelOpenError, HostKeyNotVerifiable, ProtocolNotSupported
-from asyncssh.packet import SSHPacket
+from asyncssh.misc import (
+    ChannelOpenError,
+    DisconnectError,
+    HostKeyNotVerifiable,
+    MACError,
+    ProtocolError,
+    ProtocolNotSupported,
+)
+from asyncssh.packet import PacketDecodeError, SSHPacket, UInt32
 from asyncssh.public_key import decode_ssh_public_key
+
+from cc import fastpath
 
 __all__ = [
     "CLIENT_VERSION",
@@ -68,6 +89,10 @@ ENCRYPTION_ALGS = (
     "aes256-ctr",
 )
 _MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-etm@openssh.com")
+
+#: Rekey after this many bytes each way (asyncssh's and Go's default is 1 GiB);
+#: tests lower it to prove the fast path survives key changes mid-transfer.
+REKEY_BYTES = 1 << 30
 
 #: Go peers advertise 32 KiB packets and a 2 MiB window; we match them.
 CHANNEL_WINDOW = 2 * 1024 * 1024
@@ -123,19 +148,253 @@ class _ChiselVersionMixin:
         return True
 
 
-class _NoIgnoreMixin:
-    """Drop the empty MSG_IGNORE asyncssh sends before every packet.
+class _FastSendMixin:
+    """Send packets with one AEAD context and as few copies as possible.
 
-    It is a countermeasure against CBC-mode attacks; we negotiate only AEAD and CTR
-    ciphers, so it only doubles the packets on the data path (CALIBRATION.md).
+    The empty MSG_IGNORE asyncssh sends before every packet is dropped: it is a
+    countermeasure against CBC-mode attacks, and we negotiate only AEAD and CTR
+    ciphers (CALIBRATION.md: it doubles the packets).  Once keys are in place and no
+    rekey is due, packets are sealed here in one step; everything else (key
+    exchange, deferral, rekey triggers, other ciphers) is asyncssh's own path.
     """
 
     _EMPTY_IGNORE = (b"\x00\x00\x00\x00",)
 
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        conn: Any = self
         if pkttype == MSG_IGNORE and args == self._EMPTY_IGNORE:
             return
+        enc = conn._send_encryption
+        if (
+            type(enc) is _FastGCMEncryption
+            and pkttype > MSG_USERAUTH_LAST
+            and conn._auth_complete
+            and conn._kex_complete
+            and not conn._kexinit_sent
+            and conn._compressor is None
+            and conn._rekey_bytes_sent < conn._rekey_bytes
+            and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
+            and conn._transport is not None
+        ):
+            body = args[0] if len(args) == 1 else b"".join(args)
+            packet = enc.cipher.seal(body, _TYPE_BYTES[pkttype])
+            conn._send(packet)
+            conn._send_seq = (conn._send_seq + 1) & 0xFFFFFFFF
+            conn._rekey_bytes_sent += len(packet) - 20
+            return
         super().send_packet(pkttype, *args, handler=handler)  # type: ignore[misc]
+
+
+_TYPE_BYTES = tuple(bytes([i]) for i in range(256))
+
+
+class _FastGCMEncryption(_encryption.Encryption):
+    """asyncssh's Encryption interface over ``fastpath.GCMPacketCipher``.
+
+    asyncssh builds a new AESGCM object per packet; ours keeps one per key epoch.
+    The receive fast path below also uses ``cipher`` directly on whole packets.
+    """
+
+    def __init__(self, cipher: Any) -> None:
+        self.cipher = cipher
+
+    @classmethod
+    def new(
+        cls,
+        cipher_name: str,
+        key: bytes,
+        iv: bytes,
+        mac_alg: bytes = b"",
+        mac_key: bytes = b"",
+        etm: bool = False,
+    ) -> _FastGCMEncryption:
+        return cls(fastpath.GCMPacketCipher(key, iv))
+
+    @classmethod
+    def needs_mac(cls) -> bool:
+        return False
+
+    @classmethod
+    def get_mac_params(cls, mac_alg: bytes) -> tuple[int, int, bool]:
+        return 0, 16, True
+
+    def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
+        data = self.cipher.encrypt(header, packet)
+        return header + data[:-16], data[-16:]
+
+    def decrypt_header(self, seq: int, first_block: bytes, header_len: int) -> tuple[bytes, bytes]:
+        return first_block, first_block[:header_len]
+
+    def decrypt_packet(
+        self, seq: int, first: bytes, rest: bytes, header_len: int, mac: bytes
+    ) -> bytes | None:
+        try:
+            return bytes(self.cipher.decrypt(first[:header_len], first[header_len:] + rest + mac))
+        except ValueError:
+            return None
+
+
+for _alg, _cipher in (
+    (b"aes128-gcm@openssh.com", "aes128-gcm"),
+    (b"aes256-gcm@openssh.com", "aes256-gcm"),
+):
+    _encryption._enc_params[_alg] = (_FastGCMEncryption, _cipher)
+
+
+class _FastReceiveMixin:
+    """Decrypt and dispatch whole packets from a growing buffer (AES-GCM only).
+
+    asyncssh slices an immutable ``bytes`` buffer per packet (quadratic on large
+    reads), wraps every payload in an SSHPacket and logs it.  Here channel data goes
+    straight to the channel (asyncssh's own window and pause logic still apply);
+    every other packet is dispatched exactly as asyncssh's ``_recv_packet`` does.
+    Anything else (version exchange, first key exchange, other ciphers) keeps
+    asyncssh's own path.
+    """
+
+    _cc_rx: bytearray
+    _cc_blocked = False
+
+    def _cc_fast_ready(self) -> bool:
+        conn: Any = self
+        return (
+            type(conn._recv_encryption) is _FastGCMEncryption
+            and conn._recv_handler == conn._recv_pkthdr
+            and not conn._cc_blocked
+        )
+
+    def data_received(self, data: bytes, datatype: Any = None) -> None:
+        conn: Any = self
+        rx = conn.__dict__.get("_cc_rx")
+        if rx is None:
+            rx = conn._cc_rx = bytearray()
+        if rx or conn._cc_fast_ready():
+            if conn._inpbuf:
+                rx += conn._inpbuf
+                conn._inpbuf = b""
+            rx += data
+            conn._reset_keepalive_timer()
+            conn._cc_drain()
+        else:
+            super().data_received(data, datatype)  # type: ignore[misc]
+
+    def _finish_recv_packet(
+        self, pkttype: int, seq: int, _task: Any = None, is_async: bool = False
+    ) -> None:
+        conn: Any = self
+        super()._finish_recv_packet(pkttype, seq, _task, is_async)  # type: ignore[misc]
+        if is_async:
+            conn._cc_blocked = False
+            if conn.__dict__.get("_cc_rx"):
+                conn._cc_drain()
+
+    def _cc_drain(self) -> None:
+        conn: Any = self
+        try:
+            conn._cc_packets()
+        except DisconnectError as exc:
+            conn._send_disconnect(exc.code, exc.reason, exc.lang)
+            conn._force_close(exc)
+        except Exception:
+            conn.internal_error()
+
+    def _cc_packets(self) -> None:
+        conn: Any = self
+        rx: bytearray = conn._cc_rx
+        offset = 0
+        try:
+            while conn._transport is not None:
+                if not conn._cc_fast_ready():
+                    # cipher changed to one we do not handle, or a handler is running
+                    if not conn._cc_blocked:
+                        conn._inpbuf += bytes(rx[offset:])
+                        offset = len(rx)
+                        conn._recv_data()
+                    return
+                try:
+                    opened = conn._recv_encryption.cipher.open_packet(rx, offset)
+                except ValueError as exc:
+                    if "authentication" in str(exc):
+                        raise MACError("MAC verification failed") from None
+                    raise ProtocolError(str(exc)) from None
+                if opened is None:
+                    return
+                payload, used = opened
+                offset += used
+                if len(payload) > conn._max_recv_pktlen:
+                    raise ProtocolError("Max packet size exceeded")
+                if not conn._cc_dispatch(conn._recv_seq, payload):
+                    return
+        finally:
+            if offset:
+                del rx[:offset]
+
+    def _cc_dispatch(self, seq: int, payload: memoryview) -> bool:
+        """asyncssh's ``_recv_packet`` after decryption; channel data takes a short cut."""
+        conn: Any = self
+        pkttype = payload[0]
+        if pkttype == MSG_CHANNEL_DATA and conn._auth_complete and len(payload) >= 9:
+            chan = conn._channels.get(int.from_bytes(payload[1:5], "big"))
+            if chan is not None and chan._recv_state == "open" and not chan._encoding:
+                datalen = int.from_bytes(payload[5:9], "big")
+                if datalen != len(payload) - 9:
+                    raise ProtocolError("Invalid channel data packet")
+                if datalen > chan._recv_window:
+                    raise ProtocolError("Window exceeded")
+                chan._accept_data(bytes(payload[9:]))
+                conn._finish_recv_packet(pkttype, seq)
+                return True
+        if pkttype == MSG_IGNORE:
+            conn._finish_recv_packet(pkttype, seq)
+            return True
+        packet = SSHPacket(bytes(payload))
+        packet.get_byte()
+        handler: Any = conn
+        skip_reason = exc_reason = ""
+        if MSG_KEX_FIRST <= pkttype <= MSG_KEX_LAST:
+            if conn._kex:
+                handler = conn._kex
+            else:
+                skip_reason, exc_reason = "kex not in progress", "Key exchange not in progress"
+        elif MSG_USERAUTH_FIRST <= pkttype <= MSG_USERAUTH_LAST:
+            if conn._auth:
+                handler = conn._auth
+            else:
+                skip_reason, exc_reason = "auth not in progress", "Authentication not in progress"
+        elif pkttype > MSG_USERAUTH_LAST and not conn._auth_complete:
+            skip_reason = "invalid request before auth complete"
+            exc_reason = "Invalid request before authentication was complete"
+        elif MSG_CHANNEL_FIRST <= pkttype <= MSG_CHANNEL_LAST:
+            try:
+                recv_chan = packet.get_uint32()
+            except PacketDecodeError:
+                skip_reason, exc_reason = "incomplete channel request", "Incomplete channel request"
+            else:
+                handler = conn._channels.get(recv_chan)
+                if handler is None:
+                    skip_reason = "invalid channel number"
+                    exc_reason = f"Invalid channel number {recv_chan} received"
+                    handler = conn
+        handler.log_received_packet(pkttype, seq, packet, skip_reason)
+        if not skip_reason:
+            try:
+                result = handler.process_packet(pkttype, seq, packet)
+            except PacketDecodeError as exc:
+                raise ProtocolError(str(exc)) from None
+            if inspect.isawaitable(result):
+                conn._cc_blocked = True
+                task = conn.create_task(result)
+                task.add_done_callback(
+                    functools.partial(conn._finish_recv_packet, pkttype, seq, is_async=True)
+                )
+                return False
+            if not result:
+                conn.logger.debug1("Unknown packet type %d received", pkttype)
+                conn.send_packet(MSG_UNIMPLEMENTED, UInt32(seq))
+        if exc_reason:
+            raise ProtocolError(exc_reason)
+        conn._finish_recv_packet(pkttype, seq)
+        return True
 
 
 class _ChiselChannelMixin:
@@ -165,7 +424,11 @@ class _ChiselChannelMixin:
 
 
 class ChiselServerConnection(
-    _ChiselVersionMixin, _NoIgnoreMixin, _ChiselChannelMixin, SSHServerConnection
+    _ChiselVersionMixin,
+    _FastReceiveMixin,
+    _FastSendMixin,
+    _ChiselChannelMixin,
+    SSHServerConnection,
 ):
     """The gateway side of one chisel session."""
 
@@ -186,7 +449,11 @@ class ChiselServerConnection(
 
 
 class ChiselClientConnection(
-    _ChiselVersionMixin, _NoIgnoreMixin, _ChiselChannelMixin, SSHClientConnection
+    _ChiselVersionMixin,
+    _FastReceiveMixin,
+    _FastSendMixin,
+    _ChiselChannelMixin,
+    SSHClientConnection,
 ):
     """The connector side of one chisel session."""
 
@@ -210,6 +477,7 @@ def _common_options() -> dict[str, Any]:
         "mac_algs": _MAC_ALGS,
         "compression_algs": None,
         "keepalive_interval": 0,
+        "rekey_bytes": REKEY_BYTES,
         "login_timeout": 30,
     }
 

@@ -17,12 +17,15 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 __all__ = [
     "FIN",
+    "MAX_SSH_PACKET",
+    "GCMPacketCipher",
     "MAX_HEADER_SIZE",
     "RSV1",
     "RSV2",
@@ -477,3 +480,112 @@ def gob_decode_value(
         return src, payload
     finally:
         PyBuffer_Release(&view)
+
+
+# -- SSH packet crypto: aes128-gcm@openssh.com / aes256-gcm@openssh.com (RFC 5647) --------
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAX_SSH_PACKET = 1 << 20
+cdef enum:
+    _GCM_TAG = 16
+
+
+cdef class GCMPacketCipher:
+    """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch (see the twin)."""
+
+    cdef object _aead
+    cdef bytes _fixed
+    cdef uint64_t _counter
+
+    def __init__(self, key, iv):
+        if len(iv) != 12:
+            raise ValueError("AES-GCM needs a 12-byte IV")
+        self._aead = AESGCM(bytes(key))
+        self._fixed = bytes(iv[:4])
+        self._counter = int.from_bytes(iv[4:12], "big")
+
+    cdef bytes _next_nonce(self):
+        cdef unsigned char nonce[12]
+        cdef uint64_t c = self._counter
+        cdef int i
+        memcpy(nonce, PyBytes_AS_STRING(self._fixed), 4)
+        for i in range(8):
+            nonce[11 - i] = <unsigned char>(c & 0xFF)
+            c >>= 8
+        self._counter += 1
+        return PyBytes_FromStringAndSize(<char*>nonce, 12)
+
+    def encrypt(self, header, plaintext):
+        """Ciphertext followed by the tag; ``header`` (the length field) is authenticated."""
+        return self._aead.encrypt(self._next_nonce(), plaintext, header)
+
+    def decrypt(self, header, ciphertext_and_tag):
+        """The plaintext; ValueError if the tag does not verify (the nonce still advances)."""
+        try:
+            return self._aead.decrypt(self._next_nonce(), ciphertext_and_tag, header)
+        except InvalidTag:
+            raise ValueError("SSH packet authentication failed") from None
+
+    def seal(self, payload, head=b""):
+        """One wire packet for ``head + payload`` (zero padding, RFC 4253 length rule)."""
+        cdef Py_buffer pview
+        cdef Py_buffer hview
+        cdef Py_ssize_t size, padlen, total
+        cdef unsigned char* p
+        cdef unsigned char* o
+        PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(head, &hview, PyBUF_SIMPLE)
+            try:
+                size = hview.len + pview.len
+                padlen = (16 - (1 + size) % 16) % 16
+                if padlen < 4:
+                    padlen += 16
+                total = 1 + size + padlen
+                plain = PyByteArray_FromStringAndSize(NULL, total)
+                p = <unsigned char*>PyByteArray_AS_STRING(plain)
+                p[0] = <unsigned char>padlen
+                memcpy(p + 1, hview.buf, hview.len)
+                memcpy(p + 1 + hview.len, pview.buf, pview.len)
+                memset(p + 1 + size, 0, padlen)
+            finally:
+                PyBuffer_Release(&hview)
+        finally:
+            PyBuffer_Release(&pview)
+        out = PyByteArray_FromStringAndSize(NULL, 4 + total + _GCM_TAG)
+        o = <unsigned char*>PyByteArray_AS_STRING(out)
+        o[0] = <unsigned char>((total >> 24) & 0xFF)
+        o[1] = <unsigned char>((total >> 16) & 0xFF)
+        o[2] = <unsigned char>((total >> 8) & 0xFF)
+        o[3] = <unsigned char>(total & 0xFF)
+        self._aead.encrypt_into(self._next_nonce(), plain, out[:4], memoryview(out)[4:])
+        return out
+
+    def open_packet(self, buf, Py_ssize_t offset):
+        """Decrypt the packet at ``buf[offset:]``: (payload view, consumed), None if incomplete."""
+        cdef Py_buffer view
+        cdef const unsigned char* p
+        cdef Py_ssize_t length, end, padlen
+        if offset < 0:
+            raise ValueError("negative offset")
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            if view.len - offset < 4:
+                return None
+            p = <const unsigned char*>view.buf + offset
+            length = (<Py_ssize_t>p[0] << 24) | (<Py_ssize_t>p[1] << 16) | (<Py_ssize_t>p[2] << 8) | p[3]
+            if length < 16 or length % 16 or length > MAX_SSH_PACKET:
+                raise ValueError(f"bad SSH packet length {length}")
+            end = offset + 4 + length + _GCM_TAG
+            if view.len < end:
+                return None
+        finally:
+            PyBuffer_Release(&view)
+        mv = memoryview(buf)
+        plain = self.decrypt(mv[offset:offset + 4], mv[offset + 4:end])
+        padlen = plain[0]
+        if padlen < 4 or padlen >= length:
+            raise ValueError(f"bad SSH padding length {padlen}")
+        return memoryview(plain)[1:length - padlen], end - offset

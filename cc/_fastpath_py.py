@@ -28,14 +28,19 @@ import operator
 import sys
 from typing import SupportsIndex
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 __all__ = [
     "FIN",
     "MAX_HEADER_SIZE",
+    "MAX_SSH_PACKET",
     "RSV1",
     "RSV2",
     "RSV3",
     "RSV_MASK",
     "BytesLike",
+    "GCMPacketCipher",
     "apply_mask",
     "apply_mask_inplace",
     "encode_frame",
@@ -49,6 +54,9 @@ __all__ = [
 
 #: Anything that exposes a contiguous byte buffer.
 BytesLike = bytes | bytearray | memoryview
+
+#: Largest SSH packet (length field) we decrypt; Go peers send at most 32 KiB + headers.
+MAX_SSH_PACKET = 1 << 20
 
 #: Bits of the first header byte as reported in ``parse_header(...)[0]``.
 FIN = 0x80
@@ -387,3 +395,87 @@ def _gob_value(
     if pos != hi:
         raise ValueError("extra data after udpPacket value")
     return src, payload
+
+
+# -- SSH packet crypto: aes128-gcm@openssh.com / aes256-gcm@openssh.com (RFC 5647) --------
+
+_GCM_TAG = 16
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+class GCMPacketCipher:
+    """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch.
+
+    asyncssh builds a new ``AESGCM`` object for every packet; keeping one and counting
+    the nonce (4 fixed bytes + a 64-bit invocation counter, RFC 5647 section 7.1) here
+    is most of what the data path saves.  ``seal``/``open_packet`` work on whole wire
+    packets (length, ciphertext, tag) so callers copy the payload once.
+    """
+
+    __slots__ = ("_aead", "_counter", "_fixed")
+
+    def __init__(self, key: bytes, iv: bytes) -> None:
+        if len(iv) != 12:
+            raise ValueError("AES-GCM needs a 12-byte IV")
+        self._aead = AESGCM(bytes(key))
+        self._fixed = bytes(iv[:4])
+        self._counter = int.from_bytes(iv[4:12], "big")
+
+    def _next_nonce(self) -> bytes:
+        nonce = self._fixed + self._counter.to_bytes(8, "big")
+        self._counter = (self._counter + 1) & _MASK64
+        return nonce
+
+    def encrypt(self, header: BytesLike, plaintext: BytesLike) -> bytes:
+        """Ciphertext followed by the tag; ``header`` (the length field) is authenticated."""
+        return self._aead.encrypt(self._next_nonce(), plaintext, header)
+
+    def decrypt(self, header: BytesLike, ciphertext_and_tag: BytesLike) -> bytes:
+        """The plaintext; ValueError if the tag does not verify (the nonce still advances)."""
+        try:
+            return self._aead.decrypt(self._next_nonce(), ciphertext_and_tag, header)
+        except InvalidTag:
+            raise ValueError("SSH packet authentication failed") from None
+
+    def seal(self, payload: BytesLike, head: BytesLike = b"") -> bytearray:
+        """One wire packet for ``head + payload``: length, encrypted part, tag.
+
+        ``head`` lets a caller put the message type in front without concatenating
+        (the payload is copied once, into the plaintext).  Padding is zero bytes:
+        under an AEAD its content carries no secret (x/crypto's GCM packets pad the
+        same way); the length rule is RFC 4253's (4..255 bytes, a multiple of 16).
+        """
+        hsize = len(head)
+        size = hsize + len(payload)
+        padlen = -(1 + size) % 16
+        if padlen < 4:
+            padlen += 16
+        total = 1 + size + padlen
+        plain = bytearray(total)
+        plain[0] = padlen
+        plain[1 : 1 + hsize] = head
+        plain[1 + hsize : 1 + size] = payload
+        out = bytearray(4 + total + _GCM_TAG)
+        out[:4] = total.to_bytes(4, "big")
+        self._aead.encrypt_into(self._next_nonce(), plain, out[:4], memoryview(out)[4:])
+        return out
+
+    def open_packet(self, buf: BytesLike, offset: int) -> tuple[memoryview, int] | None:
+        """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete.
+
+        Raises ValueError for a bad length, bad padding or a tag that does not verify.
+        """
+        view = memoryview(buf)
+        if len(view) - offset < 4:
+            return None
+        length = int.from_bytes(view[offset : offset + 4], "big")
+        if length < 16 or length % 16 or length > MAX_SSH_PACKET:
+            raise ValueError(f"bad SSH packet length {length}")
+        end = offset + 4 + length + _GCM_TAG
+        if len(view) < end:
+            return None
+        plain = self.decrypt(view[offset : offset + 4], view[offset + 4 : end])
+        padlen = plain[0]
+        if padlen < 4 or padlen >= length:
+            raise ValueError(f"bad SSH padding length {padlen}")
+        return memoryview(plain)[1 : length - padlen], end - offset

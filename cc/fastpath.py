@@ -20,12 +20,14 @@ __all__ = [
     "FIN",
     "IMPLEMENTATION",
     "MAX_HEADER_SIZE",
+    "MAX_SSH_PACKET",
     "NO_EXTENSIONS",
     "RSV1",
     "RSV2",
     "RSV3",
     "RSV_MASK",
     "BytesLike",
+    "GCMPacketCipher",
     "apply_mask",
     "apply_mask_inplace",
     "encode_frame",
@@ -64,11 +66,13 @@ if TYPE_CHECKING:
     from cc._fastpath_py import (
         FIN,
         MAX_HEADER_SIZE,
+        MAX_SSH_PACKET,
         RSV1,
         RSV2,
         RSV3,
         RSV_MASK,
         BytesLike,
+        GCMPacketCipher,
         apply_mask,
         apply_mask_inplace,
         encode_frame,
@@ -81,6 +85,8 @@ if TYPE_CHECKING:
     )
 else:
     FIN = _impl.FIN
+    MAX_SSH_PACKET = _impl.MAX_SSH_PACKET
+    GCMPacketCipher = _impl.GCMPacketCipher
     MAX_HEADER_SIZE = _impl.MAX_HEADER_SIZE
     RSV1 = _impl.RSV1
     RSV2 = _impl.RSV2

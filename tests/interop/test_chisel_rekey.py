@@ -1,0 +1,63 @@
+"""Key re-exchange against the real chisel while data flows through our fast path.
+
+Our connector runs in-process with a 512 KiB rekey limit, so a 16 MiB round trip
+through a chisel server makes it start dozens of key exchanges with Go's
+x/crypto/ssh, while our fast path seals and opens the data packets around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import pytest
+
+from cc import _asyncssh_compat
+from cc.aio.connector import Connector, ConnectorConfig
+from cc.protocol.remote import parse_remote
+from tests import peers
+from tests.interop.chisel_support import SEED_FINGERPRINT, Processes, check_tunnel
+
+pytestmark = pytest.mark.interop
+
+
+async def test_our_connector_rekeys_with_chisel_mid_transfer(
+    chisel: str,
+    procs: Processes,
+    echo: peers.EchoServer,
+    small_payload: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_asyncssh_compat, "REKEY_BYTES", 512 * 1024)
+    epochs: list[int] = []
+    original = _asyncssh_compat._FastGCMEncryption.new.__func__  # type: ignore[attr-defined]
+
+    def counting_new(cls: type, *args: object, **kwargs: object) -> object:
+        epochs.append(1)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(_asyncssh_compat._FastGCMEncryption, "new", classmethod(counting_new))
+
+    _, url = procs.chisel_server(chisel, "--reverse", "--key", "someseed")
+    port = peers.free_port()
+    remote = parse_remote(f"R:127.0.0.1:{port}:127.0.0.1:{echo.port}")
+    connector = Connector(
+        ConnectorConfig(
+            server=urlsplit(url),
+            remotes=[remote],
+            fingerprint=SEED_FINGERPRINT,
+            max_retry_count=0,
+        )
+    )
+    running = asyncio.ensure_future(connector.run())
+    try:
+        async with asyncio.timeout(15):
+            await connector.connected.wait()
+        after_connect = len(epochs)
+        await asyncio.to_thread(check_tunnel, port, small_payload)
+        assert connector.connected.is_set(), "the session must survive every rekey"
+        # 16 MiB each way with a 512 KiB limit on our sending side
+        assert len(epochs) - after_connect >= 2 * 16
+    finally:
+        connector.stop()
+        await asyncio.wait_for(asyncio.gather(running, return_exceptions=True), 20)
