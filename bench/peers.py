@@ -129,7 +129,13 @@ class Child:
 
 
 def stop_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, bounded wait, SIGKILL: the PID we started, then its descendants by PID."""
+    """SIGTERM, bounded wait, SIGKILL: the PID we started, then its descendants by PID.
+
+    Daemons leave children behind when their parent goes (sshd's per-connection
+    processes keep the listening socket briefly, squid's auth helpers, danted's
+    workers), so they are collected before the parent is signalled.  tests/peers.py
+    uses this one too.
+    """
     try:
         children = psutil.Process(popen.pid).children(recursive=True)
     except psutil.Error:
@@ -274,7 +280,8 @@ class SshdPeer:
         ]
 
 
-def _keygen(ssh_keygen: str, path: Path, comment: str) -> None:
+def make_ssh_key(ssh_keygen: str, path: Path, comment: str) -> None:
+    """A passphrase-less ed25519 key pair at ``path`` (and ``path``.pub)."""
     subprocess.run(
         [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         check=True,
@@ -298,8 +305,8 @@ def sshd(workdir: Path) -> Iterator[SshdPeer]:
     keydir = workdir / "sshd"
     keydir.mkdir(exist_ok=True)
     host_key, client_key = keydir / "host_key", keydir / "client_key"
-    _keygen(ssh_keygen, host_key, "cc-bench-host")
-    _keygen(ssh_keygen, client_key, "cc-bench-client")
+    make_ssh_key(ssh_keygen, host_key, "cc-bench-host")
+    make_ssh_key(ssh_keygen, client_key, "cc-bench-client")
     authorized = keydir / "authorized_keys"
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     authorized.chmod(0o600)

@@ -14,7 +14,6 @@ import getpass
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,8 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NoReturn
 
-import psutil
 import pytest
+
+from bench import peers as bench_peers
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 20.0
@@ -146,33 +146,8 @@ def wait_for_log(
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, bounded wait, then SIGKILL: the PID we started and its descendants.
-
-    Daemons leave children behind when their parent goes (sshd's per-connection
-    processes keep the listening socket briefly, squid's auth helpers, danted's
-    workers), so they are collected by PID before the parent is signalled.
-    """
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        children = []
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(timeout=timeout)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=timeout)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    """SIGTERM, bounded wait, then SIGKILL: the PID we started and its descendants."""
+    bench_peers.stop_process(proc, timeout)
 
 
 @contextlib.contextmanager
@@ -533,15 +508,6 @@ class SshdPeer:
         return _read_log(self.log_path)
 
 
-def _keygen(ssh_keygen: str, path: Path, comment: str) -> None:
-    subprocess.run(
-        [ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-
-
 def _ensure_privsep_dir() -> None:
     """sshd refuses to start without /run/sshd; systemd normally makes it, here we do."""
     privsep = Path("/run/sshd")
@@ -563,8 +529,8 @@ def sshd(tmp_path: Path) -> Iterator[SshdPeer]:
     workdir.mkdir()
     host_key = workdir / "ssh_host_ed25519_key"
     client_key = workdir / "id_ed25519"
-    _keygen(ssh_keygen, host_key, "cc-test-host")
-    _keygen(ssh_keygen, client_key, "cc-test-client")
+    bench_peers.make_ssh_key(ssh_keygen, host_key, "cc-test-host")
+    bench_peers.make_ssh_key(ssh_keygen, client_key, "cc-test-client")
     authorized = workdir / "authorized_keys"
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     authorized.chmod(0o600)
