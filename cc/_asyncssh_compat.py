@@ -22,7 +22,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncssh
 from asyncssh import encryption as _encryption
@@ -549,4 +549,4 @@ async def open_chisel_channel(
     """Open a ``chisel`` channel to ``target`` (raw extra data); raises ChannelOpenError."""
     chan = conn.create_tcp_channel(window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET)
     session = await chan._open_forward(session_factory, b"chisel", target)
-    return chan, session
+    return chan, cast(asyncssh.SSHTCPSession[bytes], session)

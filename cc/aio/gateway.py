@@ -81,7 +81,8 @@ class Gateway:
     @property
     def ports(self) -> list[int]:
         assert self._server is not None
-        return [s.getsockname()[1] for s in self._server.sockets]
+        server: Any = self._server  # asyncio.Server or uvloop's Server: both have .sockets
+        return [s.getsockname()[1] for s in server.sockets]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,7 +210,7 @@ class _HTTPConnection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Slow-loris guard: the head must arrive within 30 s.
-        self._timer = asyncio.get_running_loop().call_later(30.0, transport.abort)
+        self._timer = asyncio.get_running_loop().call_later(30.0, self.transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

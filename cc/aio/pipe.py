@@ -90,11 +90,11 @@ class _SocketSide(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.pipe.transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
+        self.pipe.transport = tcp = cast(asyncio.Transport, transport)
+        tcp.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
         if self.pipe.chan is None:
             # No channel yet (reverse remote being opened): hold the data back.
-            transport.pause_reading()
+            tcp.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         pipe = self.pipe
