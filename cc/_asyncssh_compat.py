@@ -69,6 +69,7 @@ __all__ = [
     "ChannelOpenError",
     "ChiselClientConnection",
     "ChiselServerConnection",
+    "new_channel",
     "new_client_connection",
     "new_server_connection",
     "open_chisel_channel",
@@ -93,6 +94,10 @@ _MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-et
 #: Rekey after this many bytes each way (asyncssh's and Go's default is 1 GiB);
 #: tests lower it to prove the fast path survives key changes mid-transfer.
 REKEY_BYTES = 1 << 30
+
+#: Between two of our peers (PEER_HEADER on the upgrade): fewer, larger packets.
+LARGE_CHANNEL_WINDOW = 4 * 1024 * 1024
+LARGE_CHANNEL_MAX_PACKET = 256 * 1024
 
 #: Go peers advertise 32 KiB packets and a 2 MiB window; we match them.
 CHANNEL_WINDOW = 2 * 1024 * 1024
@@ -407,7 +412,7 @@ class _ChiselChannelMixin:
         if owner is None or not hasattr(owner, "chisel_channel_requested"):
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "channels not accepted")
         session = owner.chisel_channel_requested(target)
-        chan = conn.create_tcp_channel(window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET)
+        chan = new_channel(conn)
         return chan, session
 
     def reply_global_request(self, ok: bool, payload: bytes = b"") -> None:
@@ -533,6 +538,19 @@ async def new_client_connection(
     return conn
 
 
+def new_channel(conn: Any) -> Any:
+    """A channel whose receive window and packet size suit the peer.
+
+    We advertise what we receive; the peer sends at most that, so Go peers (which
+    advertise 32 KiB themselves) are never sent more than 32 KiB either way.
+    """
+    if conn.get_extra_info("cc_peer_is_ours"):
+        return conn.create_tcp_channel(
+            window=LARGE_CHANNEL_WINDOW, max_pktsize=LARGE_CHANNEL_MAX_PACKET
+        )
+    return conn.create_tcp_channel(window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET)
+
+
 async def send_global_request(
     conn: SSHClientConnection | SSHServerConnection, name: str, payload: bytes
 ) -> tuple[bool, bytes]:
@@ -547,6 +565,6 @@ async def open_chisel_channel(
     session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
 ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
     """Open a ``chisel`` channel to ``target`` (raw extra data); raises ChannelOpenError."""
-    chan = conn.create_tcp_channel(window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET)
+    chan = new_channel(conn)
     session = await chan._open_forward(session_factory, b"chisel", target)
     return chan, cast(asyncssh.SSHTCPSession[bytes], session)

@@ -81,6 +81,9 @@ class ConnectorConfig:
     preflight: bool = False
     #: outsystemscc: ``id=...&ports=...`` appended to the WebSocket URL
     extra_query: str = ""
+    #: send our peer header (larger packets with our gateway); outsystemscc does not,
+    #: so that its upgrade request stays exactly the original's
+    announce: bool = True
     #: on SIGTERM, how long open connections may take to finish
     drain_timeout: float = 10.0
     #: only a session that lasted this long restarts the backoff at 100 ms (chisel: 5 s);
@@ -222,6 +225,7 @@ class Connector:
                 proxy=cfg.proxy,
                 tls=cfg.tls,
                 timeout=cfg.connect_timeout,
+                announce=cfg.announce,
             )
         except HandshakeError as exc:
             if exc.status in (401, 403):  # a refused token: retrying only hammers the gateway

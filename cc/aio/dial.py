@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from cc import CHISEL_PROTOCOL
+from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
 from cc.aio.wstransport import WebSocketTransport
 from cc.protocol import http
 from cc.protocol.ws import WebSocketStream
@@ -335,7 +335,10 @@ def upgrade_request(
     headers: list[tuple[str, str]],
     hostname: str | None,
     user_agent: str,
+    announce: bool = True,
 ) -> bytes:
+    """The upgrade request; ``announce`` adds our peer header (outsystemscc leaves it out
+    so that its request stays exactly the original's)."""
     host = hostname or url.netloc.rsplit("@", 1)[-1]
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     fields = [
@@ -347,6 +350,8 @@ def upgrade_request(
         ("Sec-WebSocket-Version", "13"),
     ]
     fields += [(name, value) for name, value in headers if name.lower() != "host"]
+    if announce:
+        fields.append((PEER_HEADER, __version__))
     fields.append(("Upgrade", "websocket"))
     return http.build_request("GET", target, fields)
 
@@ -360,13 +365,16 @@ async def open_websocket(
     proxy: str | None = None,
     tls: TLSOptions | None = None,
     timeout: float = 30.0,
+    announce: bool = True,
 ) -> WebSocketTransport:
     """Connect and upgrade; raises DialError or HandshakeError."""
     loop = asyncio.get_running_loop()
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     host, port = _host_port(url)
     watch = TLSWatch(f"{host}:{port}")
-    handshake = _Handshake(upgrade_request(url, key, headers, hostname, user_agent), watch)
+    handshake = _Handshake(
+        upgrade_request(url, key, headers, hostname, user_agent, announce), watch
+    )
     transport, _ = await connect_socket(
         loop, lambda: handshake, url, proxy=proxy, tls=tls, timeout=timeout, watch=watch
     )
@@ -392,6 +400,7 @@ async def open_websocket(
             f"websocket: server chose protocol {protocol!r}, expected {CHISEL_PROTOCOL}"
         )
     wst = WebSocketTransport(transport, WebSocketStream(is_client=True, max_frame_size=MAX_FRAME))
+    wst.set_extra_info(cc_peer_is_ours=announce and response.headers.get(PEER_HEADER) is not None)
     transport.set_protocol(wst)
     if rest:
         wst.data_received(rest)

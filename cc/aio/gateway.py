@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import asyncssh
 
-from cc import CHISEL_PROTOCOL, __version__
+from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
 from cc._asyncssh_compat import (
     new_server_connection,
 )
@@ -168,21 +168,23 @@ class Gateway:
                 conn.respond(401, b"unauthorized\n")
                 return
         transport = conn.transport
-        transport.write(
-            http.build_response(
-                101,
-                [
-                    ("Upgrade", "websocket"),
-                    ("Connection", "Upgrade"),
-                    ("Sec-WebSocket-Accept", http.accept_key(key)),
-                    ("Sec-WebSocket-Protocol", CHISEL_PROTOCOL),
-                ],
-            )
-        )
+        peer_is_ours = request.headers.get(PEER_HEADER) is not None
+        fields = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", http.accept_key(key)),
+            ("Sec-WebSocket-Protocol", CHISEL_PROTOCOL),
+        ]
+        if peer_is_ours:
+            fields.append((PEER_HEADER, self.config.version))
+        transport.write(http.build_response(101, fields))
         wst = WebSocketTransport(
             transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
         )
-        wst.set_extra_info(cc_context=PeerContext(conn.peer, token_permissions, request))
+        wst.set_extra_info(
+            cc_context=PeerContext(conn.peer, token_permissions, request),
+            cc_peer_is_ours=peer_is_ours,
+        )
         transport.set_protocol(wst)
         wst.attach(self._conn_factory())
         if rest:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +19,43 @@ from cc.log import get_logger
 from cc.procstats import collect, format_report
 from cc.stats import SessionStats
 
-__all__ = ["PidFile", "PidFileError", "install_signals", "new_event_loop"]
+__all__ = [
+    "PidFile",
+    "PidFileError",
+    "install_signals",
+    "new_event_loop",
+    "tune_allocator",
+]
+
+
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator(mmap_threshold: int = 16 << 20, trim_threshold: int = 32 << 20) -> bool:
+    """Keep packet-sized buffers on the heap instead of in fresh mappings.
+
+    glibc serves blocks from 128 KiB up with mmap, so every large buffer on the
+    data path would be mapped, faulted in page by page and unmapped again
+    (CALIBRATION.md); with 256 KiB packets that halved throughput here.  The trim
+    threshold bounds how much freed heap a process keeps.  No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (it is a dependency on Linux), asyncio otherwise."""
+    tune_allocator()
     if os.environ.get("CC_NO_UVLOOP"):
         return asyncio.new_event_loop()
     try:

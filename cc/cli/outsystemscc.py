@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     connector_id = f"{random.SystemRandom().randrange(10**8, 10**9)}"
     ports = ",".join(str(r.local_port) for r in remotes)
     config.extra_query = f"id={connector_id}&ports={ports}"
+    config.announce = False
     setup_logging(args.verbose, args.log_format)
     return run_async(
         PROG, lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None)

@@ -54,6 +54,8 @@ async def test_our_connector_rekeys_with_chisel_mid_transfer(
         async with asyncio.timeout(15):
             await connector.connected.wait()
         after_connect = len(epochs)
+        # chisel never answers with our peer header: channels stay at Go's 32 KiB
+        assert connector.conn.get_extra_info("cc_peer_is_ours") is False
         await asyncio.to_thread(check_tunnel, port, small_payload)
         assert connector.connected.is_set(), "the session must survive every rekey"
         # 16 MiB each way with a 512 KiB limit on our sending side
