@@ -103,6 +103,10 @@ async def run_demo(timeout: float = 20.0) -> int:
         _say(f"GET http://127.0.0.1:{exposed}/ through the tunnel -> {status_line}")
         body = response.rsplit(b"\r\n\r\n", 1)[-1].decode().strip()
         _say(f"body: {body!r}")
+        for _ in range(100):  # let the fetched connection finish closing (at most 1 s)
+            if not connector.open_connections():
+                break
+            await asyncio.sleep(0.01)
         stats = connector.stats.remotes.get(str(remote))
         if stats is not None:
             _say(f"tunnel carried {stats.bytes_out} bytes out, {stats.bytes_in} bytes in")
