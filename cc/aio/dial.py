@@ -23,6 +23,7 @@ from cc.protocol.ws import WebSocketStream
 __all__ = [
     "DialError",
     "HandshakeError",
+    "ResponseReader",
     "TLSOptions",
     "TLSVerifyError",
     "TLSWatch",
@@ -290,12 +291,17 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-class _Handshake(asyncio.Protocol):
-    """Send the upgrade request; wait for a complete response head."""
+class ResponseReader(asyncio.Protocol):
+    """Send one request head; resolve ``done`` with (response head, bytes after it).
 
-    def __init__(self, request: bytes, watch: TLSWatch) -> None:
+    Used for the WebSocket upgrade and for outsystemscc's pre-flight GET; ``what``
+    names the exchange in errors.
+    """
+
+    def __init__(self, request: bytes, watch: TLSWatch, what: str) -> None:
         self.request = request
         self.watch = watch
+        self.what = what
         self.buffer = bytearray()
         self.done: asyncio.Future[tuple[http.Response, bytes]] = (
             asyncio.get_running_loop().create_future()
@@ -314,7 +320,7 @@ class _Handshake(asyncio.Protocol):
                 return
             response = http.parse_response(self.buffer[:end])
         except http.HTTPError as exc:
-            self.done.set_exception(DialError(f"bad HTTP response from server: {exc}"))
+            self.done.set_exception(DialError(f"{self.what}: bad HTTP response: {exc}"))
             return
         self.done.set_result((response, bytes(self.buffer[end:])))
 
@@ -325,7 +331,7 @@ class _Handshake(asyncio.Protocol):
         # so its alert (or its silence) arrives here rather than in connect_socket.
         error = self.watch.lost(exc) if not self.buffer else None
         self.done.set_exception(
-            error or DialError("connection closed during the WebSocket handshake")
+            error or DialError(f"{self.what}: connection closed before a response")
         )
 
 
@@ -372,8 +378,10 @@ async def open_websocket(
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     host, port = _host_port(url)
     watch = TLSWatch(f"{host}:{port}")
-    handshake = _Handshake(
-        upgrade_request(url, key, headers, hostname, user_agent, announce), watch
+    handshake = ResponseReader(
+        upgrade_request(url, key, headers, hostname, user_agent, announce),
+        watch,
+        "websocket handshake",
     )
     transport, _ = await connect_socket(
         loop, lambda: handshake, url, proxy=proxy, tls=tls, timeout=timeout, watch=watch

@@ -6,45 +6,21 @@ a redirect's Location becomes the URL the WebSocket connects to.  It goes throug
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 from urllib.parse import SplitResult, urljoin, urlunsplit
 
-from cc.aio.dial import DialError, TLSOptions, TLSWatch, connect_socket, normalize_server_url
+from cc.aio.dial import (
+    DialError,
+    ResponseReader,
+    TLSOptions,
+    TLSWatch,
+    connect_socket,
+    normalize_server_url,
+)
 from cc.protocol import http
 
 __all__ = ["follow_redirect"]
 
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-
-class _Get(asyncio.Protocol):
-    def __init__(self, request: bytes, watch: TLSWatch) -> None:
-        self.request = request
-        self.watch = watch
-        self.buffer = bytearray()
-        self.done: asyncio.Future[http.Response] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            return
-        self.buffer += data
-        try:
-            end = http.find_head_end(self.buffer)
-            if end >= 0:
-                self.done.set_result(http.parse_response(self.buffer[:end]))
-        except http.HTTPError as exc:
-            self.done.set_exception(DialError(f"pre-flight: bad HTTP response: {exc}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        error = self.watch.lost(exc) if not self.buffer else None  # e.g. client cert refused
-        self.done.set_exception(
-            error or DialError("pre-flight: connection closed before a response")
-        )
 
 
 async def follow_redirect(
@@ -67,7 +43,7 @@ async def follow_redirect(
     fields = [("Host", host), ("User-Agent", user_agent)]
     fields.append(("Connection", "close"))
     watch = TLSWatch(host)
-    get = _Get(http.build_request("GET", target, fields), watch)
+    get = ResponseReader(http.build_request("GET", target, fields), watch, "pre-flight")
     transport, _ = await connect_socket(
         asyncio.get_running_loop(),
         lambda: get,
@@ -79,7 +55,7 @@ async def follow_redirect(
     )
     try:
         async with asyncio.timeout(timeout):
-            response = await get.done
+            response, _ = await get.done
     except TimeoutError:
         raise DialError(f"pre-flight: no answer within {timeout:g}s") from None
     finally:
