@@ -104,8 +104,13 @@ def install_signals(
     stats: SessionStats,
     hup: Callable[[], None] | None = None,
     worker_pids: Callable[[], list[int]] | None = None,
+    on_usr2: Callable[[], None] | None = None,
 ) -> None:
-    """SIGINT/SIGTERM -> stop(name); SIGHUP -> hup(); SIGUSR2 -> print stats."""
+    """SIGINT/SIGTERM -> stop(name); SIGHUP -> hup(); SIGUSR2 -> print stats.
+
+    With workers, the process figures are summed over them and ``on_usr2`` passes
+    the signal on, so each worker prints its own sessions and remotes.
+    """
     log = get_logger(component)
 
     def on_stop(sig: signal.Signals) -> None:
@@ -113,12 +118,14 @@ def install_signals(
         log.info("Graceful shutdown signal received: %s", name)
         stop(name)
 
-    def on_usr2() -> None:
+    def print_stats() -> None:
         for line in format_report(collect(stats, worker_pids() if worker_pids else [])):
             log.info("%s", line)
+        if on_usr2 is not None:
+            on_usr2()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop, sig)
-    loop.add_signal_handler(signal.SIGUSR2, on_usr2)
+    loop.add_signal_handler(signal.SIGUSR2, print_stats)
     if hup is not None:
         loop.add_signal_handler(signal.SIGHUP, hup)

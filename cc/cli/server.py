@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import ssl
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cc import __version__
+from cc.aio.supervisor import WORKER_ENV
 from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
@@ -140,6 +144,11 @@ HELP = f"""\
     without one are refused (mutual TLS). Requires --tls-cert and
     --tls-key (env CC_TLS_CA).
 
+    --workers, Number of gateway processes sharing the port with
+    SO_REUSEPORT, so sessions spread over the CPUs; a control process
+    restarts a worker that dies and sums their figures on SIGUSR2.
+    Needs a fixed --port. Defaults to 1 (env CC_WORKERS).
+
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
 
@@ -268,6 +277,7 @@ def _parser() -> GoArgumentParser:
         default=env_flag("CC_PID"),
         help="write cloud-connector.pid in the working directory",
     )
+    p.add_flag("--workers", type=int, default=env_default("CC_WORKERS", "1"))
     p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
     p.add_flag(
         "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
@@ -282,12 +292,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    worker = os.environ.get(WORKER_ENV) is not None
     try:
-        key = load_host_key(args.keyfile, args.key)
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if worker and not (args.keyfile or args.key):
+            key = keys.load_key(sys.stdin.readline().strip())  # the supervisor's key
+        else:
+            key = load_host_key(args.keyfile, args.key)
         if args.keygen:
             return write_key(PROG, args.keygen, key, "ck")
         if not 0 <= args.port < 65536:
             raise UsageError(f"port {args.port} out of range")
+        if args.workers > 1 and not worker and args.port == 0:
+            raise UsageError("--workers needs a fixed --port (workers share it)")
         users: UserTable | None = None
         if args.authfile:
             users = parse_authfile(_read(args.authfile, "authfile"))
@@ -311,14 +329,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             keepalive_timeout=args.keepalive_timeout,
             tls=tls,
             udp=udp_settings(args),
+            reuse_port=worker,
         )
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
     setup_logging(args.verbose, args.log_format)
-    return run_async(PROG, lambda: _serve(config, args))
+    if args.workers > 1 and not worker:
+        handoff = None if (args.keyfile or args.key) else keys.encode_inline(key) + "\n"
+        worker_argv = list(sys.argv[2:] if argv is None else argv)
+        return run_async(PROG, lambda: _supervise(args, worker_argv, handoff))
+    return run_async(PROG, lambda: _serve(config, args, pid=not worker))
 
 
-async def _serve(config: GatewayConfig, args: Any) -> int:
+async def _supervise(args: Any, worker_argv: list[str], key_handoff: str | None) -> int:
+    """The control process: N workers on one port, restarted if they die."""
+    from cc.aio.runtime import PidFile, install_signals
+    from cc.aio.supervisor import Supervisor
+    from cc.stats import SessionStats
+
+    argv = [sys.executable, "-m", "cc.cli.main", "server", *worker_argv]
+    supervisor = Supervisor(
+        argv, args.workers, key_handoff.encode() if key_handoff is not None else None
+    )
+    stats = SessionStats(state=f"supervising {args.workers} workers")
+    install_signals(
+        asyncio.get_running_loop(),
+        component="server",
+        stop=lambda _: supervisor.stop(),
+        stats=stats,
+        worker_pids=supervisor.pids,
+        on_usr2=lambda: supervisor.signal_workers(signal.SIGUSR2),
+    )
+    log.info("Starting %d workers on %s:%d (SO_REUSEPORT)", args.workers, args.host, args.port)
+    with PidFile("cloud-connector.pid" if args.pid else None):
+        await supervisor.run()
+    return 0
+
+
+async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     from cc.aio.filewatch import FileWatcher
     from cc.aio.gateway import Gateway
     from cc.aio.runtime import PidFile, install_signals
@@ -348,7 +396,7 @@ async def _serve(config: GatewayConfig, args: Any) -> int:
         stop=lambda _: stopped.set(),
         stats=gateway.stats,
     )
-    with PidFile("cloud-connector.pid" if args.pid else None):
+    with PidFile("cloud-connector.pid" if args.pid and pid else None):
         serving = asyncio.ensure_future(gateway.serve_forever())
         await stopped.wait()
         for watcher in watchers:

@@ -1,0 +1,129 @@
+"""The control process of ``cloud-connector server --workers N``.
+
+Each worker is a full gateway process; they share the listening port with
+SO_REUSEPORT, so the kernel spreads connectors (and their SSH sessions) over the
+cores.  The supervisor starts them, restarts one that dies (with backoff, so a
+worker that cannot start does not spin), forwards SIGTERM/SIGINT and SIGUSR2,
+and reports process figures summed over all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from cc.log import get_logger
+from cc.protocol.backoff import Backoff
+
+__all__ = ["WORKER_ENV", "Supervisor"]
+
+#: Set in a worker's environment to its index; the server command then serves
+#: (with SO_REUSEPORT) instead of supervising.
+WORKER_ENV = "CC_WORKER_INDEX"
+#: A worker that ran this long before dying is restarted without waiting.
+HEALTHY_AFTER = 10.0
+STOP_TIMEOUT = 15.0
+
+log = get_logger("server.supervisor")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the worker gets SIGTERM if the supervisor dies, so none is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    """Keep ``count`` workers running ``argv`` until ``stop()``."""
+
+    def __init__(self, argv: Sequence[str], count: int, stdin_data: bytes | None = None) -> None:
+        self.argv = list(argv)
+        self.count = count
+        self.stdin_data = stdin_data
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts = 0
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.returncode is None]
+
+    async def _start(self, index: int) -> asyncio.subprocess.Process:
+        env = {**os.environ, WORKER_ENV: str(index)}
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=env,
+            stdin=asyncio.subprocess.PIPE
+            if self.stdin_data is not None
+            else asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        if self.stdin_data is not None and proc.stdin is not None:
+            proc.stdin.write(self.stdin_data)
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+            proc.stdin.close()
+        self.procs[index] = proc
+        log.info("worker %d started (pid %d)", index, proc.pid)
+        return proc
+
+    async def _keep(self, index: int) -> None:
+        """Run worker ``index``; restart it with backoff whenever it dies."""
+        backoff = Backoff(max_delay=30.0)
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            started = loop.time()
+            proc = await self._start(index)
+            code = await proc.wait()
+            if self._stopping:
+                return
+            if loop.time() - started >= HEALTHY_AFTER:
+                backoff.reset()
+            delay = backoff.next_delay()
+            self.restarts += 1
+            log.warning(
+                "worker %d (pid %d) exited with status %s; restarting in %.1fs",
+                index,
+                proc.pid,
+                code,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Until ``stop()``: then every worker has been signalled and reaped."""
+        keepers = [asyncio.ensure_future(self._keep(i)) for i in range(self.count)]
+        await self._stopped.wait()
+        await self._terminate()
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._stopped.set()
+
+    def signal_workers(self, sig: signal.Signals) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    async def _terminate(self) -> None:
+        """SIGTERM (workers drain their connections), bounded wait, then SIGKILL."""
+        self.signal_workers(signal.SIGTERM)
+        waiting = [p.wait() for p in self.procs.values() if p.returncode is None]
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await asyncio.gather(*waiting)
+        except TimeoutError:
+            log.warning("workers still running after %.0fs; killing them", STOP_TIMEOUT)
+            self.signal_workers(signal.SIGKILL)
+            await asyncio.gather(*(p.wait() for p in self.procs.values()))

@@ -1,0 +1,143 @@
+"""``cloud-connector server --workers N``: SO_REUSEPORT workers under a control process.
+
+Real processes on 127.0.0.1: the control process starts N gateway workers on one
+port (one host key, handed over when it is generated), connectors spread over
+them, a killed worker is restarted, SIGUSR2 sums the workers' figures and SIGTERM
+stops everything with status 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.cli_support import CC, LOOPBACK, LiveProcess, run_cli, start_gateway
+from tests.peers import free_port, tcp_echo_server, wait_for_port
+
+FINGERPRINT = re.compile(r"server: Fingerprint (\S+)")
+
+
+def _workers(control: LiveProcess, count: int, timeout: float = 15.0) -> list[int]:
+    """The control process's children once ``count`` of them serve."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(control.pid).children()
+        if len(children) == count and len(FINGERPRINT.findall(control.stdout)) >= count:
+            return sorted(c.pid for c in children)
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} workers\n{control.describe()}")
+
+
+def _echo_through(port: int, payload: bytes) -> None:
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            assert chunk, "tunnel closed early"
+            got += chunk
+    assert got == payload
+
+
+@contextmanager
+def _connector(
+    tmp_path: Path, gateway_port: int, service_port: int, fingerprint: str
+) -> Iterator[int]:
+    port = free_port()
+    remote = f"R:{LOOPBACK}:{port}:{LOOPBACK}:{service_port}"
+    argv = [
+        *CC,
+        "client",
+        "--fingerprint",
+        fingerprint,
+        f"http://{LOOPBACK}:{gateway_port}",
+        remote,
+    ]
+    with LiveProcess(f"connector-{port}", argv, cwd=tmp_path, logdir=tmp_path) as proc:
+        wait_for_port(LOOPBACK, port, 15.0, proc.proc)
+        yield port
+
+
+def test_workers_share_the_port_and_the_host_key(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, "--workers", "2") as (control, port), tcp_echo_server() as echo:
+        workers = _workers(control, 2)
+        prints = FINGERPRINT.findall(control.stdout)
+        assert len(set(prints)) == 1, "a generated key must be the same in every worker"
+        # several connectors; each tunnel works whichever worker holds its session
+        with ExitStack() as stack:
+            ports = [
+                stack.enter_context(_connector(tmp_path, port, echo.port, prints[0]))
+                for _ in range(4)
+            ]
+            for tunnel_port in ports:
+                _echo_through(tunnel_port, os.urandom(100_000))
+            sessions = {
+                pid: sum(
+                    1
+                    for conn in psutil.Process(pid).net_connections("tcp")
+                    if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
+                )
+                for pid in workers
+            }
+            # the kernel spreads connectors over the workers (which ones is its choice)
+            assert sum(sessions.values()) == 4, sessions
+            assert not [
+                c
+                for c in psutil.Process(control.pid).net_connections("tcp")
+                if c.status == psutil.CONN_ESTABLISHED
+            ], "the control process holds no session"
+
+
+def test_sigusr2_sums_the_workers_and_sigterm_stops_all(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, "--workers", "2") as (control, _port):
+        workers = _workers(control, 2)
+        mark = len(control.lines())
+        os.kill(control.pid, signal.SIGUSR2)
+        control.wait_for_line(r"stats: pid=\d+ processes=3 ", 10.0, after=mark)
+        for pid in workers:  # and each worker printed its own block
+            control.wait_for_line(rf"stats: pid={pid} processes=1 ", 10.0, after=mark)
+        os.kill(control.pid, signal.SIGTERM)
+        assert control.wait(20.0) == 0
+        for pid in workers:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, "--workers", "2") as (control, port), tcp_echo_server() as echo:
+        first = _workers(control, 2)
+        os.kill(first[0], signal.SIGKILL)
+        control.wait_for_line(r"worker \d \(pid \d+\) exited with status -9; restarting", 10.0)
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            now = sorted(c.pid for c in psutil.Process(control.pid).children())
+            if len(now) == 2 and first[0] not in now:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"worker not restarted\n{control.describe()}")
+        fingerprint = FINGERPRINT.findall(control.stdout)[0]
+        wait_for_port(LOOPBACK, port, 10.0, control.proc)
+        with _connector(tmp_path, port, echo.port, fingerprint) as tunnel_port:
+            _echo_through(tunnel_port, b"after the restart")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2", "--port", "0"], "--workers needs a fixed --port"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli([*CC, "server", "--host", LOOPBACK, *args], cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
