@@ -256,28 +256,35 @@ class SshdPeer:
     def ssh_argv(self, *options: str) -> list[str]:
         """``ssh`` to this server, ignoring every user or system configuration."""
         return [
-            self.ssh,
-            "-F",
-            os.devnull,
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            f"UserKnownHostsFile={os.devnull}",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-i",
-            str(self.client_key),
-            "-p",
-            str(self.port),
+            *ssh_base_argv(self.ssh, self.client_key, self.port),
             *options,
             f"{self.user}@{LOOPBACK}",
         ]
+
+
+def ssh_base_argv(ssh: str, client_key: Path, port: int) -> list[str]:
+    """``ssh`` with our key and port and no user or system configuration (bench and tests)."""
+    return [
+        ssh,
+        "-F",
+        os.devnull,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={os.devnull}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=10",
+        "-i",
+        str(client_key),
+        "-p",
+        str(port),
+    ]
 
 
 def make_ssh_key(ssh_keygen: str, path: Path, comment: str) -> None:

@@ -54,6 +54,8 @@ KEEPALIVE = 1.0
 KEEPALIVE_TIMEOUT = 1.0
 #: Scheduling/CI slack on top of keepalive + deadline.
 SLACK = 2.0
+#: connector flags: 1 s keepalive with a 1 s deadline, retries at most 1 s apart
+FAST_KEEPALIVE = ("--max-retry-interval", "1s", "--keepalive", "1s", "--keepalive-timeout", "1s")
 MiB = 1024 * 1024
 
 
@@ -181,12 +183,7 @@ def test_silent_connector_is_dropped_and_its_reverse_port_released(
             tmp_path,
             gw_port,
             [_remote(rev_port, echo.port)],
-            "--max-retry-interval",
-            "1s",
-            "--keepalive",
-            "1s",
-            "--keepalive-timeout",
-            "1s",
+            *FAST_KEEPALIVE,
         )
         procs.append(client)
         client.wait_for("Connected (Latency")
@@ -233,12 +230,7 @@ def test_silent_gateway_is_detected_by_connector_keepalive(
             tmp_path,
             gw_port,
             [_remote(rev_port, echo.port)],
-            "--max-retry-interval",
-            "1s",
-            "--keepalive",
-            "1s",
-            "--keepalive-timeout",
-            "1s",
+            *FAST_KEEPALIVE,
         )
         procs.append(client)
         client.wait_for("Connected (Latency")
