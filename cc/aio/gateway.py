@@ -23,11 +23,13 @@ from cc._asyncssh_compat import (
 )
 from cc.aio.backend import proxy_to_backend
 from cc.aio.gateway_session import GatewaySession, PeerContext
+from cc.aio.portshare import LocalPortRegistry, PortRegistry
 from cc.aio.udp import UDPSettings
 from cc.aio.wstransport import WebSocketTransport
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
+from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.stats import SessionStats
 
@@ -54,6 +56,8 @@ class GatewayConfig:
     keepalive_timeout: float = 10.0
     tls: ssl.SSLContext | None = None
     reuse_port: bool = False
+    #: who holds which reverse port; a worker's asks its control process
+    port_registry: PortRegistry = field(default_factory=LocalPortRegistry)
     version: str = __version__
     #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
     udp: UDPSettings = field(default_factory=UDPSettings)
@@ -182,7 +186,9 @@ class Gateway:
             transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
         )
         wst.set_extra_info(
-            cc_context=PeerContext(conn.peer, token_permissions, request),
+            cc_context=PeerContext(
+                conn.peer, token_permissions, request, group=_group_secret(request)
+            ),
             cc_peer_is_ours=peer_is_ours,
         )
         transport.set_protocol(wst)
@@ -190,6 +196,14 @@ class Gateway:
         if rest:
             wst.data_received(rest)
         transport.resume_reading()
+
+
+def _group_secret(request: http.Request) -> str | None:
+    """A connector's group secret: long enough not to be guessed, short enough to keep."""
+    value = request.headers.get(GROUP_HEADER)
+    if value is None or not 32 <= len(value) <= 128:
+        return None
+    return value
 
 
 class _HTTPConnection(asyncio.Protocol):

@@ -9,6 +9,7 @@ session ends or stops answering pings.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +32,7 @@ from cc.protocol.acl import Permissions
 from cc.protocol.config import decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.workers import is_shareable, share_key
 
 if TYPE_CHECKING:
     from cc.aio.gateway import Gateway
@@ -52,6 +54,8 @@ class PeerContext:
     peer: str
     token_permissions: Permissions | None
     request: http.Request
+    #: the connector's group secret (GROUP_HEADER), when it runs several sessions
+    group: str | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -68,6 +72,7 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
+        self._claimed: list[int] = []
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -243,20 +248,39 @@ class GatewaySession(asyncssh.SSHServer):
         return None
 
     async def _listen(self, remote: Remote, stats: Any) -> asyncio.AbstractServer:
-        """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken."""
+        """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken.
+
+        A TCP port is claimed first (see cc.protocol.workers): sessions of one
+        connector that sent the same group secret bind it side by side with
+        SO_REUSEPORT; anybody else finds it taken.
+        """
         if remote.local_proto is Proto.UDP:
             udp = UDPListener(
                 remote, self._open_udp_channel, self.gateway.config.udp, stats, self.log
             )
             await udp.start()
             return udp
-        return await asyncio.get_running_loop().create_server(
-            lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
-            remote.local_host or None,
-            remote.local_port,
-            reuse_address=True,
-            backlog=1024,  # a burst of clients must not wait for SYN retries
-        )
+        group = self.context.group if self.context else None
+        key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
+        port = remote.local_port
+        if not await self.gateway.config.port_registry.claim(port, key, self.id):
+            raise OSError(errno.EADDRINUSE, "held by another session")
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
+                remote.local_host or None,
+                port,
+                reuse_address=True,
+                reuse_port=key is not None or None,
+                backlog=1024,  # a burst of clients must not wait for SYN retries
+            )
+        except OSError:
+            self.gateway.config.port_registry.release(port, self.id)
+            raise
+        self._claimed.append(port)
+        if key is not None:
+            self.log.debug("tun: %s: sharing the port with the connector's other sessions", remote)
+        return server
 
     async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
         return await open_chisel_channel(self.conn, target, factory)
@@ -308,6 +332,9 @@ class GatewaySession(asyncssh.SSHServer):
         for server in self.listeners:
             server.close()
         self.listeners.clear()
+        for port in self._claimed:
+            self.gateway.config.port_registry.release(port, self.id)
+        self._claimed.clear()
 
     def _accept_reverse(self, remote: Remote, stats: Any) -> asyncio.Protocol:
         pipe = Pipe(stats, str(remote))

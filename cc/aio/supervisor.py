@@ -14,11 +14,14 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
+from cc.aio.portshare import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
+from cc.protocol.workers import PortClaims
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
@@ -29,8 +32,6 @@ WORKER_ENV = "CC_WORKER_INDEX"
 HEALTHY_AFTER = 10.0
 STOP_TIMEOUT = 15.0
 
-log = get_logger("server.supervisor")
-
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the worker gets SIGTERM if the supervisor dies, so none is orphaned."""
@@ -39,37 +40,74 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 class Supervisor:
-    """Keep ``count`` workers running ``argv`` until ``stop()``."""
+    """Keep ``count`` workers running ``argv`` until ``stop()``.
 
-    def __init__(self, argv: Sequence[str], count: int, stdin_data: bytes | None = None) -> None:
+    ``port_claims``: serve reverse-port claims to the workers (gateway workers).
+    ``fatal_codes``: a worker exiting with one of these stops everything and
+    ``run()`` returns the code (a connector refused by its gateway must not be
+    restarted for ever).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        count: int,
+        stdin_data: bytes | None = None,
+        *,
+        port_claims: PortClaims | None = None,
+        fatal_codes: Collection[int] = (),
+        component: str = "server",
+    ) -> None:
         self.argv = list(argv)
         self.count = count
         self.stdin_data = stdin_data
+        self.port_claims = port_claims
+        self.fatal_codes = frozenset(fatal_codes)
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
+        self.exit_code = 0
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._claim_servers: set[asyncio.Task[None]] = set()
+        self.log = get_logger(f"{component}.supervisor")
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.returncode is None]
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
         env = {**os.environ, WORKER_ENV: str(index)}
-        proc = await asyncio.create_subprocess_exec(
-            *self.argv,
-            env=env,
-            stdin=asyncio.subprocess.PIPE
-            if self.stdin_data is not None
-            else asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
+        ours = theirs = None
+        if self.port_claims is not None:
+            ours, theirs = socket.socketpair()
+            env[REGISTRY_FD_ENV] = str(theirs.fileno())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                env=env,
+                stdin=asyncio.subprocess.PIPE
+                if self.stdin_data is not None
+                else asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),) if theirs is not None else (),
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        except BaseException:
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            if theirs is not None:
+                theirs.close()
+        if ours is not None and self.port_claims is not None:
+            task = asyncio.ensure_future(serve_worker_claims(ours, self.port_claims, index))
+            self._claim_servers.add(task)
+            task.add_done_callback(self._claim_servers.discard)
         if self.stdin_data is not None and proc.stdin is not None:
             proc.stdin.write(self.stdin_data)
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
             proc.stdin.close()
         self.procs[index] = proc
-        log.info("worker %d started (pid %d)", index, proc.pid)
+        self.log.info("worker %d started (pid %d)", index + 1, proc.pid)
         return proc
 
     async def _keep(self, index: int) -> None:
@@ -82,13 +120,20 @@ class Supervisor:
             code = await proc.wait()
             if self._stopping:
                 return
+            if code in self.fatal_codes:
+                self.log.error(
+                    "worker %d (pid %d) exited with status %d; stopping", index + 1, proc.pid, code
+                )
+                self.exit_code = code
+                self.stop()
+                return
             if loop.time() - started >= HEALTHY_AFTER:
                 backoff.reset()
             delay = backoff.next_delay()
             self.restarts += 1
-            log.warning(
+            self.log.warning(
                 "worker %d (pid %d) exited with status %s; restarting in %.1fs",
-                index,
+                index + 1,
                 proc.pid,
                 code,
                 delay,
@@ -97,14 +142,19 @@ class Supervisor:
                 async with asyncio.timeout(delay):
                     await self._stopped.wait()
 
-    async def run(self) -> None:
-        """Until ``stop()``: then every worker has been signalled and reaped."""
+    async def run(self) -> int:
+        """Until ``stop()``: then every worker has been signalled and reaped.
+
+        Returns 0, or the fatal status a worker exited with.
+        """
         keepers = [asyncio.ensure_future(self._keep(i)) for i in range(self.count)]
         await self._stopped.wait()
         await self._terminate()
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
+        await asyncio.gather(*self._claim_servers, return_exceptions=True)
+        return self.exit_code
 
     def stop(self) -> None:
         self._stopping = True
@@ -124,6 +174,6 @@ class Supervisor:
             async with asyncio.timeout(STOP_TIMEOUT):
                 await asyncio.gather(*waiting)
         except TimeoutError:
-            log.warning("workers still running after %.0fs; killing them", STOP_TIMEOUT)
+            self.log.warning("workers still running after %.0fs; killing them", STOP_TIMEOUT)
             self.signal_workers(signal.SIGKILL)
             await asyncio.gather(*(p.wait() for p in self.procs.values()))

@@ -1,0 +1,132 @@
+"""Sessions of one multi-worker connector share reverse ports; nobody else joins them.
+
+In-process gateway and connectors on 127.0.0.1: two sessions with the same group
+secret both bind the reverse port (SO_REUSEPORT), connections keep working when
+one of them ends, and a session with another secret (or none) is refused.  The
+claims go over a real socket pair for gateway workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+
+from cc.aio.gateway import Gateway
+from cc.aio.portshare import WorkerPortRegistry, serve_worker_claims
+from cc.protocol.workers import PortClaims
+from tests.aio.harness import STEP, Harness, free_port, wait_until
+
+__all__: list[str] = []
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while chunk := await reader.read(1 << 16):
+        writer.write(chunk)
+        await writer.drain()
+
+
+async def round_trip(port: int, payload: bytes) -> bytes:
+    async with asyncio.timeout(STEP):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        got = await reader.readexactly(len(payload))
+        writer.close()
+        return got
+
+
+def holders(gateway: Gateway, port: int) -> int:
+    return sum(session.holds_port(port) for session in gateway.sessions)
+
+
+async def test_one_connectors_sessions_share_a_reverse_port(harness: Harness) -> None:
+    gateway = await harness.gateway()
+    service = await harness.service(echo)
+    port = free_port()
+    remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
+    group = secrets.token_urlsafe(32)
+    first = await harness.connect(gateway, [remote], worker_count=2, worker_index=0, group=group)
+    second = await harness.connect(gateway, [remote], worker_count=2, worker_index=1, group=group)
+    assert holders(gateway, port) == 2
+    for _ in range(20):  # whichever session the kernel picks, the tunnel works
+        assert await round_trip(port, b"both") == b"both"
+    served = [c.stats.remotes[f"R:127.0.0.1:{port}=>{service}"].total for c in (first, second)]
+    assert sum(served) == 20
+    await first.stop()
+    await wait_until(lambda: holders(gateway, port) == 1)
+    for _ in range(5):
+        assert await round_trip(port, b"still up") == b"still up"
+
+
+async def test_another_secret_cannot_join_the_port(harness: Harness) -> None:
+    gateway = await harness.gateway()
+    service = await harness.service(echo)
+    port = free_port()
+    remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
+    await harness.connect(
+        gateway, [remote], worker_count=2, worker_index=0, group=secrets.token_urlsafe(32)
+    )
+    error = await harness.expect_fatal(
+        gateway, [remote], worker_count=2, worker_index=0, group=secrets.token_urlsafe(32)
+    )
+    assert "gave up" in str(error)
+    assert holders(gateway, port) == 1
+
+
+async def test_an_exclusive_holder_is_not_joined_and_does_not_join(harness: Harness) -> None:
+    gateway = await harness.gateway()
+    service = await harness.service(echo)
+    port, other = free_port(), free_port()
+    await harness.connect(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:{service}"])
+    await harness.expect_fatal(
+        gateway,
+        [f"R:127.0.0.1:{port}:127.0.0.1:{service}"],
+        worker_count=2,
+        group=secrets.token_urlsafe(32),
+    )
+    await harness.connect(
+        gateway,
+        [f"R:127.0.0.1:{other}:127.0.0.1:{service}"],
+        worker_count=2,
+        group=secrets.token_urlsafe(32),
+    )
+    await harness.expect_fatal(gateway, [f"R:127.0.0.1:{other}:127.0.0.1:{service}"])
+    assert holders(gateway, port) == 1 and holders(gateway, other) == 1
+
+
+async def test_a_short_group_header_is_ignored(harness: Harness) -> None:
+    """A guessable secret would let anyone join: below 32 characters it is not used."""
+    gateway = await harness.gateway()
+    service = await harness.service(echo)
+    port = free_port()
+    remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
+    await harness.connect(gateway, [remote], worker_count=2, group="short")
+    await harness.expect_fatal(gateway, [remote], worker_count=2, worker_index=1, group="short")
+
+
+async def test_worker_claims_go_through_the_control_process() -> None:
+    """Two workers' registries over real socket pairs to one set of claims."""
+    claims = PortClaims()
+    pairs = [socket.socketpair() for _ in range(2)]
+    servers = [
+        asyncio.ensure_future(serve_worker_claims(ours, claims, worker))
+        for worker, (ours, _theirs) in enumerate(pairs)
+    ]
+    first, second = (WorkerPortRegistry(theirs) for _ours, theirs in pairs)
+    assert await first.claim(9001, "k", owner=1)
+    assert await second.claim(9001, "k", owner=1), "same key, other worker: shared"
+    assert not await second.claim(9001, "x", owner=2)
+    assert await first.claim(9002, None, owner=1)
+    assert not await second.claim(9002, None, owner=2)
+    first.release(9001, 1)
+    await wait_until(lambda: claims.holders(9001) == 1)
+    second.close()  # worker 2 ends: its claims go with it
+    async with asyncio.timeout(STEP):
+        await servers[1]
+    assert claims.holders(9001) == 0
+    assert await first.claim(9001, "x", owner=3)
+    first.close()
+    async with asyncio.timeout(STEP):
+        await servers[0]
+    assert claims.holders(9002) == 0
