@@ -31,36 +31,54 @@ def _prefix(record: logging.LogRecord) -> str:
 
 
 class GoFormatter(logging.Formatter):
-    """``2006/01/02 15:04:05 client: message`` in local time, like Go's log package."""
+    """``2006/01/02 15:04:05 client: message`` in local time, like Go's log package.
+
+    A worker process (``--workers``) tags its lines ``[worker N]`` after the time.
+    """
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.tag = f"[worker {worker + 1}] " if worker is not None else ""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        line = f"{stamp} {_prefix(record)}{record.getMessage()}"
+        line = f"{stamp} {self.tag}{_prefix(record)}{record.getMessage()}"
         if record.exc_info and logging.getLogger(_ROOT).isEnabledFor(logging.DEBUG):
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line for log shippers."""
+    """One JSON object per line for log shippers (``worker``: 1-based, in workers)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
-        obj = {
+        obj: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": _prefix(record).rstrip(": ").replace(": ", ".") or record.name,
             "msg": record.getMessage(),
         }
+        if self.worker is not None:
+            obj["worker"] = self.worker + 1
         return json.dumps(obj, ensure_ascii=False)
 
 
-def setup_logging(verbose: bool = False, fmt: str = "text", stream: TextIO | None = None) -> None:
+def setup_logging(
+    verbose: bool = False,
+    fmt: str = "text",
+    stream: TextIO | None = None,
+    worker: int | None = None,
+) -> None:
     """Route our loggers to ``stream`` (stdout, as the seed says); libraries stay quiet."""
     # A closed stdout (``outsystemscc | head``) must not print tracebacks on every line.
     logging.raiseExceptions = False
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else GoFormatter())
+    handler.setFormatter(JSONFormatter(worker) if fmt == "json" else GoFormatter(worker))
     root = logging.getLogger(_ROOT)
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

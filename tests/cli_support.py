@@ -53,9 +53,14 @@ _ENV_OPTIONS = ("AUTH", "HOST", "PORT", "CHISEL_KEY", "CHISEL_KEY_FILE")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without the variables our CLIs take defaults from."""
+    """This process's environment without the variables our CLIs take defaults from.
+
+    One worker per process unless a test passes ``--workers`` or ``CC_WORKERS``:
+    most tests read one session's log lines and pid.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CC_") and k not in _ENV_OPTIONS}
     env["PYTHONUNBUFFERED"] = "1"
+    env["CC_WORKERS"] = "1"
     env.update(extra)
     return env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import pytest
@@ -17,3 +18,13 @@ def fastpath_impl(request: pytest.FixtureRequest) -> ModuleType:
     function-scoped fixtures in ``@given`` tests.
     """
     return fastpath.implementations()[request.param]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_worker_unless_a_test_asks() -> None:
+    """Subprocesses run one worker each (``--workers`` defaults to the CPU count).
+
+    Most tests are about one session's behaviour and read its log lines and
+    pid; the worker tests pass ``--workers`` or drop ``CC_WORKERS`` themselves.
+    """
+    os.environ.setdefault("CC_WORKERS", "1")

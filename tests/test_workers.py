@@ -20,7 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cli_support import CC, LOOPBACK, LiveProcess, run_cli, start_gateway
+from cc.cli.workers import AUTO_WORKERS_CAP
+from tests.cli_support import CC, LOOPBACK, LiveProcess, clean_env, run_cli, start_gateway
 from tests.peers import free_port, tcp_echo_server, wait_for_port
 
 FINGERPRINT = re.compile(r"server: Fingerprint (\S+)")
@@ -134,10 +135,121 @@ def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--workers", "2", "--port", "0"], "--workers needs a fixed --port"),
-        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "0"], "--workers/-workers: must be at least 1"),
+        (["--workers", "two"], "not a number or 'auto': 'two'"),
     ],
 )
 def test_bad_worker_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli([*CC, "server", "--host", LOOPBACK, *args], cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# -- connector workers (cloud-connector client --workers N) ----------------------------
+
+
+def _listeners(pids: list[int], port: int) -> dict[int, int]:
+    """How many listening sockets each process has on ``port``."""
+    return {
+        pid: sum(
+            1
+            for conn in psutil.Process(pid).net_connections("tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+        )
+        for pid in pids
+    }
+
+
+def _wait_listeners(pids: list[int], port: int, total: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(_listeners(pids, port).values()) == total:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"expected {total} listeners on {port}: {_listeners(pids, port)}")
+
+
+def _client_workers(
+    tmp_path: Path, gateway_port: int, remote: str, *extra: str, name: str = "connector"
+) -> LiveProcess:
+    argv = [*CC, "client", "--workers", "2", *extra, f"http://{LOOPBACK}:{gateway_port}", remote]
+    return LiveProcess(name, argv, cwd=tmp_path, logdir=tmp_path)
+
+
+def test_connector_workers_share_a_reverse_port_across_gateway_workers(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, "--workers", "2") as (gateway, port), tcp_echo_server() as echo:
+        gateway_workers = _workers(gateway, 2)
+        tunnel = free_port()
+        remote = f"R:{LOOPBACK}:{tunnel}:{LOOPBACK}:{echo.port}"
+        with _client_workers(tmp_path, port, remote) as connector:
+            for worker in (1, 2):
+                connector.wait_for_line(rf"\[worker {worker}\] client: Connected", 15.0)
+            connector.wait_for_line("reverse ports shared with the other workers", 5.0)
+            # one listening socket per session, whichever gateway worker holds it
+            _wait_listeners(gateway_workers, tunnel, 2)
+            for _ in range(20):
+                _echo_through(tunnel, os.urandom(10_000))
+            # a connector worker dies: the port stays up on the other session
+            first = sorted(c.pid for c in psutil.Process(connector.pid).children())
+            assert len(first) == 2
+            os.kill(first[0], signal.SIGKILL)
+            connector.wait_for_line(r"worker \d \(pid \d+\) exited with status -9; restarting", 10)
+            _wait_listeners(gateway_workers, tunnel, 1)
+            for _ in range(10):
+                _echo_through(tunnel, b"still served")
+            # ... and comes back, sharing the port again
+            _wait_listeners(gateway_workers, tunnel, 2, timeout=20.0)
+            _echo_through(tunnel, b"restarted")
+            os.kill(connector.pid, signal.SIGTERM)
+            assert connector.wait(20.0) == 0
+
+
+def test_another_connector_cannot_take_a_shared_port(tmp_path: Path) -> None:
+    with start_gateway(tmp_path) as (gateway, port), tcp_echo_server() as echo:
+        tunnel = free_port()
+        remote = f"R:{LOOPBACK}:{tunnel}:{LOOPBACK}:{echo.port}"
+        with _client_workers(tmp_path, port, remote) as owner:
+            for worker in (1, 2):
+                owner.wait_for_line(rf"\[worker {worker}\] client: Connected", 15.0)
+            with _client_workers(
+                tmp_path, port, remote, "--max-retry-count", "1", name="intruder"
+            ) as intruder:
+                assert intruder.wait(30.0) == 1
+                assert "Server cannot listen" in intruder.stdout + intruder.stderr
+            _wait_listeners([gateway.pid], tunnel, 2)
+            _echo_through(tunnel, b"owner keeps it")
+
+
+def test_a_fatal_worker_error_stops_the_connector(tmp_path: Path) -> None:
+    with start_gateway(tmp_path) as (_gateway, port):
+        wrong = "A" * 43 + "="
+        with _client_workers(
+            tmp_path, port, f"R:{LOOPBACK}:{free_port()}:{LOOPBACK}:1", "--fingerprint", wrong
+        ) as connector:
+            assert connector.wait(20.0) == 1
+            assert "Invalid fingerprint" in connector.stderr
+            assert "restarting" not in connector.stdout, "a refused worker is not restarted"
+            assert connector.stderr.count("Invalid fingerprint") <= 2
+
+
+def test_auto_workers_is_the_cpu_count(tmp_path: Path) -> None:
+    env = clean_env()
+    del env["CC_WORKERS"]
+    expected = min(len(os.sched_getaffinity(0)), AUTO_WORKERS_CAP)
+    port = free_port()
+    argv = [*CC, "server", "--host", LOOPBACK, "--port", str(port)]
+    with LiveProcess("auto", argv, cwd=tmp_path, logdir=tmp_path, env=env) as control:
+        wait_for_port(LOOPBACK, port, 15.0, control.proc)
+        if expected == 1:
+            assert not psutil.Process(control.pid).children()
+        else:
+            assert len(_workers(control, expected)) == expected
+
+
+def test_stdio_needs_one_worker(tmp_path: Path) -> None:
+    result = run_cli(
+        [*CC, "client", "--workers", "2", f"http://{LOOPBACK}:1", "stdio:127.0.0.1:22"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "stdio remote has one stdin: it needs --workers 1" in result.stderr

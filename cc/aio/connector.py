@@ -49,6 +49,7 @@ from cc.protocol.config import Config, encode_config
 from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.workers import GROUP_HEADER, forward_plan, reverse_plan
 from cc.stats import SessionStats
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
@@ -91,6 +92,20 @@ class ConnectorConfig:
     backoff_reset_after: float = 5.0
     #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
     udp: UDPSettings = field(default_factory=UDPSettings)
+    #: --workers: this process is worker ``worker_index`` of ``worker_count``
+    worker_index: int = 0
+    worker_count: int = 1
+    #: the secret all workers of this connector send, so our gateway lets their
+    #: sessions share reverse ports (see cc.protocol.workers)
+    group: str | None = None
+
+    def forward_remotes(self) -> tuple[Remote, ...]:
+        return forward_plan(self.remotes, self.worker_index, self.worker_count)
+
+    def session_remotes(self, gateway_shares: bool) -> tuple[Remote, ...]:
+        """What this worker's session asks for: its forward and its reverse remotes."""
+        reverse = reverse_plan(self.remotes, self.worker_index, self.worker_count, gateway_shares)
+        return self.forward_remotes() + reverse
 
 
 class Connector:
@@ -217,9 +232,10 @@ class Connector:
         self.stats.state = "connecting"
         url = await self._target_url()
         try:
+            group = [(GROUP_HEADER, cfg.group)] if cfg.group and cfg.announce else []
             wst = await open_websocket(
                 url,
-                headers=cfg.headers,
+                headers=cfg.headers + group,
                 hostname=cfg.hostname,
                 user_agent=cfg.user_agent,
                 proxy=cfg.proxy,
@@ -247,7 +263,10 @@ class Connector:
         self.conn = conn
         try:
             started = time.perf_counter()
-            config = Config(version=cfg.config_version, remotes=tuple(cfg.remotes))
+            remotes = tuple(cfg.remotes)
+            if cfg.worker_count > 1:
+                remotes = self._worker_remotes(bool(wst.get_extra_info("cc_peer_is_ours")))
+            config = Config(version=cfg.config_version, remotes=remotes)
             try:
                 # Bounded: a gateway that went silent after auth must not hang us forever.
                 async with asyncio.timeout(cfg.connect_timeout):
@@ -287,6 +306,21 @@ class Connector:
             self.stats.state = "disconnected"
             conn.close()
 
+    def _worker_remotes(self, gateway_is_ours: bool) -> tuple[Remote, ...]:
+        """This worker's share, logged so the split is visible at 3 a.m."""
+        cfg = self.config
+        shares = gateway_is_ours and cfg.group is not None
+        remotes = cfg.session_remotes(shares)
+        log.info(
+            "%d of %d remotes on this session (%s)",
+            len(remotes),
+            len(cfg.remotes),
+            "reverse ports shared with the other workers"
+            if shares
+            else "the gateway cannot share reverse ports; they are split among workers",
+        )
+        return remotes
+
     async def _keepalive(self, conn: Any) -> None:
         """Ping every --keepalive; no answer within the deadline means the session is dead."""
         interval = self.config.keepalive
@@ -308,8 +342,9 @@ class Connector:
     # -- forward remotes: local listeners -----------------------------------------
     async def _open_forward_listeners(self) -> None:
         loop = asyncio.get_running_loop()
-        for remote in self.config.remotes:
-            if remote.reverse or remote.stdio:
+        shared = self.config.worker_count > 1  # every worker binds TCP forward ports
+        for remote in self.config.forward_remotes():
+            if remote.stdio:
                 continue
             stats = self.stats.remote(str(remote))
             if remote.local_proto is Proto.UDP:
@@ -321,6 +356,7 @@ class Connector:
                     remote.local_host or None,
                     remote.local_port,
                     reuse_address=True,
+                    reuse_port=shared or None,
                     backlog=1024,  # a burst of clients must not wait for SYN retries
                 )
             except OSError as exc:
@@ -331,7 +367,7 @@ class Connector:
                 ) from None
             self._listeners.append(server)
             log.debug("tun: %s: Listening", remote)
-        for remote in self.config.remotes:
+        for remote in self.config.forward_remotes():
             if remote.stdio:  # check_unique allows one
                 self._stdio = loop.create_task(serve_stdio(self, remote))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import ssl
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from cc.cli.common import (
     run_async,
     udp_settings,
 )
+from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
 from cc.log import redact, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
@@ -158,6 +160,17 @@ HELP = f"""\
 
     --udp-max-size, Largest UDP datagram relayed, in bytes; larger ones
     are dropped. Defaults to 9012, as chisel (env CC_UDP_MAX_SIZE).
+
+    --workers, Number of connector processes, each with its own session,
+    so that tunnelled traffic spreads over the CPUs. Against a
+    cloud-connector server the sessions share every TCP reverse port
+    (connections are spread over them, and one session dying does not
+    take the port down); against a chisel server, which cannot share a
+    port, the reverse remotes are split among the sessions instead.
+    Local (forward) TCP ports are shared by all workers. A control
+    process restarts a worker that dies, passes signals on, and sums
+    the workers' figures on SIGUSR2. Defaults to 'auto': the number of
+    usable CPUs, at most 8, or 1 with a stdio remote (env CC_WORKERS).
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -349,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     p.add_flag("--fingerprint", default=env_default("CC_FINGERPRINT", ""))
     p.add_flag("--auth", default=env_default("AUTH"))
+    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
     add_connector_flags(p)
     args = p.parse_args(argv)
     if args.help:
@@ -366,10 +380,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.auth = parse_user_pass(args.auth)
         config.fingerprint = args.fingerprint
         config.config_version = __version__
+        if args.workers is None:
+            args.workers = 1 if _has_stdio(remotes) else auto_workers()
+        elif args.workers > 1 and _has_stdio(remotes):
+            raise UsageError("a stdio remote has one stdin: it needs --workers 1")
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
     # stdio: stdout is the tunnelled connection, so logs must not touch it.
-    setup_logging(args.verbose, args.log_format, sys.stderr if _has_stdio(remotes) else None)
-    return run_async(
-        PROG, lambda: run_connector(PROG, config, "cloud-connector.pid" if args.pid else None)
-    )
+    index = worker_index()
+    setup_logging(args.verbose, args.log_format, sys.stderr if _has_stdio(remotes) else None, index)
+    pid_path = "cloud-connector.pid" if args.pid else None
+    if args.workers > 1 and index is None:
+        return run_async(
+            PROG,
+            lambda: supervise(
+                component="client",
+                command=["client", *(sys.argv[2:] if argv is None else argv)],
+                count=args.workers,
+                # The group secret: our gateway lets only these sessions share ports.
+                stdin_data=secrets.token_urlsafe(32).encode() + b"\n",
+                pid_path=pid_path,
+                fatal_codes=(EXIT_FATAL, EXIT_USAGE),
+                forward_hup=True,
+            ),
+        )
+    if index is not None:
+        config.worker_index, config.worker_count = index, args.workers
+        config.group = sys.stdin.readline().strip() or None
+        pid_path = None  # the control process has it
+    return run_async(PROG, lambda: run_connector(PROG, config, pid_path))

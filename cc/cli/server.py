@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import ssl
 import sys
 from collections.abc import Sequence
@@ -14,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cc import __version__
-from cc.aio.supervisor import WORKER_ENV
 from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
@@ -28,6 +25,7 @@ from cc.cli.common import (
     udp_settings,
 )
 from cc.cli.keygen import write_key
+from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
 from cc.log import get_logger, setup_logging
 from cc.protocol import keys
 from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file, parse_user_pass
@@ -147,7 +145,10 @@ HELP = f"""\
     --workers, Number of gateway processes sharing the port with
     SO_REUSEPORT, so sessions spread over the CPUs; a control process
     restarts a worker that dies and sums their figures on SIGUSR2.
-    Needs a fixed --port. Defaults to 1 (env CC_WORKERS).
+    Sessions of one multi-worker connector share its reverse ports
+    even when they land on different workers. Defaults to 'auto': the
+    number of usable CPUs, at most 8, or 1 with --port 0 (env
+    CC_WORKERS). More than 1 needs a fixed --port.
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -277,7 +278,7 @@ def _parser() -> GoArgumentParser:
         default=env_flag("CC_PID"),
         help="write cloud-connector.pid in the working directory",
     )
-    p.add_flag("--workers", type=int, default=env_default("CC_WORKERS", "1"))
+    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
     p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
     p.add_flag(
         "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
@@ -292,10 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
-    worker = os.environ.get(WORKER_ENV) is not None
+    worker = worker_index() is not None
     try:
-        if args.workers < 1:
-            raise UsageError("--workers must be at least 1")
         if worker and not (args.keyfile or args.key):
             key = keys.load_key(sys.stdin.readline().strip())  # the supervisor's key
         else:
@@ -304,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return write_key(PROG, args.keygen, key, "ck")
         if not 0 <= args.port < 65536:
             raise UsageError(f"port {args.port} out of range")
-        if args.workers > 1 and not worker and args.port == 0:
+        if args.workers is None:  # auto: one per CPU, unless the port is picked at random
+            args.workers = 1 if args.port == 0 else auto_workers()
+        elif args.workers > 1 and not worker and args.port == 0:
             raise UsageError("--workers needs a fixed --port (workers share it)")
         users: UserTable | None = None
         if args.authfile:
@@ -313,57 +314,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             users = UserTable.single(*parse_user_pass(args.auth))
         tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
         tls = _tls_context(args)
-        # Imported only now (asyncssh is slow to import): --help and typos answer at once.
-        from cc.aio.gateway import GatewayConfig
-
-        config = GatewayConfig(
-            host=args.host,
-            port=args.port,
-            host_key_pem=keys.private_key_pem_for_asyncssh(key),
-            users=users,
-            tokens=tokens,
-            reverse=args.reverse,
-            socks5=args.socks5,
-            backend=args.backend,
-            keepalive=args.keepalive,
-            keepalive_timeout=args.keepalive_timeout,
-            tls=tls,
-            udp=udp_settings(args),
-            reuse_port=worker,
-        )
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
-    setup_logging(args.verbose, args.log_format)
+    setup_logging(args.verbose, args.log_format, worker=worker_index())
     if args.workers > 1 and not worker:
+        # The control process never serves: it stays small (no asyncssh import).
         handoff = None if (args.keyfile or args.key) else keys.encode_inline(key) + "\n"
         worker_argv = list(sys.argv[2:] if argv is None else argv)
-        return run_async(PROG, lambda: _supervise(args, worker_argv, handoff))
+        return run_async(
+            PROG,
+            lambda: supervise(
+                component="server",
+                command=["server", *worker_argv],
+                count=args.workers,
+                stdin_data=handoff.encode() if handoff is not None else None,
+                pid_path="cloud-connector.pid" if args.pid else None,
+                share_ports=True,
+                what=f" on {args.host}:{args.port} (SO_REUSEPORT)",
+            ),
+        )
+    # Imported only now (asyncssh is slow to import): --help and typos answer at once.
+    from cc.aio.gateway import GatewayConfig
+    from cc.aio.portshare import registry_from_environment
+
+    config = GatewayConfig(
+        host=args.host,
+        port=args.port,
+        host_key_pem=keys.private_key_pem_for_asyncssh(key),
+        users=users,
+        tokens=tokens,
+        reverse=args.reverse,
+        socks5=args.socks5,
+        backend=args.backend,
+        keepalive=args.keepalive,
+        keepalive_timeout=args.keepalive_timeout,
+        tls=tls,
+        udp=udp_settings(args),
+        reuse_port=worker,
+        port_registry=registry_from_environment(),
+    )
     return run_async(PROG, lambda: _serve(config, args, pid=not worker))
-
-
-async def _supervise(args: Any, worker_argv: list[str], key_handoff: str | None) -> int:
-    """The control process: N workers on one port, restarted if they die."""
-    from cc.aio.runtime import PidFile, install_signals
-    from cc.aio.supervisor import Supervisor
-    from cc.stats import SessionStats
-
-    argv = [sys.executable, "-m", "cc.cli.main", "server", *worker_argv]
-    supervisor = Supervisor(
-        argv, args.workers, key_handoff.encode() if key_handoff is not None else None
-    )
-    stats = SessionStats(state=f"supervising {args.workers} workers")
-    install_signals(
-        asyncio.get_running_loop(),
-        component="server",
-        stop=lambda _: supervisor.stop(),
-        stats=stats,
-        worker_pids=supervisor.pids,
-        on_usr2=lambda: supervisor.signal_workers(signal.SIGUSR2),
-    )
-    log.info("Starting %d workers on %s:%d (SO_REUSEPORT)", args.workers, args.host, args.port)
-    with PidFile("cloud-connector.pid" if args.pid else None):
-        await supervisor.run()
-    return 0
 
 
 async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:

@@ -81,6 +81,7 @@ def child_env() -> dict[str, str]:
         if k not in _ENV_DROP_EXACT and not k.startswith(_ENV_DROP_PREFIXES)
     }
     env["PYTHONUNBUFFERED"] = "1"
+    env["CC_WORKERS"] = "1"  # one session each, unless a test passes --workers
     return env
 
 

@@ -101,6 +101,39 @@ def test_our_client_against_chisel_server(
     client.assert_no_traceback()
 
 
+def test_our_client_workers_split_reverse_remotes_against_chisel(
+    chisel: str, procs: Processes, echo: peers.EchoServer, payload: bytes
+) -> None:
+    """A chisel server cannot share a port: each reverse remote goes to one session."""
+    server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
+    server.wait_for(rf"server: Fingerprint {re.escape(SEED_FINGERPRINT)}", stream="stderr")
+    first, second, fport = peers.free_port(), peers.free_port(), peers.free_port()
+    client = procs.our_client(
+        "--workers",
+        "2",
+        "--fingerprint",
+        SEED_FINGERPRINT,
+        url,
+        _reverse(first, echo),
+        _reverse(second, echo),
+        _forward(fport, echo),
+    )
+    for worker in (1, 2):
+        client.wait_for(rf"\[worker {worker}\] client: Connected", stream="stdout")
+    client.wait_for(r"2 of 3 remotes on this session \(the gateway cannot share", stream="stdout")
+    for port in (first, second, fport):
+        ready(port, server)
+        check_tunnel(port, payload[: 4 << 20])
+    # two sessions at chisel, each binding one of the reverse ports
+    binders = {
+        server.wait_for(rf"session#(\d+): .*proxy#R:{LOOPBACK}:{port}=>", stream="stderr")[1]
+        for port in (first, second)
+    }
+    assert len(binders) == 2, server.report()
+    assert client.popen.poll() is None, client.report()
+    client.assert_no_traceback()
+
+
 # --------------------------------------------------------------------------- 2. outsystemscc
 
 

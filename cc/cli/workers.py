@@ -1,0 +1,98 @@
+"""``--workers`` for the server and the client: how many, and the control process.
+
+With more than one worker the command becomes a control process that runs the
+same command line N times as workers (``CC_WORKER_INDEX`` set), restarts a
+crashed one, passes signals on and sums the workers' figures for SIGUSR2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Collection
+
+from cc.aio.supervisor import WORKER_ENV
+from cc.log import get_logger
+
+__all__ = ["AUTO_WORKERS_CAP", "auto_workers", "supervise", "worker_count", "worker_index"]
+
+#: ``--workers auto`` is the number of usable CPUs, but at most this: every worker
+#: is a process with its own memory, and a big box does not need 64 sessions.
+AUTO_WORKERS_CAP = 8
+
+
+def worker_count(text: str) -> int | None:
+    """argparse type: a positive count, or ``auto`` (None: decided by ``auto_workers``)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'auto': {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
+
+
+def auto_workers() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, AUTO_WORKERS_CAP))
+
+
+def worker_index() -> int | None:
+    """This process's index if it is a worker, else None."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+async def supervise(
+    *,
+    component: str,
+    command: list[str],
+    count: int,
+    stdin_data: bytes | None,
+    pid_path: str | None,
+    share_ports: bool = False,
+    fatal_codes: Collection[int] = (),
+    forward_hup: bool = False,
+    what: str = "",
+) -> int:
+    """Run ``count`` workers of ``cloud-connector <command...>`` until a signal stops us.
+
+    Returns 0 after SIGINT/SIGTERM, or the status of a worker that exited with
+    one of ``fatal_codes`` (the others were stopped).
+    """
+    from cc.aio.runtime import PidFile, install_signals
+    from cc.aio.supervisor import Supervisor
+    from cc.protocol.workers import PortClaims
+    from cc.stats import SessionStats
+
+    argv = [sys.executable, "-m", "cc.cli.main", *command]
+    supervisor = Supervisor(
+        argv,
+        count,
+        stdin_data,
+        port_claims=PortClaims() if share_ports else None,
+        fatal_codes=fatal_codes,
+        component=component,
+    )
+    stats = SessionStats(state=f"supervising {count} workers")
+    install_signals(
+        asyncio.get_running_loop(),
+        component=component,
+        stop=lambda _: supervisor.stop(),
+        stats=stats,
+        hup=(lambda: supervisor.signal_workers(signal.SIGHUP)) if forward_hup else None,
+        worker_pids=supervisor.pids,
+        on_usr2=lambda: supervisor.signal_workers(signal.SIGUSR2),
+    )
+    get_logger(component).info("Starting %d workers%s", count, what)
+    with PidFile(pid_path):
+        return await supervisor.run()
