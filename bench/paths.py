@@ -27,6 +27,7 @@ from bench.peers import (
     spawn,
     sshd,
     wait_listening,
+    wait_shared,
 )
 
 __all__ = ["PATHS", "PathSkipped", "PathSpec", "Settings", "Targets", "Tunnel"]
@@ -110,8 +111,12 @@ def _gateway_and_connector(
     connector: Callable[[str, list[str]], Sequence[str]],
     gateway_env: dict[str, str] | None,
     connector_env: dict[str, str] | None,
+    sessions: int = 1,
 ) -> Iterator[Tunnel]:
-    """A chisel-style pair: gateway on a free port, connector with two reverse remotes."""
+    """A chisel-style pair: gateway on a free port, connector with two reverse remotes.
+
+    ``sessions``: wait until that many sessions listen on each reverse port.
+    """
     port = free_port()
     entry = Targets(bulk=free_port(), echo=free_port())
     with spawn("gateway", gateway(port), settings.workdir, env=gateway_env) as gw:
@@ -120,6 +125,8 @@ def _gateway_and_connector(
         argv = connector(url, _remotes(entry, targets))
         with spawn("connector", argv, settings.workdir, env=connector_env) as conn:
             wait_listening([entry.bulk, entry.echo], [gw, conn])
+            if sessions > 1:
+                wait_shared([entry.bulk, entry.echo], gw, sessions)
             yield Tunnel(entry, {"gateway": gw.pid, "connector": conn.pid}, (gw, conn))
 
 
@@ -132,18 +139,39 @@ def relay(targets: Targets, settings: Settings) -> Iterator[Tunnel]:
     yield Tunnel(targets)
 
 
-def ours(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
+def _ours_pair(
+    targets: Targets, settings: Settings, workers: int
+) -> AbstractContextManager[Tunnel]:
     env = python_env()
+    count = ("--workers", str(workers))
     return _gateway_and_connector(
         targets,
         settings,
         lambda port: _ours(
-            "server", "--host", LOOPBACK, "-p", str(port), "--reverse", *settings.ours_server_args
+            "server",
+            "--host",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "--reverse",
+            *count,
+            *settings.ours_server_args,
         ),
-        lambda url, remotes: _ours("client", *settings.ours_client_args, url, *remotes),
+        lambda url, remotes: _ours("client", *count, *settings.ours_client_args, url, *remotes),
         env,
         env,
+        sessions=workers,
     )
+
+
+def ours(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
+    """One gateway process, one connector process: the per-core figures."""
+    return _ours_pair(targets, settings, 1)
+
+
+def ours_2w(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
+    """``--workers 2`` on both sides: two sessions sharing each reverse port."""
+    return _ours_pair(targets, settings, 2)
 
 
 def chisel(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
@@ -164,7 +192,9 @@ def ours_vs_chisel(targets: Targets, settings: Settings) -> AbstractContextManag
         targets,
         settings,
         lambda port: [exe, "server", "--host", LOOPBACK, "-p", str(port), "--reverse"],
-        lambda url, remotes: _ours("client", *settings.ours_client_args, url, *remotes),
+        lambda url, remotes: _ours(
+            "client", "--workers", "1", *settings.ours_client_args, url, *remotes
+        ),
         None,
         python_env(),
     )
@@ -198,7 +228,8 @@ PATHS: dict[str, PathSpec] = {
     spec.name: spec
     for spec in (
         PathSpec("relay", "direct to the target, no tunnel (kernel loopback ceiling)", relay),
-        PathSpec("ours", "our gateway + our connector", ours),
+        PathSpec("ours", "our gateway + our connector, 1 worker each", ours),
+        PathSpec("ours-2w", "our gateway + our connector, --workers 2 each", ours_2w),
         PathSpec("chisel", "chisel server + chisel client", chisel, needs_chisel=True),
         PathSpec(
             "ours-vs-chisel", "chisel server + our connector", ours_vs_chisel, needs_chisel=True

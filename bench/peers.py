@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "sshd",
     "stop_process",
     "wait_listening",
+    "wait_shared",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -70,21 +72,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def listening_ports() -> set[int]:
-    """TCP ports something listens on (IPv4 and IPv6), read from /proc/net.
+def listeners() -> Counter[int]:
+    """Listening TCP sockets per port (IPv4 and IPv6), read from /proc/net.
 
     Used instead of a probe connection: through a tunnel a probe would reach the
-    target, and iperf3 takes any connection for a test client.
+    target, and iperf3 takes any connection for a test client.  A port shared
+    with SO_REUSEPORT counts once per socket.
     """
-    ports: set[int] = set()
+    counts: Counter[int] = Counter()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as f:
             next(f, None)  # header
             for line in f:
                 fields = line.split()
                 if len(fields) > 3 and fields[3] == _TCP_LISTEN:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+                    counts[int(fields[1].rsplit(":", 1)[1], 16)] += 1
+    return counts
+
+
+def listening_ports() -> set[int]:
+    """TCP ports something listens on."""
+    return set(listeners())
 
 
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -203,6 +211,22 @@ def wait_listening(
         if time.monotonic() >= deadline:
             logs = "\n".join(f"--- {c.name}:\n{c.log_tail()}" for c in children)
             raise PeerError(f"ports {sorted(missing)} not listening after {timeout}s\n{logs}")
+        time.sleep(0.05)
+
+
+def wait_shared(
+    ports: Iterable[int], child: Child, sessions: int, timeout: float = START_TIMEOUT
+) -> None:
+    """Poll until each port has ``sessions`` listening sockets (SO_REUSEPORT sharing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        child.check_alive()
+        counts = listeners()
+        short = {p: counts[p] for p in ports if counts[p] < sessions}
+        if not short:
+            return
+        if time.monotonic() >= deadline:
+            raise PeerError(f"listeners per port {short}, wanted {sessions}\n{child.log_tail()}")
         time.sleep(0.05)
 
 

@@ -7,7 +7,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FIGURES", "Figure", "PathResult", "add_ratios", "render_table", "write_json"]
+__all__ = [
+    "FIGURES",
+    "Figure",
+    "PathResult",
+    "add_ratios",
+    "render_table",
+    "worker_scaling",
+    "write_json",
+]
 
 ROLES = ("gateway", "connector")
 BASELINE = "chisel"
@@ -39,6 +47,7 @@ FIGURES: list[Figure] = [
     *_per_role("rss_idle_MB", "RSS idle", "MB", "lower"),
     *_per_role("rss_load_MB", "RSS peak load", "MB", "lower"),
     *_per_role("rss_conns_delta_MB", "RSS +idle conns", "MB", "lower"),
+    Figure("busy_par_cores", "machine busy, N streams", "cores", "lower", ratio=False),
     Figure("other_load_cores", "others' CPU load", "cores", "lower", ratio=False),
 ]
 _NO_RATIO = {f.key for f in FIGURES if not f.ratio}
@@ -82,6 +91,19 @@ def add_ratios(results: list[PathResult]) -> None:
         }
 
 
+def worker_scaling(results: list[PathResult]) -> dict[str, float]:
+    """Each throughput figure of ``ours-2w`` divided by ``ours`` (1 worker) in this run."""
+    by_name = {r.name: r for r in results}
+    one, two = by_name.get("ours"), by_name.get("ours-2w")
+    if one is None or two is None:
+        return {}
+    return {
+        key: two.figures[key] / one.figures[key]
+        for key in ("bulk_fwd_MBps", "bulk_rev_MBps", "bulk_par_MBps", "conn_per_s")
+        if one.figures.get(key) and key in two.figures
+    }
+
+
 def _number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
@@ -121,6 +143,12 @@ def render_table(results: list[PathResult], *, parallel_streams: int, idle_conns
     if with_ratio:
         lines.append("(x.xx) = ratio to chisel's figure in this run (chisel = 1.00)")
     lines.append("gw = gateway side (clients connect here), conn = connector side (service)")
+    scaling = worker_scaling(results)
+    if "bulk_par_MBps" in scaling:
+        lines.append(
+            f"workers: {parallel_streams} streams with --workers 2 = "
+            f"{scaling['bulk_par_MBps']:.2f}x one worker (ours-2w / ours, this run)"
+        )
     for r in results:
         if r.error:
             lines.append(f"{r.name}: {r.status}: {r.error.splitlines()[0][:300]}")

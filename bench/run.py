@@ -31,8 +31,23 @@ from bench import workloads
 from bench.machine import machine_info
 from bench.paths import PATHS, PathSkipped, PathSpec, Settings, Targets, Tunnel
 from bench.peers import find_binary, iperf3_server, python_service
-from bench.report import FIGURES, PathResult, add_ratios, render_table, write_json
-from bench.usage import MB, ForeignLoad, RssPeak, cpu_seconds, rss_bytes, wait_quiet
+from bench.report import (
+    FIGURES,
+    PathResult,
+    add_ratios,
+    render_table,
+    worker_scaling,
+    write_json,
+)
+from bench.usage import (
+    MB,
+    ForeignLoad,
+    MachineBusy,
+    RssPeak,
+    cpu_seconds,
+    rss_bytes,
+    wait_quiet,
+)
 
 __all__ = ["main"]
 
@@ -194,7 +209,8 @@ class Measurer:
                 _log(f"[{self.result.name}] bulk {name} ({streams} stream(s))")
                 before = cpu_seconds(self.roles)
                 try:
-                    res = self._bulk_once(reverse, streams)
+                    with MachineBusy() as busy:
+                        res = self._bulk_once(reverse, streams)
                 except Exception as exc:
                     self.result.errors[f"bulk {name}"] = f"{type(exc).__name__}: {exc}"
                     self.result.status = "partial"
@@ -209,7 +225,10 @@ class Measurer:
                     "seconds": res.seconds,
                     "streams": streams,
                     "cpu_percent": pct,
+                    "machine_busy_cores": busy.cores,
                 }
+                if name == "par":
+                    self.result.figures["busy_par_cores"] = busy.cores
                 if streams == 1:
                     self._per_role(f"cpu_pct_{name}", pct)
         cpu_end = cpu_seconds(self.roles)
@@ -332,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": notes,
         "figures": [dataclasses.asdict(f) for f in FIGURES],
         "paths": {r.name: r.to_json() for r in results},
+        "worker_scaling": worker_scaling(results),
         "table": table,
     }
     print(table)

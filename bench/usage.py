@@ -17,7 +17,15 @@ from types import TracebackType
 
 import psutil
 
-__all__ = ["MB", "ForeignLoad", "RssPeak", "cpu_seconds", "rss_bytes", "wait_quiet"]
+__all__ = [
+    "MB",
+    "ForeignLoad",
+    "MachineBusy",
+    "RssPeak",
+    "cpu_seconds",
+    "rss_bytes",
+    "wait_quiet",
+]
 
 MB = 1e6
 
@@ -128,6 +136,31 @@ class ForeignLoad:
         wall = time.monotonic() - wall0
         foreign = (_system_busy_seconds() - busy0) - (_own_seconds() - own0)
         self.cores = max(0.0, foreign / wall) if wall > 0 else 0.0
+
+
+class MachineBusy:
+    """How many cores the whole machine kept busy while the block ran (all programs).
+
+    Says whether a run was CPU-bound: a figure near the core count means no spare
+    core existed for another worker to use.
+    """
+
+    def __init__(self) -> None:
+        self.cores = 0.0
+
+    def __enter__(self) -> MachineBusy:
+        self._start = (time.monotonic(), _system_busy_seconds())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        wall0, busy0 = self._start
+        wall = time.monotonic() - wall0
+        self.cores = max(0.0, (_system_busy_seconds() - busy0) / wall) if wall > 0 else 0.0
 
 
 def wait_quiet(max_seconds: float, threshold: float = 0.25, window: float = 1.0) -> float:

@@ -65,6 +65,18 @@ def test_ours_path_reports_per_process_figures(tmp_path: Path) -> None:
     assert {f.key for f in FIGURES} >= set(ours["figures"])
 
 
+def test_worker_scaling_compares_two_workers_with_one(tmp_path: Path) -> None:
+    code, doc = run_bench(tmp_path, "--only", "ours,ours-2w", "--idle-conns", "10")
+    assert code == 0, doc["paths"]
+    one, two = doc["paths"]["ours"]["figures"], doc["paths"]["ours-2w"]["figures"]
+    scaling = doc["worker_scaling"]
+    assert scaling["bulk_par_MBps"] == pytest.approx(two["bulk_par_MBps"] / one["bulk_par_MBps"])
+    assert 0 < one["busy_par_cores"] <= doc["machine"]["cpus_logical"] + 0.5
+    assert "streams with --workers 2 =" in doc["table"]
+    # a control process and two workers per side are measured as one tree
+    assert two["rss_idle_MB_gateway"] > one["rss_idle_MB_gateway"]
+
+
 def test_broken_chisel_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
     missing = str(tmp_path / "no-such-chisel")
     code, doc = run_bench(tmp_path, "--only", "chisel,relay", env={"CHISEL_BIN": missing})
