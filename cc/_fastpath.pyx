@@ -484,8 +484,9 @@ def gob_decode_value(
 
 # -- SSH packet crypto: aes128-gcm@openssh.com / aes256-gcm@openssh.com (RFC 5647) --------
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+def _invalid_tag():
+    from cryptography.exceptions import InvalidTag
+    return InvalidTag
 
 MAX_SSH_PACKET = 1 << 20
 cdef enum:
@@ -502,6 +503,8 @@ cdef class GCMPacketCipher:
     def __init__(self, key, iv):
         if len(iv) != 12:
             raise ValueError("AES-GCM needs a 12-byte IV")
+        # Imported here: a --workers control process never runs SSH (see the twin).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._aead = AESGCM(bytes(key))
         self._fixed = bytes(iv[:4])
         self._counter = int.from_bytes(iv[4:12], "big")
@@ -525,7 +528,7 @@ cdef class GCMPacketCipher:
         """The plaintext; ValueError if the tag does not verify (the nonce still advances)."""
         try:
             return self._aead.decrypt(self._next_nonce(), ciphertext_and_tag, header)
-        except InvalidTag:
+        except _invalid_tag():
             raise ValueError("SSH packet authentication failed") from None
 
     def seal(self, payload, head=b""):

@@ -28,8 +28,6 @@ import operator
 import sys
 from typing import SupportsIndex
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "FIN",
@@ -403,6 +401,12 @@ _GCM_TAG = 16
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
 class GCMPacketCipher:
     """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch.
 
@@ -417,6 +421,10 @@ class GCMPacketCipher:
     def __init__(self, key: bytes, iv: bytes) -> None:
         if len(iv) != 12:
             raise ValueError("AES-GCM needs a 12-byte IV")
+        # Imported here: a process that never runs SSH (a --workers control
+        # process) should not map the cryptography library.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(bytes(key))
         self._fixed = bytes(iv[:4])
         self._counter = int.from_bytes(iv[4:12], "big")
@@ -434,7 +442,7 @@ class GCMPacketCipher:
         """The plaintext; ValueError if the tag does not verify (the nonce still advances)."""
         try:
             return self._aead.decrypt(self._next_nonce(), ciphertext_and_tag, header)
-        except InvalidTag:
+        except _invalid_tag():
             raise ValueError("SSH packet authentication failed") from None
 
     def seal(self, payload: BytesLike, head: BytesLike = b"") -> bytearray:

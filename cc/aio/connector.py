@@ -16,12 +16,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
-from cc import __version__
 from cc._asyncssh_compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
@@ -30,10 +28,10 @@ from cc._asyncssh_compat import (
     open_chisel_channel,
     send_global_request,
 )
+from cc.aio.connector_config import ConnectorConfig
 from cc.aio.dial import (
     DialError,
     HandshakeError,
-    TLSOptions,
     TLSVerifyError,
     open_websocket,
     websocket_url,
@@ -42,14 +40,14 @@ from cc.aio.pipe import Pipe, dial
 from cc.aio.preflight import follow_redirect
 from cc.aio.socks import SocksSession
 from cc.aio.stdio import serve_stdio
-from cc.aio.udp import UDPListener, UDPSettings, open_udp_exit
+from cc.aio.udp import UDPListener, open_udp_exit
 from cc.log import get_logger, redact
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
 from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote, split_target
-from cc.protocol.workers import GROUP_HEADER, forward_plan, reverse_plan
+from cc.protocol.workers import GROUP_HEADER
 from cc.stats import SessionStats
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
@@ -59,53 +57,6 @@ log = get_logger("client")
 
 class FatalError(Exception):
     """A failure that retrying cannot fix; the CLI prints it and exits non-zero."""
-
-
-@dataclass
-class ConnectorConfig:
-    server: Any  # urllib SplitResult of the gateway URL
-    remotes: list[Remote]
-    fingerprint: str = ""
-    auth: tuple[str, str] = ("", "")
-    keepalive: float = 25.0
-    keepalive_timeout: float = 10.0
-    max_retry_count: int = -1  # -1: unlimited
-    max_retry_interval: float = 300.0
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    hostname: str | None = None
-    proxy: str | None = None
-    tls: TLSOptions | None = None
-    user_agent: str = f"cloud-connector/{__version__}"
-    config_version: str = __version__
-    connect_timeout: float = 30.0
-    #: outsystemscc: GET the URL first and follow a redirect's Location
-    preflight: bool = False
-    #: outsystemscc: ``id=...&ports=...`` appended to the WebSocket URL
-    extra_query: str = ""
-    #: send our peer header (larger packets with our gateway); outsystemscc does not,
-    #: so that its upgrade request stays exactly the original's
-    announce: bool = True
-    #: on SIGTERM, how long open connections may take to finish
-    drain_timeout: float = 10.0
-    #: only a session that lasted this long restarts the backoff at 100 ms (chisel: 5 s);
-    #: shorter ones keep backing off, so a gateway that drops every session is not hammered
-    backoff_reset_after: float = 5.0
-    #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
-    udp: UDPSettings = field(default_factory=UDPSettings)
-    #: --workers: this process is worker ``worker_index`` of ``worker_count``
-    worker_index: int = 0
-    worker_count: int = 1
-    #: the secret all workers of this connector send, so our gateway lets their
-    #: sessions share reverse ports (see cc.protocol.workers)
-    group: str | None = None
-
-    def forward_remotes(self) -> tuple[Remote, ...]:
-        return forward_plan(self.remotes, self.worker_index, self.worker_count)
-
-    def session_remotes(self, gateway_shares: bool) -> tuple[Remote, ...]:
-        """What this worker's session asks for: its forward and its reverse remotes."""
-        reverse = reverse_plan(self.remotes, self.worker_index, self.worker_count, gateway_shares)
-        return self.forward_remotes() + reverse
 
 
 class Connector:

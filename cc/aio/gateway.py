@@ -24,7 +24,7 @@ from cc._asyncssh_compat import (
 from cc.aio.backend import proxy_to_backend
 from cc.aio.gateway_session import GatewaySession, PeerContext
 from cc.aio.portshare import LocalPortRegistry, PortRegistry
-from cc.aio.udp import UDPSettings
+from cc.aio.udp_settings import UDPSettings
 from cc.aio.wstransport import WebSocketTransport
 from cc.log import get_logger
 from cc.protocol import http

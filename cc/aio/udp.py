@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
 
+from cc.aio.udp_settings import DEFAULT_MAX_SIZE, MAX_DATAGRAM, UDPSettings
+
 __all__ = [
     "DEFAULT_MAX_SIZE",
+    "MAX_DATAGRAM",
     "ChannelOpener",
     "UDPExit",
     "UDPListener",
@@ -44,10 +46,6 @@ __all__ = [
     "open_udp_exit",
 ]
 
-#: chisel's default ``UDP_MAX_SIZE``: the largest datagram it relays.
-DEFAULT_MAX_SIZE = 9012
-#: The largest UDP payload over IPv4.
-MAX_DATAGRAM = 65507
 #: Datagrams a listener holds while its channel is being opened.
 PENDING_DATAGRAMS = 256
 #: After a failed channel open, datagrams are dropped this long before the next try.
@@ -59,40 +57,6 @@ RESOLVE_TIMEOUT = 10.0
 
 #: ``opener(target, session_factory)`` opens a ``chisel`` channel (open_chisel_channel).
 ChannelOpener = Callable[[bytes, Callable[[], asyncssh.SSHTCPSession[bytes]]], Awaitable[object]]
-
-
-@dataclass(frozen=True, slots=True)
-class UDPSettings:
-    """Limits of the UDP data path, shared by both sides (``--udp-*`` options)."""
-
-    #: sender mappings kept per channel; the least recently used is evicted beyond it
-    max_senders: int = 10_000
-    #: seconds without traffic after which a mapping is closed (``math.inf``: never)
-    idle_timeout: float = 15.0
-    #: largest datagram relayed; larger ones are dropped
-    max_size: int = DEFAULT_MAX_SIZE
-    #: channel send-buffer bytes beyond which datagrams are dropped instead of queued
-    channel_buffer: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        if self.max_senders < 1:
-            raise ValueError("udp max senders must be at least 1")
-        if not self.idle_timeout > 0:
-            raise ValueError("udp idle timeout must be positive")
-        if not 1 <= self.max_size <= MAX_DATAGRAM:
-            raise ValueError(f"udp max size must be in 1..{MAX_DATAGRAM}")
-        if self.channel_buffer < 1:
-            raise ValueError("udp channel buffer must be positive")
-
-    @property
-    def decoder_limit(self) -> int:
-        """Largest gob message accepted from a peer.
-
-        Generous (a full 64 KiB datagram plus its ``Src``), so a peer with a larger
-        ``UDP_MAX_SIZE`` costs only the dropped datagram, not the whole channel; a
-        chisel listener never re-opens a channel it lost until its SSH session ends.
-        """
-        return max(self.max_size, 65535) + 1024
 
 
 def format_addr(addr: Any) -> str:

@@ -35,7 +35,7 @@ from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import Remote, check_unique, parse_remote
 
 if TYPE_CHECKING:
-    from cc.aio.connector import ConnectorConfig
+    from cc.aio.connector_config import ConnectorConfig
 
 __all__ = ["HELP", "add_connector_flags", "build_connector_config", "main"]
 
@@ -286,7 +286,7 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     _check_tls(tls)
     # Imported here, not at the top: asyncssh takes half the start-up time, and
     # --help and typos should answer at once.
-    from cc.aio.connector import ConnectorConfig
+    from cc.aio.connector_config import ConnectorConfig
 
     headers = [parse_header(h) for h in args.header]
     hostname = args.hostname

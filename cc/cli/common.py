@@ -19,7 +19,7 @@ from cc.protocol.errors import ProtocolError
 from cc.protocol.keepalive import parse_duration
 
 if TYPE_CHECKING:
-    from cc.aio.udp import UDPSettings
+    from cc.aio.udp_settings import UDPSettings
 
 __all__ = [
     "EXIT_FATAL",
@@ -181,7 +181,7 @@ def add_udp_flags(p: GoArgumentParser) -> None:
 
 def udp_settings(args: argparse.Namespace) -> UDPSettings:
     """The ``--udp-*`` options, validated; ``--udp-idle-timeout 0s`` never expires."""
-    from cc.aio.udp import MAX_DATAGRAM, UDPSettings
+    from cc.aio.udp_settings import MAX_DATAGRAM, UDPSettings
 
     if args.udp_max_senders < 1:
         raise UsageError("--udp-max-senders must be at least 1")
