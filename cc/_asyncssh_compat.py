@@ -47,6 +47,7 @@ from asyncssh.constants import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
 )
+from asyncssh.crypto import chacha as _chacha
 from asyncssh.misc import (
     ChannelOpenError,
     DisconnectError,
@@ -59,6 +60,7 @@ from asyncssh.packet import PacketDecodeError, SSHPacket, UInt32
 from asyncssh.public_key import decode_ssh_public_key
 
 from cc import fastpath
+from cc.fastpath import BytesLike
 
 __all__ = [
     "CLIENT_VERSION",
@@ -171,7 +173,7 @@ class _FastSendMixin:
             return
         enc = conn._send_encryption
         if (
-            type(enc) is _FastGCMEncryption
+            type(enc) in _FAST_ENCRYPTIONS
             and pkttype > MSG_USERAUTH_LAST
             and conn._auth_complete
             and conn._kex_complete
@@ -182,7 +184,7 @@ class _FastSendMixin:
             and conn._transport is not None
         ):
             body = args[0] if len(args) == 1 else b"".join(args)
-            packet = enc.cipher.seal(body, _TYPE_BYTES[pkttype])
+            packet = enc.seal(body, _TYPE_BYTES[pkttype], conn._send_seq)
             conn._send(packet)
             conn._send_seq = (conn._send_seq + 1) & 0xFFFFFFFF
             conn._rekey_bytes_sent += len(packet) - 20
@@ -200,7 +202,7 @@ class _FastGCMEncryption(_encryption.Encryption):
     The receive fast path below also uses ``cipher`` directly on whole packets.
     """
 
-    def __init__(self, cipher: Any) -> None:
+    def __init__(self, cipher: fastpath.GCMPacketCipher) -> None:
         self.cipher = cipher
 
     @classmethod
@@ -223,6 +225,13 @@ class _FastGCMEncryption(_encryption.Encryption):
     def get_mac_params(cls, mac_alg: bytes) -> tuple[int, int, bool]:
         return 0, 16, True
 
+    def seal(self, body: BytesLike, head: bytes, seq: int) -> BytesLike:
+        """One wire packet (the GCM nonce counts itself; ``seq`` is not needed)."""
+        return self.cipher.seal(body, head)
+
+    def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
+        return self.cipher.open_packet(buf, offset)
+
     def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
         data = self.cipher.encrypt(header, packet)
         return header + data[:-16], data[-16:]
@@ -239,15 +248,50 @@ class _FastGCMEncryption(_encryption.Encryption):
             return None
 
 
-for _alg, _cipher in (
-    (b"aes128-gcm@openssh.com", "aes128-gcm"),
-    (b"aes256-gcm@openssh.com", "aes256-gcm"),
+class _FastChachaEncryption(_encryption.ChachaEncryption):
+    """asyncssh's chacha20-poly1305 for its own path, ``fastpath.ChachaPacketCipher`` for ours.
+
+    The construction is stateless per packet (the nonce is the sequence number), so
+    both can serve the same key epoch side by side.
+    """
+
+    def __init__(self, cipher: Any, key: bytes) -> None:
+        super().__init__(cipher)
+        self.fast = fastpath.ChachaPacketCipher(key)
+
+    @classmethod
+    def new(
+        cls,
+        cipher_name: str,
+        key: bytes,
+        iv: bytes,
+        mac_alg: bytes = b"",
+        mac_key: bytes = b"",
+        etm: bool = False,
+    ) -> _FastChachaEncryption:
+        return cls(_chacha.ChachaCipher(key), key)
+
+    def seal(self, body: BytesLike, head: bytes, seq: int) -> BytesLike:
+        return self.fast.seal(body, head, seq)
+
+    def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
+        return self.fast.open_packet(buf, offset, seq)
+
+
+for _alg, _enc, _cipher in (
+    (b"aes128-gcm@openssh.com", _FastGCMEncryption, "aes128-gcm"),
+    (b"aes256-gcm@openssh.com", _FastGCMEncryption, "aes256-gcm"),
+    (b"chacha20-poly1305@openssh.com", _FastChachaEncryption, "chacha20-poly1305"),
 ):
-    _encryption._enc_params[_alg] = (_FastGCMEncryption, _cipher)
+    if _alg in _encryption._enc_params:  # chacha needs Poly1305 in the OpenSSL build
+        _encryption._enc_params[_alg] = (_enc, _cipher)
+
+#: Encryptions whose packets the fast send and receive paths seal and open.
+_FAST_ENCRYPTIONS = (_FastGCMEncryption, _FastChachaEncryption)
 
 
 class _FastReceiveMixin:
-    """Decrypt and dispatch whole packets from a growing buffer (AES-GCM only).
+    """Decrypt and dispatch whole packets from a growing buffer (AES-GCM, ChaCha20-Poly1305).
 
     asyncssh slices an immutable ``bytes`` buffer per packet (quadratic on large
     reads), wraps every payload in an SSHPacket and logs it.  Here channel data goes
@@ -263,7 +307,7 @@ class _FastReceiveMixin:
     def _cc_fast_ready(self) -> bool:
         conn: Any = self
         return (
-            type(conn._recv_encryption) is _FastGCMEncryption
+            type(conn._recv_encryption) in _FAST_ENCRYPTIONS
             and conn._recv_handler == conn._recv_pkthdr
             and not conn._cc_blocked
         )
@@ -273,7 +317,9 @@ class _FastReceiveMixin:
         rx = conn.__dict__.get("_cc_rx")
         if rx is None:
             rx = conn._cc_rx = bytearray()
-        if rx or conn._cc_fast_ready():
+        # While an async handler runs (``_cc_blocked``) bytes wait here: asyncssh's own
+        # path would otherwise read the next packet with the sequence number unchanged.
+        if rx or conn._cc_blocked or conn._cc_fast_ready():
             if conn._inpbuf:
                 rx += conn._inpbuf
                 conn._inpbuf = b""
@@ -317,7 +363,7 @@ class _FastReceiveMixin:
                         conn._recv_data()
                     return
                 try:
-                    opened = conn._recv_encryption.cipher.open_packet(rx, offset)
+                    opened = conn._recv_encryption.open_packet(rx, offset, conn._recv_seq)
                 except ValueError as exc:
                     if "authentication" in str(exc):
                         raise MACError("MAC verification failed") from None
