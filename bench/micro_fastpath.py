@@ -1,9 +1,10 @@
-"""Micro-benchmark of the WebSocket and gob UDP hot loops, each fast-path twin side by side.
+"""Micro-benchmark of the WebSocket, SSH packet and gob UDP hot loops, twin by twin.
 
 Run ``python bench/micro_fastpath.py`` (``--seconds`` per case, ``--size`` per payload).
 It prints MB/s (10**6 bytes per second of payload) so the numbers line up with
 CALIBRATION.md; 32 KiB is what Go chisel peers write per SSH channel packet. The gob
-section prints datagrams/s for ``--datagram`` bytes (1200: a QUIC-sized datagram). No
+section prints datagrams/s for ``--datagram`` bytes (1200: a QUIC-sized datagram). The
+packet crypto section puts asyncssh's own per-packet path beside the twins. No
 assertions: the figures move from run to run, the ratios between twins are what matter.
 """
 
@@ -19,7 +20,16 @@ from cc import fastpath
 from cc.protocol.udp import GobDecoder, GobEncoder
 from cc.protocol.ws import WebSocketStream
 
-__all__ = ["GOB_BATCH", "cases", "gob_cases", "main", "measure", "seconds_per_call"]
+__all__ = [
+    "GOB_BATCH",
+    "asyncssh_crypto_cases",
+    "cases",
+    "crypto_cases",
+    "gob_cases",
+    "main",
+    "measure",
+    "seconds_per_call",
+]
 
 #: Datagrams per ``receive_data`` call in the batched gob case (a busy channel's read).
 GOB_BATCH = 32
@@ -77,6 +87,56 @@ def cases(impl: ModuleType, size: int) -> dict[str, Callable[[], object]]:
     }
 
 
+def crypto_cases(impl: ModuleType, size: int) -> dict[str, Callable[[], object]]:
+    """Seal and open one ``size``-byte channel packet with each fast cipher."""
+    payload = os.urandom(size)
+    gcm = impl.GCMPacketCipher(os.urandom(16), os.urandom(12))
+    chacha = impl.ChachaPacketCipher(os.urandom(64))
+    gcm_packet = bytes(impl.GCMPacketCipher(bytes(16), bytes(12)).seal(payload, b"^"))
+    chacha_packet = bytes(chacha.seal(payload, b"^", 7))
+
+    def gcm_open() -> object:
+        # the nonce counts per packet: a fresh cipher opens the same packet again
+        return impl.GCMPacketCipher(bytes(16), bytes(12)).open_packet(gcm_packet, 0)
+
+    return {
+        "aes128-gcm seal": lambda: gcm.seal(payload, b"^"),
+        "aes128-gcm open": gcm_open,
+        "chacha20-poly1305 seal": lambda: chacha.seal(payload, b"^", 7),
+        "chacha20-poly1305 open": lambda: chacha.open_packet(chacha_packet, 0, 7),
+    }
+
+
+def asyncssh_crypto_cases(size: int) -> dict[str, Callable[[], object]]:
+    """asyncssh's own per-packet calls for the same operations (the reference)."""
+    from asyncssh.crypto.chacha import ChachaCipher
+    from asyncssh.crypto.cipher import GCMCipher
+
+    payload = os.urandom(size)
+    packet = bytes([16]) + b"^" + payload + bytes(16)
+    header = len(packet).to_bytes(4, "big")
+    gcm = GCMCipher("aes128-gcm", bytes(16), bytes(12))
+    sealed, tag = gcm.encrypt_and_sign(header, packet)
+    chacha = ChachaCipher(bytes(64))
+    nonce = (7).to_bytes(8, "big")
+    csealed, ctag = chacha.encrypt_and_sign(header, packet, nonce)
+    cheader, cbody = csealed[:4], csealed[4:]
+
+    def gcm_open() -> object:
+        return GCMCipher("aes128-gcm", bytes(16), bytes(12)).verify_and_decrypt(header, sealed, tag)
+
+    def chacha_open() -> object:
+        chacha.decrypt_header(cheader, nonce)  # asyncssh's receive path does both per packet
+        return chacha.verify_and_decrypt(cheader, cbody, nonce, ctag)
+
+    return {
+        "aes128-gcm seal": lambda: gcm.encrypt_and_sign(header, packet),
+        "aes128-gcm open": gcm_open,
+        "chacha20-poly1305 seal": lambda: chacha.encrypt_and_sign(header, packet, nonce),
+        "chacha20-poly1305 open": chacha_open,
+    }
+
+
 def gob_cases(impl: ModuleType, size: int) -> dict[str, tuple[Callable[[], object], int]]:
     """The gob operations to time on one twin: ``(call, datagrams it handles)`` by name.
 
@@ -123,6 +183,13 @@ def main() -> None:
     print(f"{'operation':28}" + header)
     for op in next(iter(table.values())):
         row = [measure(table[name][op], args.size, args.seconds) for name in impls]
+        print(f"{op:28}" + "".join(f"{v:12.0f}" for v in row))
+    crypto = {name: crypto_cases(impl, args.size) for name, impl in impls.items()}
+    crypto["asyncssh"] = asyncssh_crypto_cases(args.size)
+    print(f"\nSSH packet crypto, payload {args.size} bytes; MB/s")
+    print(f"{'operation':28}" + "".join(f"{name:>12}" for name in crypto))
+    for op in crypto["asyncssh"]:
+        row = [measure(crypto[name][op], args.size, args.seconds) for name in crypto]
         print(f"{op:28}" + "".join(f"{v:12.0f}" for v in row))
     gob = {name: gob_cases(impl, args.datagram) for name, impl in impls.items()}
     print(f"\ngob udpPacket, payload {args.datagram} bytes; datagrams/s")

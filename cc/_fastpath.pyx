@@ -26,6 +26,7 @@ __all__ = [
     "FIN",
     "MAX_SSH_PACKET",
     "GCMPacketCipher",
+    "ChachaPacketCipher",
     "MAX_HEADER_SIZE",
     "RSV1",
     "RSV2",
@@ -592,3 +593,116 @@ cdef class GCMPacketCipher:
         if padlen < 4 or padlen >= length:
             raise ValueError(f"bad SSH padding length {padlen}")
         return memoryview(plain)[1:length - padlen], end - offset
+
+
+# -- SSH packet crypto: chacha20-poly1305@openssh.com (see the twin) ---------------------
+
+cdef enum:
+    _CHACHA_TAG = 16
+    _POLY_KEY_SPAN = 64
+
+cdef bytes _ZERO_64 = bytes(64)
+
+
+cdef object _Cipher = None
+cdef object _ChaCha20 = None
+cdef object _Poly1305 = None
+cdef object _InvalidSignature = None
+
+
+cdef _load_chacha():
+    global _Cipher, _ChaCha20, _Poly1305, _InvalidSignature
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.ciphers import Cipher
+    from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+    _Cipher, _ChaCha20, _Poly1305, _InvalidSignature = Cipher, ChaCha20, Poly1305, InvalidSignature
+
+
+cdef object _chacha20(bytes key, int counter, bytes nonce):
+    return _Cipher(_ChaCha20(key, counter.to_bytes(8, "little") + nonce), mode=None).encryptor()
+
+
+cdef class ChachaPacketCipher:
+    """OpenSSH's ChaCha20-Poly1305 with one ChaCha20 pass per sealed packet (see the twin)."""
+
+    cdef bytes _main_key
+    cdef bytes _length_key
+
+    def __init__(self, key):
+        if len(key) != 64:
+            raise ValueError("chacha20-poly1305 needs a 64-byte key")
+        if _Cipher is None:
+            _load_chacha()
+        self._main_key = bytes(key[:32])
+        self._length_key = bytes(key[32:])
+
+    def seal(self, payload, head, seq):
+        """One wire packet for ``head + payload``: encrypted length, ciphertext, tag."""
+        cdef Py_buffer pview
+        cdef Py_buffer hview
+        cdef Py_ssize_t size, padlen, total
+        cdef unsigned char* p
+        PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(head, &hview, PyBUF_SIMPLE)
+            try:
+                size = hview.len + pview.len
+                padlen = (16 - (1 + size) % 16) % 16
+                if padlen < 4:
+                    padlen += 16
+                total = 1 + size + padlen
+                plain = PyByteArray_FromStringAndSize(NULL, _POLY_KEY_SPAN + total)
+                p = <unsigned char*>PyByteArray_AS_STRING(plain)
+                memset(p, 0, _POLY_KEY_SPAN)
+                p[_POLY_KEY_SPAN] = <unsigned char>padlen
+                memcpy(p + _POLY_KEY_SPAN + 1, hview.buf, hview.len)
+                memcpy(p + _POLY_KEY_SPAN + 1 + hview.len, pview.buf, pview.len)
+                memset(p + _POLY_KEY_SPAN + 1 + size, 0, padlen)
+            finally:
+                PyBuffer_Release(&hview)
+        finally:
+            PyBuffer_Release(&pview)
+        nonce = (seq & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+        out = PyByteArray_FromStringAndSize(NULL, _POLY_KEY_SPAN + total + _CHACHA_TAG)
+        _chacha20(self._main_key, 0, nonce).update_into(plain, out)
+        poly_key = bytes(out[:32])
+        out[_POLY_KEY_SPAN - 4 : _POLY_KEY_SPAN] = _chacha20(self._length_key, 0, nonce).update(
+            total.to_bytes(4, "big")
+        )
+        view = memoryview(out)
+        out[_POLY_KEY_SPAN + total :] = _Poly1305.generate_tag(
+            poly_key, view[_POLY_KEY_SPAN - 4 : _POLY_KEY_SPAN + total]
+        )
+        return view[_POLY_KEY_SPAN - 4 :]
+
+    def open_packet(self, buf, Py_ssize_t offset, seq):
+        """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete."""
+        cdef Py_ssize_t length, body_end, end
+        cdef int padlen
+        view = memoryview(buf)
+        if len(view) - offset < 4:
+            return None
+        nonce = (seq & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+        length = int.from_bytes(
+            _chacha20(self._length_key, 0, nonce).update(view[offset : offset + 4]), "big"
+        )
+        if length < 8 or length % 8 or length > MAX_SSH_PACKET:
+            raise ValueError(f"bad SSH packet length {length}")
+        body_end = offset + 4 + length
+        end = body_end + _CHACHA_TAG
+        if len(view) < end:
+            return None
+        # One keystream: block 0 gives the Poly1305 key, blocks 1.. decrypt the body
+        # (only after the tag verified).
+        stream = _chacha20(self._main_key, 0, nonce)
+        poly_key = stream.update(_ZERO_64)[:32]
+        try:
+            _Poly1305.verify_tag(poly_key, view[offset:body_end], bytes(view[body_end:end]))
+        except _InvalidSignature:
+            raise ValueError("SSH packet authentication failed") from None
+        plain = stream.update(view[offset + 4 : body_end])
+        padlen = plain[0]
+        if padlen < 4 or padlen >= length:
+            raise ValueError(f"bad SSH padding length {padlen}")
+        return memoryview(plain)[1 : length - padlen], end - offset

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import SupportsIndex
-
+from typing import Any, SupportsIndex
 
 __all__ = [
     "FIN",
@@ -38,6 +37,7 @@ __all__ = [
     "RSV3",
     "RSV_MASK",
     "BytesLike",
+    "ChachaPacketCipher",
     "GCMPacketCipher",
     "apply_mask",
     "apply_mask_inplace",
@@ -483,6 +483,112 @@ class GCMPacketCipher:
         if len(view) < end:
             return None
         plain = self.decrypt(view[offset : offset + 4], view[offset + 4 : end])
+        padlen = plain[0]
+        if padlen < 4 or padlen >= length:
+            raise ValueError(f"bad SSH padding length {padlen}")
+        return memoryview(plain)[1 : length - padlen], end - offset
+
+
+# -- SSH packet crypto: chacha20-poly1305@openssh.com (PROTOCOL.chacha20poly1305) ---------
+
+_CHACHA_TAG = 16
+_POLY_KEY_SPAN = 64  # ChaCha20 block 0: its first 32 bytes are the Poly1305 key
+_ZERO_64 = bytes(64)
+
+
+#: cryptography's classes, loaded by the first ChachaPacketCipher (not at import: see
+#: GCMPacketCipher) and then read from here, as an import per packet costs microseconds.
+_Cipher: Any = None
+_ChaCha20: Any = None
+_Poly1305: Any = None
+_InvalidSignature: Any = None
+
+
+def _load_chacha() -> None:
+    global _Cipher, _ChaCha20, _Poly1305, _InvalidSignature
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.ciphers import Cipher
+    from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+    _Cipher, _ChaCha20, _Poly1305, _InvalidSignature = Cipher, ChaCha20, Poly1305, InvalidSignature
+
+
+def _chacha20(key: bytes, counter: int, nonce: bytes) -> Any:
+    """A ChaCha20 keystream at block ``counter`` for the 8-byte SSH nonce (the seq)."""
+    return _Cipher(_ChaCha20(key, counter.to_bytes(8, "little") + nonce), mode=None).encryptor()
+
+
+class ChachaPacketCipher:
+    """OpenSSH's ChaCha20-Poly1305: one key for the length, one for the rest and the MAC.
+
+    The nonce is the packet sequence number, so callers pass it.  ``seal`` runs one
+    ChaCha20 pass over 64 zero bytes followed by the plaintext: block 0 gives the
+    Poly1305 key and the ciphertext lands in place after it (asyncssh makes three
+    cipher contexts and two extra copies per packet).
+    """
+
+    __slots__ = ("_length_key", "_main_key")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 64:
+            raise ValueError("chacha20-poly1305 needs a 64-byte key")
+        if _Cipher is None:
+            _load_chacha()
+        self._main_key = bytes(key[:32])
+        self._length_key = bytes(key[32:])
+
+    def seal(self, payload: BytesLike, head: BytesLike, seq: int) -> memoryview:
+        """One wire packet for ``head + payload``: encrypted length, ciphertext, tag."""
+        hsize = len(head)
+        size = hsize + len(payload)
+        padlen = -(1 + size) % 16  # a multiple of 16, as Go's x/crypto pads
+        if padlen < 4:
+            padlen += 16
+        total = 1 + size + padlen
+        start = _POLY_KEY_SPAN
+        plain = bytearray(start + total)
+        plain[start] = padlen
+        plain[start + 1 : start + 1 + hsize] = head
+        plain[start + 1 + hsize : start + 1 + size] = payload
+        nonce = (seq & _MASK64).to_bytes(8, "big")
+        out = bytearray(start + total + _CHACHA_TAG)
+        _chacha20(self._main_key, 0, nonce).update_into(plain, out)
+        poly_key = bytes(out[:32])
+        out[start - 4 : start] = _chacha20(self._length_key, 0, nonce).update(
+            total.to_bytes(4, "big")
+        )
+        view = memoryview(out)
+        out[start + total :] = _Poly1305.generate_tag(poly_key, view[start - 4 : start + total])
+        return view[start - 4 :]
+
+    def open_packet(self, buf: BytesLike, offset: int, seq: int) -> tuple[memoryview, int] | None:
+        """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete.
+
+        Raises ValueError for a bad length, bad padding or a tag that does not verify.
+        """
+        view = memoryview(buf)
+        if len(view) - offset < 4:
+            return None
+        nonce = (seq & _MASK64).to_bytes(8, "big")
+        length = int.from_bytes(
+            _chacha20(self._length_key, 0, nonce).update(view[offset : offset + 4]), "big"
+        )
+        if length < 8 or length % 8 or length > MAX_SSH_PACKET:
+            raise ValueError(f"bad SSH packet length {length}")
+        body_end = offset + 4 + length
+        end = body_end + _CHACHA_TAG
+        if len(view) < end:
+            return None
+        # One keystream: block 0 gives the Poly1305 key, blocks 1.. decrypt the body
+        # (only after the tag verified).
+        stream = _chacha20(self._main_key, 0, nonce)
+        poly_key = stream.update(_ZERO_64)[:32]
+        try:
+            _Poly1305.verify_tag(poly_key, view[offset:body_end], bytes(view[body_end:end]))
+        except _InvalidSignature:
+            raise ValueError("SSH packet authentication failed") from None
+        plain = stream.update(view[offset + 4 : body_end])
         padlen = plain[0]
         if padlen < 4 or padlen >= length:
             raise ValueError(f"bad SSH padding length {padlen}")

@@ -27,6 +27,7 @@ __all__ = [
     "RSV3",
     "RSV_MASK",
     "BytesLike",
+    "ChachaPacketCipher",
     "GCMPacketCipher",
     "apply_mask",
     "apply_mask_inplace",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
         RSV3,
         RSV_MASK,
         BytesLike,
+        ChachaPacketCipher,
         GCMPacketCipher,
         apply_mask,
         apply_mask_inplace,
@@ -87,6 +89,7 @@ else:
     FIN = _impl.FIN
     MAX_SSH_PACKET = _impl.MAX_SSH_PACKET
     GCMPacketCipher = _impl.GCMPacketCipher
+    ChachaPacketCipher = _impl.ChachaPacketCipher
     MAX_HEADER_SIZE = _impl.MAX_HEADER_SIZE
     RSV1 = _impl.RSV1
     RSV2 = _impl.RSV2

@@ -3,6 +3,8 @@
 Our connector runs in-process with a 512 KiB rekey limit, so a 16 MiB round trip
 through a chisel server makes it start dozens of key exchanges with Go's
 x/crypto/ssh, while our fast path seals and opens the data packets around them.
+Once with AES-GCM (what Go offers first) and once with only ChaCha20-Poly1305 on
+offer, so Go's chacha20-poly1305@openssh.com meets our fast twin of it.
 """
 
 from __future__ import annotations
@@ -21,22 +23,32 @@ from tests.interop.chisel_support import SEED_FINGERPRINT, Processes, check_tunn
 pytestmark = pytest.mark.interop
 
 
+FAST_CIPHERS = {
+    "aes128-gcm@openssh.com": _asyncssh_compat._FastGCMEncryption,
+    "chacha20-poly1305@openssh.com": _asyncssh_compat._FastChachaEncryption,
+}
+
+
+@pytest.mark.parametrize("cipher", sorted(FAST_CIPHERS), ids=lambda name: name.split("-")[0])
 async def test_our_connector_rekeys_with_chisel_mid_transfer(
     chisel: str,
     procs: Processes,
     echo: peers.EchoServer,
     small_payload: bytes,
     monkeypatch: pytest.MonkeyPatch,
+    cipher: str,
 ) -> None:
+    monkeypatch.setattr(_asyncssh_compat, "ENCRYPTION_ALGS", (cipher,))
     monkeypatch.setattr(_asyncssh_compat, "REKEY_BYTES", 512 * 1024)
     epochs: list[int] = []
-    original = _asyncssh_compat._FastGCMEncryption.new.__func__  # type: ignore[attr-defined]
+    encryption = FAST_CIPHERS[cipher]
+    original = encryption.new.__func__  # type: ignore[attr-defined]
 
     def counting_new(cls: type, *args: object, **kwargs: object) -> object:
         epochs.append(1)
         return original(cls, *args, **kwargs)
 
-    monkeypatch.setattr(_asyncssh_compat._FastGCMEncryption, "new", classmethod(counting_new))
+    monkeypatch.setattr(encryption, "new", classmethod(counting_new))
 
     _, url = procs.chisel_server(chisel, "--reverse", "--key", "someseed")
     port = peers.free_port()
