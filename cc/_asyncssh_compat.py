@@ -36,6 +36,7 @@ from asyncssh.constants import (
     MSG_CHANNEL_DATA,
     MSG_CHANNEL_FIRST,
     MSG_CHANNEL_LAST,
+    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_IGNORE,
     MSG_KEX_FIRST,
     MSG_KEX_LAST,
@@ -193,6 +194,8 @@ class _FastSendMixin:
 
 
 _TYPE_BYTES = tuple(bytes([i]) for i in range(256))
+#: Channel states in which asyncssh accepts a window adjustment.
+_ADJUSTABLE_STATES = frozenset({"open", "eof_pending", "eof"})
 
 
 class _FastGCMEncryption(_encryption.Encryption):
@@ -354,7 +357,7 @@ class _FastReceiveMixin:
         rx: bytearray = conn._cc_rx
         offset = 0
         try:
-            while conn._transport is not None:
+            while conn._transport is not None and offset < len(rx):
                 if not conn._cc_fast_ready():
                     # cipher changed to one we do not handle, or a handler is running
                     if not conn._cc_blocked:
@@ -393,6 +396,15 @@ class _FastReceiveMixin:
                 if datalen > chan._recv_window:
                     raise ProtocolError("Window exceeded")
                 chan._accept_data(bytes(payload[9:]))
+                conn._finish_recv_packet(pkttype, seq)
+                return True
+        if pkttype == MSG_CHANNEL_WINDOW_ADJUST and conn._auth_complete and len(payload) == 9:
+            # Go peers send one after every data packet they read: half of what a
+            # request/response exchange receives, so it skips the generic path too.
+            chan = conn._channels.get(int.from_bytes(payload[1:5], "big"))
+            if chan is not None and chan._recv_state in _ADJUSTABLE_STATES:
+                chan._send_window += int.from_bytes(payload[5:9], "big")
+                chan._flush_send_buf()
                 conn._finish_recv_packet(pkttype, seq)
                 return True
         if pkttype == MSG_IGNORE:
