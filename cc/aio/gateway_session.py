@@ -72,7 +72,9 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
-        self._claimed: list[int] = []
+        #: reverse ports this session claimed, with the share key (None: exclusive)
+        self._claimed: dict[int, str | None] = {}
+        self._partner_checks: set[asyncio.Task[None]] = set()
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -277,9 +279,12 @@ class GatewaySession(asyncssh.SSHServer):
         except OSError:
             self.gateway.config.port_registry.release(port, self.id)
             raise
-        self._claimed.append(port)
+        self._claimed[port] = key
         if key is not None:
             self.log.debug("tun: %s: sharing the port with the connector's other sessions", remote)
+            task = asyncio.get_running_loop().create_task(self._check_partners(port, key))
+            self._partner_checks.add(task)
+            task.add_done_callback(self._partner_checks.discard)
         return server
 
     async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
@@ -328,6 +333,33 @@ class GatewaySession(asyncssh.SSHServer):
             return True
         return False
 
+    async def _check_partners(self, port: int, key: str) -> None:
+        """A worker of our connector that reconnects joins its own stale session's port.
+
+        Its old session may be dead without the gateway knowing yet, and the kernel
+        would keep handing it connections until the keepalive deadline.  So, without
+        holding up the new session, ask the partners sharing the port now; one that
+        stays silent is closed (partners in other gateway workers answer to their
+        own worker's keepalive).
+        """
+        deadline = self.gateway.config.keepalive_timeout or CONFIG_TIMEOUT
+        partners = [
+            other
+            for other in list(self.gateway.sessions)
+            if other is not self and other.conn is not None and other._claimed.get(port) == key
+        ]
+        answers = await asyncio.gather(*(other.answers_ping(deadline) for other in partners))
+        for other, answered in zip(partners, answers, strict=True):
+            if not answered and other.conn is not None and not other.conn.is_closed():
+                other.log.warning(
+                    "No keepalive answer within %.0fs while a new session of the same "
+                    "connector joined port %d; closing the stale session",
+                    deadline,
+                    port,
+                )
+                other.close_listeners()
+                other.conn.abort()
+
     def close_listeners(self) -> None:
         for server in self.listeners:
             server.close()
@@ -335,6 +367,8 @@ class GatewaySession(asyncssh.SSHServer):
         for port in self._claimed:
             self.gateway.config.port_registry.release(port, self.id)
         self._claimed.clear()
+        for task in self._partner_checks:
+            task.cancel()
 
     def _accept_reverse(self, remote: Remote, stats: Any) -> asyncio.Protocol:
         pipe = Pipe(stats, str(remote))

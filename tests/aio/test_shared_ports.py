@@ -130,3 +130,36 @@ async def test_worker_claims_go_through_the_control_process() -> None:
     async with asyncio.timeout(STEP):
         await servers[0]
     assert claims.holders(9002) == 0
+
+
+async def test_a_silent_partner_is_closed_when_its_connector_rejoins(harness: Harness) -> None:
+    """A worker whose old session went silent reconnects: the stale session goes at once.
+
+    The old session stops reading (its pings go unanswered, as after a dropped NAT
+    entry); the new session of the same connector joins the port, the gateway asks
+    the partner, gets no answer within the deadline and closes it, long before the
+    25 s keepalive would have noticed.
+    """
+    gateway = await harness.gateway(keepalive_timeout=0.5)
+    service = await harness.service(echo)
+    port = free_port()
+    remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
+    group = secrets.token_urlsafe(32)
+    old = await harness.connect(gateway, [remote], worker_count=2, group=group)
+    old.connector.conn._transport.pause_reading()  # the old path is dead: nothing gets in
+    await harness.connect(gateway, [remote], worker_count=2, group=group)
+    await wait_until(lambda: holders(gateway, port) == 1, timeout=5.0)
+    for _ in range(10):  # every connection reaches the live session
+        assert await round_trip(port, b"fresh") == b"fresh"
+
+
+async def test_healthy_partners_are_kept(harness: Harness) -> None:
+    gateway = await harness.gateway(keepalive_timeout=0.5)
+    service = await harness.service(echo)
+    port = free_port()
+    remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
+    group = secrets.token_urlsafe(32)
+    await harness.connect(gateway, [remote], worker_count=2, group=group)
+    await harness.connect(gateway, [remote], worker_count=2, worker_index=1, group=group)
+    await asyncio.sleep(1.0)  # past the deadline of the partner check
+    assert holders(gateway, port) == 2
