@@ -253,3 +253,23 @@ def test_stdio_needs_one_worker(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "stdio remote has one stdin: it needs --workers 1" in result.stderr
+
+
+def test_connector_control_sums_workers_and_stops_them(tmp_path: Path) -> None:
+    with start_gateway(tmp_path) as (_gateway, port), tcp_echo_server() as echo:
+        remote = f"R:{LOOPBACK}:{free_port()}:{LOOPBACK}:{echo.port}"
+        with _client_workers(tmp_path, port, remote, "--pid") as connector:
+            for worker in (1, 2):
+                connector.wait_for_line(rf"\[worker {worker}\] client: Connected", 15.0)
+            workers = sorted(c.pid for c in psutil.Process(connector.pid).children())
+            assert (tmp_path / "cloud-connector.pid").read_text().strip() == str(connector.pid)
+            mark = len(connector.lines())
+            os.kill(connector.pid, signal.SIGUSR2)
+            connector.wait_for_line(r"client: stats: pid=\d+ processes=3 ", 10.0, after=mark)
+            for pid in workers:
+                connector.wait_for_line(rf"stats: pid={pid} processes=1 ", 10.0, after=mark)
+            os.kill(connector.pid, signal.SIGTERM)
+            assert connector.wait(20.0) == 0
+            for pid in workers:
+                assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+            assert not (tmp_path / "cloud-connector.pid").exists()
