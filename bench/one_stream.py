@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         profile = ["-m", "cProfile", "-o", str(workdir / f"{role}.prof")]
         argv = [sys.executable, *(profile if args.profile == role else []), "-m", "cc.cli.main"]
         log = (workdir / f"{role}.log").open("wb")
-        return subprocess.Popen([*argv, role, *extra], stdout=log, stderr=subprocess.STDOUT)
+        # one process per side: the figures (and a profile) are of the process that works
+        command = [*argv, role, "--workers", "1", *extra]
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     server = start("server", ["--host", "127.0.0.1", "-p", str(gateway_port), "--reverse"])
     client = None
