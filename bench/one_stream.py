@@ -78,17 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             f"moved {received[0] / 1e6:.0f} MB in {elapsed:.2f} s = "
             f"{received[0] / elapsed / 1e6:.0f} MB/s"
         )
-        for name, proc in (("gateway", server), ("connector", client)):
-            cpu = psutil.Process(proc.pid).cpu_times()
+        for name, role in (("gateway", server), ("connector", client)):
+            cpu = psutil.Process(role.pid).cpu_times()
             print(f"{name}: {cpu.user + cpu.system:.2f} CPU-s")
     finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
+        for child in (client, server):
+            if child is not None:
+                child.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(20)
+                    child.wait(20)
                 except subprocess.TimeoutExpired:
-                    stop_process(proc)
+                    stop_process(child)
         listener.close()
     try:
         if args.profile:

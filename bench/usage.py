@@ -112,44 +112,18 @@ def _own_seconds() -> float:
     return total
 
 
-class ForeignLoad:
-    """How many cores the rest of the machine kept busy while the block ran.
-
-    Other work on a 2-core machine skews every figure; this says by how much. It is
-    busy CPU time system-wide minus the bench's own process tree, per wall second.
-    """
+class _CoresBusy:
+    """Cores kept busy while the block ran: CPU seconds of ``_seconds()`` per wall second."""
 
     def __init__(self) -> None:
         self.cores = 0.0
 
-    def __enter__(self) -> ForeignLoad:
-        self._start = (time.monotonic(), _system_busy_seconds(), _own_seconds())
-        return self
+    @staticmethod
+    def _seconds() -> float:
+        raise NotImplementedError
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        wall0, busy0, own0 = self._start
-        wall = time.monotonic() - wall0
-        foreign = (_system_busy_seconds() - busy0) - (_own_seconds() - own0)
-        self.cores = max(0.0, foreign / wall) if wall > 0 else 0.0
-
-
-class MachineBusy:
-    """How many cores the whole machine kept busy while the block ran (all programs).
-
-    Says whether a run was CPU-bound: a figure near the core count means no spare
-    core existed for another worker to use.
-    """
-
-    def __init__(self) -> None:
-        self.cores = 0.0
-
-    def __enter__(self) -> MachineBusy:
-        self._start = (time.monotonic(), _system_busy_seconds())
+    def __enter__(self) -> _CoresBusy:
+        self._start = (time.monotonic(), self._seconds())
         return self
 
     def __exit__(
@@ -160,7 +134,31 @@ class MachineBusy:
     ) -> None:
         wall0, busy0 = self._start
         wall = time.monotonic() - wall0
-        self.cores = max(0.0, (_system_busy_seconds() - busy0) / wall) if wall > 0 else 0.0
+        self.cores = max(0.0, (self._seconds() - busy0) / wall) if wall > 0 else 0.0
+
+
+class ForeignLoad(_CoresBusy):
+    """How many cores the rest of the machine kept busy while the block ran.
+
+    Other work on a 2-core machine skews every figure; this says by how much. It is
+    busy CPU time system-wide minus the bench's own process tree, per wall second.
+    """
+
+    @staticmethod
+    def _seconds() -> float:
+        return _system_busy_seconds() - _own_seconds()
+
+
+class MachineBusy(_CoresBusy):
+    """How many cores the whole machine kept busy while the block ran (all programs).
+
+    Says whether a run was CPU-bound: a figure near the core count means no spare
+    core existed for another worker to use.
+    """
+
+    @staticmethod
+    def _seconds() -> float:
+        return _system_busy_seconds()
 
 
 def wait_quiet(max_seconds: float, threshold: float = 0.25, window: float = 1.0) -> float:

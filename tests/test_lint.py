@@ -1,7 +1,7 @@
 """The house rules, enforced by CI: ruff clean, type hints that check.
 
 ``cc/protocol`` is checked with ``mypy --strict`` (configured in pyproject.toml), the
-rest of ``cc`` with mypy's defaults.
+rest of ``cc`` and ``bench`` with mypy's defaults.
 """
 
 from __future__ import annotations
@@ -31,5 +31,5 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_is_clean() -> None:
     pytest.importorskip("mypy", reason="mypy not installed (pip install -e '.[test]')")
-    result = _run("mypy", "cc")
+    result = _run("mypy", "cc", "bench")
     assert result.returncode == 0, result.stdout + result.stderr

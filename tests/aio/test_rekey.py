@@ -15,35 +15,16 @@ import asyncio
 
 import pytest
 
-from cc import _asyncssh_compat
 from tests.aio.harness import Harness
 from tests.aio.test_tunnel import Blob, Tunnel, bulk_exchange, digest_service
+from tests.cipher_support import FAST_CIPHERS, cipher_id, count_key_epochs
 
 SIZE = 16 * 1024 * 1024
 
 
-FAST_CIPHERS = {
-    "aes128-gcm@openssh.com": _asyncssh_compat._FastGCMEncryption,
-    "chacha20-poly1305@openssh.com": _asyncssh_compat._FastChachaEncryption,
-}
-
-
-@pytest.fixture(params=sorted(FAST_CIPHERS), ids=lambda name: name.split("-")[0])
+@pytest.fixture(params=sorted(FAST_CIPHERS), ids=cipher_id)
 def key_epochs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Only one cipher on offer, a lower rekey limit; the list grows by one per key in use."""
-    cipher = request.param
-    monkeypatch.setattr(_asyncssh_compat, "ENCRYPTION_ALGS", (cipher,))
-    monkeypatch.setattr(_asyncssh_compat, "REKEY_BYTES", 512 * 1024)
-    encryption = FAST_CIPHERS[cipher]
-    made: list[int] = []
-    original = encryption.new.__func__  # type: ignore[attr-defined]
-
-    def counting_new(cls: type, *args: object, **kwargs: object) -> object:
-        made.append(1)
-        return original(cls, *args, **kwargs)
-
-    monkeypatch.setattr(encryption, "new", classmethod(counting_new))
-    return made
+    return count_key_epochs(monkeypatch, request.param)
 
 
 @pytest.mark.parametrize("reverse", [True, False], ids=["reverse", "forward"])

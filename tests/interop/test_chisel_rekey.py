@@ -14,22 +14,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cc import _asyncssh_compat
 from cc.aio.connector import Connector, ConnectorConfig
 from cc.protocol.remote import parse_remote
 from tests import peers
+from tests.cipher_support import FAST_CIPHERS, cipher_id, count_key_epochs
 from tests.interop.chisel_support import SEED_FINGERPRINT, Processes, check_tunnel
 
 pytestmark = pytest.mark.interop
 
 
-FAST_CIPHERS = {
-    "aes128-gcm@openssh.com": _asyncssh_compat._FastGCMEncryption,
-    "chacha20-poly1305@openssh.com": _asyncssh_compat._FastChachaEncryption,
-}
-
-
-@pytest.mark.parametrize("cipher", sorted(FAST_CIPHERS), ids=lambda name: name.split("-")[0])
+@pytest.mark.parametrize("cipher", sorted(FAST_CIPHERS), ids=cipher_id)
 async def test_our_connector_rekeys_with_chisel_mid_transfer(
     chisel: str,
     procs: Processes,
@@ -38,18 +32,7 @@ async def test_our_connector_rekeys_with_chisel_mid_transfer(
     monkeypatch: pytest.MonkeyPatch,
     cipher: str,
 ) -> None:
-    monkeypatch.setattr(_asyncssh_compat, "ENCRYPTION_ALGS", (cipher,))
-    monkeypatch.setattr(_asyncssh_compat, "REKEY_BYTES", 512 * 1024)
-    epochs: list[int] = []
-    encryption = FAST_CIPHERS[cipher]
-    original = encryption.new.__func__  # type: ignore[attr-defined]
-
-    def counting_new(cls: type, *args: object, **kwargs: object) -> object:
-        epochs.append(1)
-        return original(cls, *args, **kwargs)
-
-    monkeypatch.setattr(encryption, "new", classmethod(counting_new))
-
+    epochs = count_key_epochs(monkeypatch, cipher)
     _, url = procs.chisel_server(chisel, "--reverse", "--key", "someseed")
     port = peers.free_port()
     remote = parse_remote(f"R:127.0.0.1:{port}:127.0.0.1:{echo.port}")
