@@ -26,6 +26,7 @@ from typing import Any, Protocol, cast
 
 import asyncssh
 from asyncssh import encryption as _encryption
+from asyncssh.channel import SSHTCPChannel
 from asyncssh.connection import (
     SSHClientConnection,
     SSHClientConnectionOptions,
@@ -460,6 +461,30 @@ class _FastReceiveMixin:
         return True
 
 
+class _TransportFlowMixin:
+    """The transport's pause/resume_writing reach the channels (see _ChiselTCPChannel)."""
+
+    _cc_write_paused = False
+    _cc_next_channel = 0
+
+    def pause_writing(self) -> None:
+        self._cc_write_paused = True
+
+    def resume_writing(self) -> None:
+        """Let held-back channels send, starting one further each time (fairness)."""
+        conn: Any = self
+        conn._cc_write_paused = False
+        channels = [c for c in conn._channels.values() if c._send_buf]
+        if not channels:
+            return
+        start = conn._cc_next_channel % len(channels)
+        conn._cc_next_channel += 1
+        for chan in channels[start:] + channels[:start]:
+            if conn._cc_write_paused:
+                return
+            chan._flush_send_buf()
+
+
 class _ChiselChannelMixin:
     """Accept ``chisel`` channels: extra data is the raw target, no length prefix."""
 
@@ -490,6 +515,7 @@ class ChiselServerConnection(
     _ChiselVersionMixin,
     _FastReceiveMixin,
     _FastSendMixin,
+    _TransportFlowMixin,
     _ChiselChannelMixin,
     SSHServerConnection,
 ):
@@ -515,6 +541,7 @@ class ChiselClientConnection(
     _ChiselVersionMixin,
     _FastReceiveMixin,
     _FastSendMixin,
+    _TransportFlowMixin,
     _ChiselChannelMixin,
     SSHClientConnection,
 ):
@@ -596,6 +623,26 @@ async def new_client_connection(
     return conn
 
 
+class _ChiselTCPChannel(SSHTCPChannel):  # type: ignore[type-arg]
+    """A channel that holds its data back while the connection's transport is full.
+
+    asyncssh ignores the transport's pause_writing, so every channel could queue
+    a whole window (4 MiB between our peers) in the one shared socket buffer:
+    32 busy streams grew a process by ~130 MB, and many more could exhaust a
+    small VM.  Held back here, the data stays in the channel's own buffer, whose
+    high-water mark pauses the session (the pipe stops reading its socket).
+    """
+
+    def _flush_send_buf(self) -> None:
+        conn: Any = self._conn
+        if conn is not None and conn._cc_write_paused and self._send_buf:
+            # Data waits; with nothing buffered, asyncssh's flush sends a pending EOF
+            # or close (small, and the peer must see them).
+            self._pause_resume_writing()
+            return
+        super()._flush_send_buf()
+
+
 def new_channel(conn: Any) -> Any:
     """A channel whose receive window and packet size suit the peer.
 
@@ -603,10 +650,11 @@ def new_channel(conn: Any) -> Any:
     advertise 32 KiB themselves) are never sent more than 32 KiB either way.
     """
     if conn.get_extra_info("cc_peer_is_ours"):
-        return conn.create_tcp_channel(
-            window=LARGE_CHANNEL_WINDOW, max_pktsize=LARGE_CHANNEL_MAX_PACKET
-        )
-    return conn.create_tcp_channel(window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET)
+        window, packet = LARGE_CHANNEL_WINDOW, LARGE_CHANNEL_MAX_PACKET
+    else:
+        window, packet = CHANNEL_WINDOW, CHANNEL_MAX_PACKET
+    conn._update_recv_pktlen(packet)  # what create_tcp_channel does besides constructing
+    return _ChiselTCPChannel(conn, conn._loop, None, "strict", window, packet)
 
 
 async def send_global_request(

@@ -42,6 +42,8 @@ class Pipe:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._socket_eof = False
         self._channel_eof = False
+        #: the channel's send buffer is over its high-water mark: the socket is not read
+        self.send_paused = False
         self._closed = False
         self.id = next(_ids)
         self._opened = time.monotonic()
@@ -155,7 +157,9 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
             return
         self.pipe.socket_side.flush_early()
         transport = self.pipe.transport
-        if transport is not None and not transport.is_closing():
+        # Not if the early data already filled the channel: asyncssh reports a pause
+        # once, so reading again here would buffer the socket without bound.
+        if transport is not None and not transport.is_closing() and not self.pipe.send_paused:
             transport.resume_reading()
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
@@ -178,10 +182,12 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         self.pipe.close(exc)
 
     def pause_writing(self) -> None:
+        self.pipe.send_paused = True
         if self.pipe.transport is not None:
             self.pipe.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.pipe.send_paused = False
         transport = self.pipe.transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
