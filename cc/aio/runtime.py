@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cc.aio.heap import HeapTrimmer, tune_allocator
 from cc.log import get_logger
 from cc.procstats import collect, format_report
 from cc.stats import SessionStats
@@ -28,34 +27,21 @@ __all__ = [
 ]
 
 
-#: glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def tune_allocator(mmap_threshold: int = 16 << 20, trim_threshold: int = 32 << 20) -> bool:
-    """Keep packet-sized buffers on the heap instead of in fresh mappings.
-
-    glibc serves blocks from 128 KiB up with mmap, so every large buffer on the
-    data path would be mapped, faulted in page by page and unmapped again
-    (CALIBRATION.md); with 256 KiB packets that halved throughput here.  The trim
-    threshold bounds how much freed heap a process keeps.  No-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and mallopt(_M_TRIM_THRESHOLD, trim_threshold)
-    )
-
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (it is a dependency on Linux), asyncio otherwise."""
-    tune_allocator()
+    """uvloop when installed (it is a dependency on Linux), asyncio otherwise.
+
+    With the heap tuned for packet buffers, the loop also gives freed heap back to
+    the system every few seconds (cc.aio.heap).
+    """
+    loop = _plain_event_loop()
+    if tune_allocator():
+        trimmer = HeapTrimmer.for_this_process()
+        if trimmer is not None:
+            trimmer.start(loop)
+    return loop
+
+
+def _plain_event_loop() -> asyncio.AbstractEventLoop:
     if os.environ.get("CC_NO_UVLOOP"):
         return asyncio.new_event_loop()
     try:
