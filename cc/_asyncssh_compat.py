@@ -462,25 +462,44 @@ class _FastReceiveMixin:
 
 
 class _TransportFlowMixin:
-    """The transport's pause/resume_writing reach the channels (see _ChiselTCPChannel)."""
+    """Channels hold their data while it could only pile up (see _ChiselTCPChannel).
+
+    That is while the transport is over its high-water mark (asyncssh ignores
+    pause_writing) and while a key exchange runs (asyncssh defers every packet
+    until it ends, so each channel would pour its whole window into the deferred
+    list, then into the socket buffer at once: 78 MB with 32 busy streams).
+    """
 
     _cc_write_paused = False
     _cc_next_channel = 0
+
+    def cc_holding(self) -> bool:
+        conn: Any = self
+        return bool(conn._cc_write_paused or not conn._kex_complete)
 
     def pause_writing(self) -> None:
         self._cc_write_paused = True
 
     def resume_writing(self) -> None:
+        self._cc_write_paused = False
+        self._cc_flush_held()
+
+    def _send_deferred_packets(self) -> None:
+        super()._send_deferred_packets()  # type: ignore[misc]
+        self._cc_flush_held()
+
+    def _cc_flush_held(self) -> None:
         """Let held-back channels send, starting one further each time (fairness)."""
         conn: Any = self
-        conn._cc_write_paused = False
+        if conn.cc_holding():
+            return
         channels = [c for c in conn._channels.values() if c._send_buf]
         if not channels:
             return
         start = conn._cc_next_channel % len(channels)
         conn._cc_next_channel += 1
         for chan in channels[start:] + channels[:start]:
-            if conn._cc_write_paused:
+            if conn.cc_holding():
                 return
             chan._flush_send_buf()
 
@@ -624,7 +643,7 @@ async def new_client_connection(
 
 
 class _ChiselTCPChannel(SSHTCPChannel):  # type: ignore[type-arg]
-    """A channel that holds its data back while the connection's transport is full.
+    """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
     a whole window (4 MiB between our peers) in the one shared socket buffer:
@@ -635,7 +654,7 @@ class _ChiselTCPChannel(SSHTCPChannel):  # type: ignore[type-arg]
 
     def _flush_send_buf(self) -> None:
         conn: Any = self._conn
-        if conn is not None and conn._cc_write_paused and self._send_buf:
+        if conn is not None and self._send_buf and conn.cc_holding():
             # Data waits; with nothing buffered, asyncssh's flush sends a pending EOF
             # or close (small, and the peer must see them).
             self._pause_resume_writing()
