@@ -494,6 +494,36 @@ cdef enum:
     _GCM_TAG = 16
 
 
+cdef bytearray _padded_plaintext(payload, head, Py_ssize_t prefix):
+    """``prefix`` zero bytes, then the SSH plaintext: padding length, head, payload,
+    zero padding to a multiple of 16 (at least 4 bytes, as Go's x/crypto pads)."""
+    cdef Py_buffer pview
+    cdef Py_buffer hview
+    cdef Py_ssize_t size, padlen, total
+    cdef unsigned char* p
+    PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
+    try:
+        PyObject_GetBuffer(head, &hview, PyBUF_SIMPLE)
+        try:
+            size = hview.len + pview.len
+            padlen = (16 - (1 + size) % 16) % 16
+            if padlen < 4:
+                padlen += 16
+            total = 1 + size + padlen
+            plain = PyByteArray_FromStringAndSize(NULL, prefix + total)
+            p = <unsigned char*>PyByteArray_AS_STRING(plain)
+            memset(p, 0, prefix)
+            p[prefix] = <unsigned char>padlen
+            memcpy(p + prefix + 1, hview.buf, hview.len)
+            memcpy(p + prefix + 1 + hview.len, pview.buf, pview.len)
+            memset(p + prefix + 1 + size, 0, padlen)
+        finally:
+            PyBuffer_Release(&hview)
+    finally:
+        PyBuffer_Release(&pview)
+    return plain
+
+
 cdef class GCMPacketCipher:
     """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch (see the twin)."""
 
@@ -534,30 +564,10 @@ cdef class GCMPacketCipher:
 
     def seal(self, payload, head=b""):
         """One wire packet for ``head + payload`` (zero padding, RFC 4253 length rule)."""
-        cdef Py_buffer pview
-        cdef Py_buffer hview
-        cdef Py_ssize_t size, padlen, total
-        cdef unsigned char* p
+        cdef Py_ssize_t total
         cdef unsigned char* o
-        PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
-        try:
-            PyObject_GetBuffer(head, &hview, PyBUF_SIMPLE)
-            try:
-                size = hview.len + pview.len
-                padlen = (16 - (1 + size) % 16) % 16
-                if padlen < 4:
-                    padlen += 16
-                total = 1 + size + padlen
-                plain = PyByteArray_FromStringAndSize(NULL, total)
-                p = <unsigned char*>PyByteArray_AS_STRING(plain)
-                p[0] = <unsigned char>padlen
-                memcpy(p + 1, hview.buf, hview.len)
-                memcpy(p + 1 + hview.len, pview.buf, pview.len)
-                memset(p + 1 + size, 0, padlen)
-            finally:
-                PyBuffer_Release(&hview)
-        finally:
-            PyBuffer_Release(&pview)
+        plain = _padded_plaintext(payload, head, 0)
+        total = len(plain)
         out = PyByteArray_FromStringAndSize(NULL, 4 + total + _GCM_TAG)
         o = <unsigned char*>PyByteArray_AS_STRING(out)
         o[0] = <unsigned char>((total >> 24) & 0xFF)
@@ -639,30 +649,9 @@ cdef class ChachaPacketCipher:
 
     def seal(self, payload, head, seq):
         """One wire packet for ``head + payload``: encrypted length, ciphertext, tag."""
-        cdef Py_buffer pview
-        cdef Py_buffer hview
-        cdef Py_ssize_t size, padlen, total
-        cdef unsigned char* p
-        PyObject_GetBuffer(payload, &pview, PyBUF_SIMPLE)
-        try:
-            PyObject_GetBuffer(head, &hview, PyBUF_SIMPLE)
-            try:
-                size = hview.len + pview.len
-                padlen = (16 - (1 + size) % 16) % 16
-                if padlen < 4:
-                    padlen += 16
-                total = 1 + size + padlen
-                plain = PyByteArray_FromStringAndSize(NULL, _POLY_KEY_SPAN + total)
-                p = <unsigned char*>PyByteArray_AS_STRING(plain)
-                memset(p, 0, _POLY_KEY_SPAN)
-                p[_POLY_KEY_SPAN] = <unsigned char>padlen
-                memcpy(p + _POLY_KEY_SPAN + 1, hview.buf, hview.len)
-                memcpy(p + _POLY_KEY_SPAN + 1 + hview.len, pview.buf, pview.len)
-                memset(p + _POLY_KEY_SPAN + 1 + size, 0, padlen)
-            finally:
-                PyBuffer_Release(&hview)
-        finally:
-            PyBuffer_Release(&pview)
+        cdef Py_ssize_t total
+        plain = _padded_plaintext(payload, head, _POLY_KEY_SPAN)
+        total = len(plain) - _POLY_KEY_SPAN
         nonce = (seq & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
         out = PyByteArray_FromStringAndSize(NULL, _POLY_KEY_SPAN + total + _CHACHA_TAG)
         _chacha20(self._main_key, 0, nonce).update_into(plain, out)

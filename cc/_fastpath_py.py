@@ -407,6 +407,21 @@ def _invalid_tag() -> type[Exception]:
     return InvalidTag
 
 
+def _padded_plaintext(payload: BytesLike, head: BytesLike, prefix: int) -> bytearray:
+    """``prefix`` zero bytes, then the SSH plaintext: padding length, head, payload,
+    zero padding to a multiple of 16 (at least 4 bytes, as Go's x/crypto pads)."""
+    hsize = len(head)
+    size = hsize + len(payload)
+    padlen = -(1 + size) % 16
+    if padlen < 4:
+        padlen += 16
+    plain = bytearray(prefix + 1 + size + padlen)
+    plain[prefix] = padlen
+    plain[prefix + 1 : prefix + 1 + hsize] = head
+    plain[prefix + 1 + hsize : prefix + 1 + size] = payload
+    return plain
+
+
 class GCMPacketCipher:
     """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch.
 
@@ -453,16 +468,8 @@ class GCMPacketCipher:
         under an AEAD its content carries no secret (x/crypto's GCM packets pad the
         same way); the length rule is RFC 4253's (4..255 bytes, a multiple of 16).
         """
-        hsize = len(head)
-        size = hsize + len(payload)
-        padlen = -(1 + size) % 16
-        if padlen < 4:
-            padlen += 16
-        total = 1 + size + padlen
-        plain = bytearray(total)
-        plain[0] = padlen
-        plain[1 : 1 + hsize] = head
-        plain[1 + hsize : 1 + size] = payload
+        plain = _padded_plaintext(payload, head, 0)
+        total = len(plain)
         out = bytearray(4 + total + _GCM_TAG)
         out[:4] = total.to_bytes(4, "big")
         self._aead.encrypt_into(self._next_nonce(), plain, out[:4], memoryview(out)[4:])
@@ -540,17 +547,9 @@ class ChachaPacketCipher:
 
     def seal(self, payload: BytesLike, head: BytesLike, seq: int) -> memoryview:
         """One wire packet for ``head + payload``: encrypted length, ciphertext, tag."""
-        hsize = len(head)
-        size = hsize + len(payload)
-        padlen = -(1 + size) % 16  # a multiple of 16, as Go's x/crypto pads
-        if padlen < 4:
-            padlen += 16
-        total = 1 + size + padlen
         start = _POLY_KEY_SPAN
-        plain = bytearray(start + total)
-        plain[start] = padlen
-        plain[start + 1 : start + 1 + hsize] = head
-        plain[start + 1 + hsize : start + 1 + size] = payload
+        plain = _padded_plaintext(payload, head, start)
+        total = len(plain) - start
         nonce = (seq & _MASK64).to_bytes(8, "big")
         out = bytearray(start + total + _CHACHA_TAG)
         _chacha20(self._main_key, 0, nonce).update_into(plain, out)
