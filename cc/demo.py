@@ -14,8 +14,8 @@ import sys
 from urllib.parse import urlsplit
 
 from cc import __version__
-from cc.aio.connector import Connector, ConnectorConfig
-from cc.aio.gateway import Gateway, GatewayConfig
+from cc.connector.connector import Connector, ConnectorConfig
+from cc.gateway.gateway import Gateway, GatewayConfig
 from cc.protocol import keys
 from cc.protocol.acl import parse_tokens_file
 from cc.protocol.remote import parse_remote

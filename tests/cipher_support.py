@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cc import _asyncssh_compat
+from cc.ssh import compat as _asyncssh_compat
 
 #: The ciphers the fast path seals and opens, and the asyncssh Encryption that wraps each.
 FAST_CIPHERS = {

@@ -1,4 +1,4 @@
-"""The glibc heap: freed packet buffers go back to the system (cc.aio.heap).
+"""The glibc heap: freed packet buffers go back to the system (cc.runtime.heap).
 
 Run in a child process, because the allocator settings are process-wide: big
 buffers are allocated between small long-lived ones (the pattern that left a
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 _CHILD = textwrap.dedent(
     """
     import sys
-    from cc.aio.heap import HeapTrimmer, tune_allocator
+    from cc.runtime.heap import HeapTrimmer, tune_allocator
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -66,7 +66,7 @@ def test_the_event_loop_runs_a_trimmer() -> None:
     child = textwrap.dedent(
         """
         import asyncio
-        from cc.aio import heap, runtime
+        from cc.runtime import heap, process as runtime
 
         started = []
         original = heap.HeapTrimmer.start

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cc.aio.connector import Connector, ConnectorConfig, FatalError
-from cc.aio.gateway import Gateway, GatewayConfig, GatewaySession
+from cc.connector.connector import Connector, ConnectorConfig, FatalError
+from cc.gateway.gateway import Gateway, GatewayConfig, GatewaySession
 from cc.protocol import keys
 from cc.protocol.backoff import Backoff
 from cc.protocol.keepalive import parse_duration

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cc import __version__
-from cc.aio.dial import TLSOptions, normalize_server_url
 from cc.cli.common import (
     EXIT_FATAL,
     EXIT_USAGE,
@@ -33,9 +32,10 @@ from cc.log import redact, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import Remote, check_unique, parse_remote
+from cc.transport.dial import TLSOptions, normalize_server_url
 
 if TYPE_CHECKING:
-    from cc.aio.connector_config import ConnectorConfig
+    from cc.connector.config import ConnectorConfig
 
 __all__ = ["HELP", "add_connector_flags", "build_connector_config", "main"]
 
@@ -268,7 +268,7 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
         # The message quotes the URL; keep a password in it off the terminal.
         raise UsageError(str(exc).replace(args.server, redact(args.server))) from None
     if args.proxy:
-        from cc.aio.proxy import ProxyURLError, parse_proxy_url
+        from cc.transport.proxy import ProxyURLError, parse_proxy_url
 
         try:
             parse_proxy_url(args.proxy)
@@ -286,7 +286,7 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     _check_tls(tls)
     # Imported here, not at the top: asyncssh takes half the start-up time, and
     # --help and typos should answer at once.
-    from cc.aio.connector_config import ConnectorConfig
+    from cc.connector.config import ConnectorConfig
 
     headers = [parse_header(h) for h in args.header]
     hostname = args.hostname
@@ -317,8 +317,8 @@ async def run_connector(prog: str, config: ConnectorConfig, pid_path: str | None
     (a firewall that drops packets makes that last the full connect timeout),
     the run is cancelled after STOP_GRACE so SIGTERM always ends us promptly.
     """
-    from cc.aio.connector import Connector, FatalError
-    from cc.aio.runtime import PidFile, install_signals
+    from cc.connector.connector import Connector, FatalError
+    from cc.runtime.process import PidFile, install_signals
 
     connector = Connector(config)
     for remote in config.remotes:

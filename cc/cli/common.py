@@ -19,7 +19,7 @@ from cc.protocol.errors import ProtocolError
 from cc.protocol.keepalive import parse_duration
 
 if TYPE_CHECKING:
-    from cc.aio.udp_settings import UDPSettings
+    from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = [
     "EXIT_FATAL",
@@ -142,7 +142,7 @@ def run_async(
     prog: str, factory: Callable[[], Coroutine[Any, Any, int]], argv: Sequence[str] | None = None
 ) -> int:
     """Run the command's coroutine on uvloop; turn stray errors into one line, never a traceback."""
-    from cc.aio.runtime import PidFileError, new_event_loop
+    from cc.runtime.process import PidFileError, new_event_loop
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -181,7 +181,7 @@ def add_udp_flags(p: GoArgumentParser) -> None:
 
 def udp_settings(args: argparse.Namespace) -> UDPSettings:
     """The ``--udp-*`` options, validated; ``--udp-idle-timeout 0s`` never expires."""
-    from cc.aio.udp_settings import MAX_DATAGRAM, UDPSettings
+    from cc.tunnel.udp.settings import MAX_DATAGRAM, UDPSettings
 
     if args.udp_max_senders < 1:
         raise UsageError("--udp-max-senders must be at least 1")

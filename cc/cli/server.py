@@ -32,7 +32,7 @@ from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file, parse_
 from cc.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from cc.aio.gateway import GatewayConfig
+    from cc.gateway.gateway import GatewayConfig
 
 __all__ = ["HELP", "load_host_key", "main"]
 
@@ -334,8 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
     # Imported only now (asyncssh is slow to import): --help and typos answer at once.
-    from cc.aio.gateway import GatewayConfig
-    from cc.aio.portshare import registry_from_environment
+    from cc.gateway.gateway import GatewayConfig
+    from cc.gateway.ports import registry_from_environment
 
     config = GatewayConfig(
         host=args.host,
@@ -357,9 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
-    from cc.aio.filewatch import FileWatcher
-    from cc.aio.gateway import Gateway
-    from cc.aio.runtime import PidFile, install_signals
+    from cc.gateway.gateway import Gateway
+    from cc.runtime.filewatch import FileWatcher
+    from cc.runtime.process import PidFile, install_signals
 
     gateway = Gateway(config)
     try:

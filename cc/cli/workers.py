@@ -14,8 +14,8 @@ import signal
 import sys
 from collections.abc import Collection
 
-from cc.aio.supervisor import WORKER_ENV
 from cc.log import get_logger
+from cc.runtime.supervisor import WORKER_ENV
 
 __all__ = ["AUTO_WORKERS_CAP", "auto_workers", "supervise", "worker_count", "worker_index"]
 
@@ -69,9 +69,9 @@ async def supervise(
     Returns 0 after SIGINT/SIGTERM, or the status of a worker that exited with
     one of ``fatal_codes`` (the others were stopped).
     """
-    from cc.aio.runtime import PidFile, install_signals
-    from cc.aio.supervisor import Supervisor
     from cc.protocol.workers import PortClaims
+    from cc.runtime.process import PidFile, install_signals
+    from cc.runtime.supervisor import Supervisor
     from cc.stats import SessionStats
 
     argv = [sys.executable, "-m", "cc.cli.main", *command]

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import asyncssh
 import pytest
 
-from cc.aio.connector import Connector, ConnectorConfig, FatalError
-from cc.aio.gateway import Gateway, GatewayConfig
+from cc.connector.connector import Connector, ConnectorConfig, FatalError
+from cc.gateway.gateway import Gateway, GatewayConfig
 from cc.protocol.remote import Remote, parse_remote
 from cc.stats import SessionStats
 

@@ -18,14 +18,14 @@ import asyncssh
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cc._asyncssh_compat import ChannelOpenError, open_chisel_channel
-from cc.aio.connector import Connector, FatalError
-from cc.aio.filewatch import FileWatcher
-from cc.aio.gateway import Gateway
+from cc.connector.connector import Connector, FatalError
+from cc.gateway.gateway import Gateway
 from cc.log import get_logger
 from cc.protocol import keys
 from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file
 from cc.protocol.remote import Remote, parse_remote
+from cc.runtime.filewatch import FileWatcher
+from cc.ssh.compat import ChannelOpenError, open_chisel_channel
 from tests.aio.harness import (
     STEP,
     ChannelSink,

@@ -21,9 +21,9 @@ import os
 
 import pytest
 
-from cc import _asyncssh_compat
-from cc.aio.gateway import Gateway
-from cc.aio.wstransport import WRITE_HIGH_WATER
+from cc.gateway.gateway import Gateway
+from cc.ssh import compat as _asyncssh_compat
+from cc.transport.websocket import WRITE_HIGH_WATER
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 from tests.cipher_support import count_key_epochs
 

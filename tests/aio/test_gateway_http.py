@@ -11,7 +11,7 @@ import asyncio
 import psutil
 import pytest
 
-from cc.aio import gateway as gateway_module
+from cc.gateway import gateway as gateway_module
 from cc.protocol.http import MAX_HEAD_SIZE
 from tests.aio.harness import (
     STEP,

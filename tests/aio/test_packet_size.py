@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from cc import _asyncssh_compat as compat
+from cc.ssh import compat
 from tests.aio.harness import STEP, Harness
 from tests.aio.test_tunnel import Tunnel, echo
 

@@ -31,11 +31,11 @@ import psutil
 import pytest
 from python_socks import ProxyType
 
-from cc.aio.connector import Connector
-from cc.aio.dial import TLSOptions
-from cc.aio.gateway import Gateway
-from cc.aio.proxy import ProxyURLError, parse_proxy_url
 from cc.cli import client as client_cli
+from cc.connector.connector import Connector
+from cc.gateway.gateway import Gateway
+from cc.transport.dial import TLSOptions
+from cc.transport.proxy import ProxyURLError, parse_proxy_url
 from tests import peers
 from tests.aio.harness import Harness, free_port
 from tests.aio.tls_helpers import Pki, assert_echoes, echo

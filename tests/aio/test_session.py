@@ -11,9 +11,9 @@ import socket
 import asyncssh
 import pytest
 
-from cc._asyncssh_compat import ChannelOpenError, open_chisel_channel
-from cc.aio.gateway import Gateway, GatewaySession
+from cc.gateway.gateway import Gateway, GatewaySession
 from cc.protocol.remote import parse_remote
+from cc.ssh.compat import ChannelOpenError, open_chisel_channel
 from tests.aio.conftest import LOOP_FACTORIES
 from tests.aio.harness import STEP, ChannelSink, Harness, free_port, wait_until
 

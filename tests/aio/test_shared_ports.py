@@ -12,8 +12,8 @@ import asyncio
 import secrets
 import socket
 
-from cc.aio.gateway import Gateway
-from cc.aio.portshare import WorkerPortRegistry, serve_worker_claims
+from cc.gateway.gateway import Gateway
+from cc.gateway.ports import WorkerPortRegistry, serve_worker_claims
 from cc.protocol.workers import PortClaims
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 

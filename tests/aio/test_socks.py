@@ -23,9 +23,9 @@ from typing import Any
 import asyncssh
 import pytest
 
-from cc._asyncssh_compat import ChannelOpenError, open_chisel_channel
-from cc.aio.connector import FatalError
+from cc.connector.connector import FatalError
 from cc.protocol.acl import parse_authfile
+from cc.ssh.compat import ChannelOpenError, open_chisel_channel
 from tests import peers
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 

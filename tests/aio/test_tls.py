@@ -5,7 +5,7 @@ the gateway runs in-process with ``GatewayConfig.tls`` set to a server context w
 ``sni_callback`` records each handshake, so a test can tell how many TLS handshakes
 reached the gateway and which server name each carried.
 
-The rule under test (``cc.aio.dial.TLSVerifyError``): a certificate refused by
+The rule under test (``cc.transport.dial.TLSVerifyError``): a certificate refused by
 either side, or TLS files of our own that cannot be loaded, stop the connector at
 once with ``FatalError`` naming the reason; refused connections, a peer that does
 not speak TLS, and a server that only hangs up after receiving our client
@@ -28,8 +28,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import pytest
 
-from cc.aio.dial import DialError, TLSOptions, TLSVerifyError
-from cc.aio.gateway import Gateway
+from cc.gateway.gateway import Gateway
+from cc.transport.dial import DialError, TLSOptions, TLSVerifyError
 from tests import peers
 from tests.aio.harness import Harness, free_port
 from tests.aio.tls_helpers import Pki, ServerTLS, assert_echoes, echo

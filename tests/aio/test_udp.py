@@ -18,11 +18,13 @@ from typing import Any
 import asyncssh
 import pytest
 
-from cc._asyncssh_compat import ChannelOpenError, open_chisel_channel
-from cc.aio.udp import UDPExit, UDPListener, UDPSettings, format_addr
 from cc.protocol.acl import parse_authfile
 from cc.protocol.remote import parse_outsystemscc_remote, parse_remote
 from cc.protocol.udp import GobDecoder, GobEncoder
+from cc.ssh.compat import ChannelOpenError, open_chisel_channel
+from cc.tunnel.udp.common import UDPSettings, format_addr
+from cc.tunnel.udp.exit import UDPExit
+from cc.tunnel.udp.listener import UDPListener
 from tests.aio.harness import STEP, Harness, wait_until
 
 __all__: list[str] = []

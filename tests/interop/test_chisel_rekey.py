@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cc.aio.connector import Connector, ConnectorConfig
+from cc.connector.connector import Connector, ConnectorConfig
 from cc.protocol.remote import parse_remote
 from tests import peers
 from tests.cipher_support import FAST_CIPHERS, cipher_id, count_key_epochs

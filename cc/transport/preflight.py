@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import SplitResult, urljoin, urlunsplit
 
-from cc.aio.dial import (
+from cc.protocol import http
+from cc.transport.dial import (
     DialError,
     ResponseReader,
     TLSOptions,
@@ -16,7 +17,6 @@ from cc.aio.dial import (
     connect_socket,
     normalize_server_url,
 )
-from cc.protocol import http
 
 __all__ = ["follow_redirect"]
 

@@ -12,16 +12,16 @@ from typing import Any, ClassVar
 
 import asyncssh
 
-from cc._asyncssh_compat import OPEN_CONNECT_FAILED, ChannelOpenError
-from cc.aio.udp import (
+from cc.protocol.udp import GobDecoder, GobEncoder, GobError
+from cc.protocol.udpmap import SenderTable
+from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.stats import RemoteStats
+from cc.tunnel.udp.common import (
     READS_PER_WAKEUP,
     RESOLVE_TIMEOUT,
     UDPSettings,
     _Drops,
 )
-from cc.protocol.udp import GobDecoder, GobEncoder, GobError
-from cc.protocol.udpmap import SenderTable
-from cc.stats import RemoteStats
 
 __all__ = ["UDPExit", "open_udp_exit"]
 

@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import asyncssh
 
-from cc._asyncssh_compat import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.log import get_logger
+from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.stats import RemoteStats
 
 __all__ = ["Pipe", "dial"]

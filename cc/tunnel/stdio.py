@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from cc._asyncssh_compat import ChannelOpenError, open_chisel_channel
 from cc.log import get_logger
 from cc.protocol.remote import Remote
+from cc.ssh.compat import ChannelOpenError, open_chisel_channel
 from cc.stats import RemoteStats, SessionStats
 
 __all__ = ["StdioBridge", "StdioHost", "serve_stdio"]

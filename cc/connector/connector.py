@@ -20,27 +20,7 @@ from typing import Any
 
 import asyncssh
 
-from cc._asyncssh_compat import (
-    OPEN_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_CONNECT_FAILED,
-    ChannelOpenError,
-    new_client_connection,
-    open_chisel_channel,
-    send_global_request,
-)
-from cc.aio.connector_config import ConnectorConfig
-from cc.aio.dial import (
-    DialError,
-    HandshakeError,
-    TLSVerifyError,
-    open_websocket,
-    websocket_url,
-)
-from cc.aio.pipe import Pipe, dial
-from cc.aio.preflight import follow_redirect
-from cc.aio.socks import SocksSession
-from cc.aio.stdio import serve_stdio
-from cc.aio.udp import UDPListener, open_udp_exit
+from cc.connector.config import ConnectorConfig
 from cc.log import get_logger, redact
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
@@ -48,7 +28,28 @@ from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote, split_target
 from cc.protocol.workers import GROUP_HEADER
+from cc.ssh.compat import (
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_CONNECT_FAILED,
+    ChannelOpenError,
+    new_client_connection,
+    open_chisel_channel,
+    send_global_request,
+)
 from cc.stats import SessionStats
+from cc.transport.dial import (
+    DialError,
+    HandshakeError,
+    TLSVerifyError,
+    open_websocket,
+    websocket_url,
+)
+from cc.transport.preflight import follow_redirect
+from cc.tunnel.pipe import Pipe, dial
+from cc.tunnel.socks import SocksSession
+from cc.tunnel.stdio import serve_stdio
+from cc.tunnel.udp.exit import open_udp_exit
+from cc.tunnel.udp.listener import UDPListener
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
 

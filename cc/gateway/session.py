@@ -16,16 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
-from cc._asyncssh_compat import (
-    OPEN_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_CONNECT_FAILED,
-    ChannelOpenError,
-    open_chisel_channel,
-    send_global_request,
-)
-from cc.aio.pipe import Pipe, dial
-from cc.aio.socks import SocksSession
-from cc.aio.udp import UDPListener, open_udp_exit
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions
@@ -33,9 +23,20 @@ from cc.protocol.config import decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote, split_target
 from cc.protocol.workers import is_shareable, share_key
+from cc.ssh.compat import (
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_CONNECT_FAILED,
+    ChannelOpenError,
+    open_chisel_channel,
+    send_global_request,
+)
+from cc.tunnel.pipe import Pipe, dial
+from cc.tunnel.socks import SocksSession
+from cc.tunnel.udp.exit import open_udp_exit
+from cc.tunnel.udp.listener import UDPListener
 
 if TYPE_CHECKING:
-    from cc.aio.gateway import Gateway
+    from cc.gateway.gateway import Gateway
 
 __all__ = ["CONFIG_TIMEOUT", "REJECTED_LINGER", "GatewaySession", "PeerContext"]
 

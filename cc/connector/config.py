@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cc import __version__
-from cc.aio.dial import TLSOptions
-from cc.aio.udp_settings import UDPSettings
 from cc.protocol.remote import Remote
 from cc.protocol.workers import forward_plan, reverse_plan
+from cc.transport.dial import TLSOptions
+from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = ["ConnectorConfig"]
 

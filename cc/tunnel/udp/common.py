@@ -33,17 +33,14 @@ from typing import Any
 
 import asyncssh
 
-from cc.aio.udp_settings import DEFAULT_MAX_SIZE, MAX_DATAGRAM, UDPSettings
+from cc.tunnel.udp.settings import DEFAULT_MAX_SIZE, MAX_DATAGRAM, UDPSettings
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "MAX_DATAGRAM",
     "ChannelOpener",
-    "UDPExit",
-    "UDPListener",
     "UDPSettings",
     "format_addr",
-    "open_udp_exit",
 ]
 
 #: Datagrams a listener holds while its channel is being opened.
@@ -87,11 +84,3 @@ class _Drops:
             self.log.debug(
                 "%s: dropped datagram (%s; %d dropped so far)", self.what, reason, self.count
             )
-
-
-# --------------------------------------------------------------------------- listening side
-
-
-# The two sides live in their own modules; ``cc.aio.udp`` is the one to import.
-from cc.aio.udp_exit import UDPExit, open_udp_exit  # noqa: E402
-from cc.aio.udp_listener import UDPListener  # noqa: E402

@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Collection, Sequence
 
-from cc.aio.portshare import REGISTRY_FD_ENV, serve_worker_claims
+from cc.gateway.ports import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims

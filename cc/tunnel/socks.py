@@ -8,7 +8,7 @@ before anything is dialled.  On the gateway that is the session's ACL (user and
 token), so ``--socks5`` does not let a user past the ACL as chisel's does; on the
 connector (``R:socks``) there is no ACL, the user chose to expose a SOCKS proxy.
 
-After a successful CONNECT the channel is handed to a :class:`cc.aio.pipe.Pipe`,
+After a successful CONNECT the channel is handed to a :class:`cc.tunnel.pipe.Pipe`,
 so flow control and half-close are those of every TCP tunnel.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import asyncssh
 
-from cc.aio.pipe import Pipe
 from cc.stats import RemoteStats
+from cc.tunnel.pipe import Pipe
 
 __all__ = ["Reply", "SocksSession", "socks_target"]
 

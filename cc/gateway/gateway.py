@@ -18,20 +18,20 @@ from typing import Any, cast
 import asyncssh
 
 from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
-from cc._asyncssh_compat import (
-    new_server_connection,
-)
-from cc.aio.backend import proxy_to_backend
-from cc.aio.gateway_session import GatewaySession, PeerContext
-from cc.aio.portshare import LocalPortRegistry, PortRegistry
-from cc.aio.udp_settings import UDPSettings
-from cc.aio.wstransport import WebSocketTransport
+from cc.gateway.backend import proxy_to_backend
+from cc.gateway.ports import LocalPortRegistry, PortRegistry
+from cc.gateway.session import GatewaySession, PeerContext
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
+from cc.ssh.compat import (
+    new_server_connection,
+)
 from cc.stats import SessionStats
+from cc.transport.websocket import WebSocketTransport
+from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = ["Gateway", "GatewayConfig"]
 

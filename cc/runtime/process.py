@@ -13,9 +13,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from cc.aio.heap import HeapTrimmer, tune_allocator
 from cc.log import get_logger
 from cc.procstats import collect, format_report
+from cc.runtime.heap import HeapTrimmer, tune_allocator
 from cc.stats import SessionStats
 
 __all__ = [
@@ -31,7 +31,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (it is a dependency on Linux), asyncio otherwise.
 
     With the heap tuned for packet buffers, the loop also gives freed heap back to
-    the system every few seconds (cc.aio.heap).
+    the system every few seconds (cc.runtime.heap).
     """
     loop = _plain_event_loop()
     if tune_allocator():

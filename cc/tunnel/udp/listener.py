@@ -10,7 +10,11 @@ from typing import Any
 
 import asyncssh
 
-from cc.aio.udp import (
+from cc.protocol.remote import Remote
+from cc.protocol.udp import GobDecoder, GobEncoder, GobError
+from cc.protocol.udpmap import SenderTable
+from cc.stats import RemoteStats
+from cc.tunnel.udp.common import (
     PENDING_DATAGRAMS,
     REOPEN_DELAY,
     ChannelOpener,
@@ -19,10 +23,6 @@ from cc.aio.udp import (
     _strip_brackets,
     format_addr,
 )
-from cc.protocol.remote import Remote
-from cc.protocol.udp import GobDecoder, GobEncoder, GobError
-from cc.protocol.udpmap import SenderTable
-from cc.stats import RemoteStats
 
 __all__ = ["UDPListener"]
 

@@ -16,9 +16,9 @@ from typing import cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
-from cc.aio.wstransport import WebSocketTransport
 from cc.protocol import http
 from cc.protocol.ws import WebSocketStream
+from cc.transport.websocket import WebSocketTransport
 
 __all__ = [
     "DialError",
@@ -257,7 +257,7 @@ async def connect_socket(
     try:
         async with asyncio.timeout(timeout):
             if proxy:
-                from cc.aio.proxy import open_proxy_socket
+                from cc.transport.proxy import open_proxy_socket
 
                 sock = await open_proxy_socket(proxy, host, port)
                 connected = await loop.create_connection(

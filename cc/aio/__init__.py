@@ -1,1 +1,0 @@
-"""The asyncio/uvloop I/O layer: transports, gateway, connector."""

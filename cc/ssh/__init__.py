@@ -1,0 +1,1 @@
+"""asyncssh, adapted to chisel: every private asyncssh touch lives in this package."""
