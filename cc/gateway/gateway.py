@@ -17,13 +17,14 @@ from typing import Any, cast
 
 import asyncssh
 
-from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
+from cc import CHISEL_PROTOCOL, __version__
 from cc.gateway.backend import proxy_to_backend
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
+from cc.protocol.handshake import accept_upgrade
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.ssh.compat import (
@@ -157,9 +158,11 @@ class Gateway:
             conn.respond(404, b"Not found")
 
     def _upgrade(self, conn: _HTTPConnection, request: http.Request, rest: bytes) -> None:
-        key = request.headers.get("Sec-WebSocket-Key") or ""
-        if request.headers.get("Sec-WebSocket-Version") != "13" or len(key) != 24:
-            conn.respond(400, b"bad websocket handshake")
+        answer = accept_upgrade(request, version=self.config.version)
+        if answer.status != 101:
+            log.debug("refused upgrade from %s: %s", conn.peer, answer.reason)
+            conn.transport.write(answer.data)
+            conn.transport.close()
             return
         token_permissions = None
         if self.config.tokens is not None:
@@ -172,16 +175,7 @@ class Gateway:
                 conn.respond(401, b"unauthorized\n")
                 return
         transport = conn.transport
-        peer_is_ours = request.headers.get(PEER_HEADER) is not None
-        fields = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", http.accept_key(key)),
-            ("Sec-WebSocket-Protocol", CHISEL_PROTOCOL),
-        ]
-        if peer_is_ours:
-            fields.append((PEER_HEADER, self.config.version))
-        transport.write(http.build_response(101, fields))
+        transport.write(answer.data)
         wst = WebSocketTransport(
             transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
         )
@@ -189,7 +183,7 @@ class Gateway:
             cc_context=PeerContext(
                 conn.peer, token_permissions, request, group=_group_secret(request)
             ),
-            cc_peer_is_ours=peer_is_ours,
+            cc_peer_is_ours=answer.peer_is_ours,
         )
         transport.set_protocol(wst)
         wst.attach(self._conn_factory())

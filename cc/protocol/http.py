@@ -21,9 +21,11 @@ __all__ = [
     "Headers",
     "Request",
     "Response",
+    "ResponseParser",
     "accept_key",
     "build_request",
     "build_response",
+    "check_field",
     "find_head_end",
     "parse_request",
     "parse_response",
@@ -175,7 +177,30 @@ def parse_response(head: bytes | bytearray) -> Response:
     return Response(int(parts[1]), reason, parts[0].decode("ascii"), _parse_fields(lines[1:]))
 
 
-def _check_field(name: str, value: str) -> None:
+class ResponseParser:
+    """Bytes in, one response head out: the parsed head and the bytes after it.
+
+    Bounded like the gateway's request reader (``MAX_HEAD_SIZE``), so a peer that
+    never ends its head cannot make us buffer more; raises HTTPError on bad input.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def receive_data(self, data: bytes) -> tuple[Response, bytes] | None:
+        """The head and what followed it, once the head is complete; else None."""
+        self._buffer += data
+        end = find_head_end(self._buffer)
+        if end < 0:
+            return None
+        response = parse_response(self._buffer[:end])
+        rest = bytes(self._buffer[end:])
+        self._buffer.clear()
+        return response, rest
+
+
+def check_field(name: str, value: str) -> None:
+    """Refuse a field that would end its line early or forge another one."""
     if any(c in name for c in "\r\n: ") or any(c in value for c in "\r\n\0"):
         raise ValueError(f"header {name!r} contains a forbidden character")
 
@@ -184,7 +209,7 @@ def build_request(method: str, target: str, headers: list[tuple[str, str]]) -> b
     """Serialize a request head; refuses CR/LF in fields so user headers cannot inject lines."""
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
-        _check_field(name, value)
+        check_field(name, value)
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -198,7 +223,7 @@ def build_response(
     if status != 101:
         fields.append(("Content-Length", str(len(body))))
     for name, value in fields:
-        _check_field(name, value)
+        check_field(name, value)
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

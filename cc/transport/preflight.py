@@ -9,14 +9,11 @@ import asyncio
 from urllib.parse import SplitResult, urljoin, urlunsplit
 
 from cc.protocol import http
-from cc.transport.dial import (
-    DialError,
-    ResponseReader,
-    TLSOptions,
-    TLSWatch,
-    connect_socket,
-    normalize_server_url,
-)
+from cc.transport.dial import connect_socket
+from cc.transport.errors import DialError
+from cc.transport.exchange import Exchange
+from cc.transport.tls import TLSOptions, TLSWatch
+from cc.transport.urls import normalize_server_url
 
 __all__ = ["follow_redirect"]
 
@@ -43,7 +40,10 @@ async def follow_redirect(
     fields = [("Host", host), ("User-Agent", user_agent)]
     fields.append(("Connection", "close"))
     watch = TLSWatch(host)
-    get = ResponseReader(http.build_request("GET", target, fields), watch, "pre-flight")
+    request = http.build_request("GET", target, fields)
+    get: Exchange[tuple[http.Response, bytes]] = Exchange(
+        request, http.ResponseParser().receive_data, watch, "pre-flight"
+    )
     transport, _ = await connect_socket(
         asyncio.get_running_loop(),
         lambda: get,
