@@ -30,7 +30,13 @@ from urllib.parse import SplitResult
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers as WSHeaders
-from websockets.exceptions import InvalidHeader, InvalidMessage, NegotiationError
+from websockets.exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidMessage,
+    InvalidUpgrade,
+    SecurityError,
+)
 from websockets.http11 import Request as WSRequest
 from websockets.http11 import Response as WSResponse
 from websockets.server import ServerProtocol
@@ -181,18 +187,20 @@ class ClientHandshake:
 
 
 def _explain(exc: Exception, response: http.Response) -> str:
-    """websockets' reason for refusing a 101, in the words our users already see."""
-    protocol = response.headers.get("Sec-WebSocket-Protocol")
+    """websockets' reason for refusing a 101, in the words our users already see.
+
+    Matched on exception types and the response's headers, not on websockets'
+    messages, which differ between the versions we allow.
+    """
+    if isinstance(exc, InvalidMessage):  # websockets >= 14 wraps what its parser raised
+        return f"websocket handshake: bad HTTP response: {exc.__cause__ or exc}"
+    if isinstance(exc, SecurityError) or not isinstance(exc, InvalidHandshake):
+        return f"websocket handshake: bad HTTP response: {exc}"  # a limit, or a parse error
     if isinstance(exc, InvalidHeader) and exc.name == "Sec-WebSocket-Accept":
         return "websocket: bad handshake (wrong Sec-WebSocket-Accept)"
-    if isinstance(exc, InvalidHeader | NegotiationError) and protocol not in (
-        None,
-        CHISEL_PROTOCOL,
-    ):
+    protocol = response.headers.get("Sec-WebSocket-Protocol")
+    if not isinstance(exc, InvalidUpgrade) and protocol not in (None, CHISEL_PROTOCOL):
         return f"websocket: server chose protocol {protocol!r}, expected {CHISEL_PROTOCOL}"
-    if isinstance(exc, InvalidMessage):
-        cause = exc.__cause__ or exc
-        return f"websocket handshake: bad HTTP response: {cause}"
     return f"websocket: bad handshake ({exc})"
 
 
