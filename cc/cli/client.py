@@ -32,7 +32,8 @@ from cc.log import redact, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import Remote, check_unique, parse_remote
-from cc.transport.dial import TLSOptions, normalize_server_url
+from cc.transport.tls import TLSOptions
+from cc.transport.urls import normalize_server_url
 
 if TYPE_CHECKING:
     from cc.connector.config import ConnectorConfig

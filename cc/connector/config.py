@@ -13,7 +13,7 @@ from typing import Any
 from cc import __version__
 from cc.protocol.remote import Remote
 from cc.protocol.workers import forward_plan, reverse_plan
-from cc.transport.dial import TLSOptions
+from cc.transport.tls import TLSOptions
 from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = ["ConnectorConfig"]
