@@ -24,7 +24,7 @@ from cc.connector.config import ConnectorConfig
 from cc.log import get_logger, redact
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
-from cc.protocol.keepalive import format_duration
+from cc.protocol.durations import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote, split_target
 from cc.protocol.workers import GROUP_HEADER
