@@ -45,6 +45,7 @@ from cc.transport.dial import (
     websocket_url,
 )
 from cc.transport.preflight import follow_redirect
+from cc.tunnel.keepalive import KeepaliveDriver
 from cc.tunnel.pipe import Pipe, dial
 from cc.tunnel.socks import SocksSession
 from cc.tunnel.stdio import serve_stdio
@@ -75,6 +76,8 @@ class Connector:
         self._listeners: list[asyncio.AbstractServer] = []
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
         self._stdio: asyncio.Task[None] | None = None
+        #: the current session's keepalive (None before the first session)
+        self.keepalive: KeepaliveDriver | None = None
 
     # -- control --------------------------------------------------------------
     def stop(self) -> None:
@@ -243,11 +246,14 @@ class Connector:
             self.stats.sessions = 1
             self.connected.set()
             connected_at = time.monotonic()
-            keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
+            self.keepalive = KeepaliveDriver(
+                conn, cfg.keepalive, cfg.keepalive_timeout, lambda: self._keepalive_dead(conn)
+            )
+            self.keepalive.start()
             try:
                 await conn.wait_closed()
             finally:
-                keepalive.cancel()
+                self.keepalive.stop()
             if not self._stopping:
                 log.info("Disconnected")
             return time.monotonic() - connected_at >= cfg.backoff_reset_after
@@ -273,23 +279,13 @@ class Connector:
         )
         return remotes
 
-    async def _keepalive(self, conn: Any) -> None:
-        """Ping every --keepalive; no answer within the deadline means the session is dead."""
-        interval = self.config.keepalive
-        if interval <= 0:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(self.config.keepalive_timeout):
-                    await send_global_request(conn, "ping", b"")
-            except TimeoutError:
-                log.info(
-                    "Keepalive: no answer within %s; reconnecting",
-                    format_duration(self.config.keepalive_timeout),
-                )
-                conn.abort()
-                return
+    def _keepalive_dead(self, conn: Any) -> None:
+        """No answer and no traffic within --keepalive-timeout: the gateway is gone."""
+        log.info(
+            "Keepalive: no answer within %s; reconnecting",
+            format_duration(self.config.keepalive_timeout),
+        )
+        conn.abort()
 
     # -- forward remotes: local listeners -----------------------------------------
     async def _open_forward_listeners(self) -> None:

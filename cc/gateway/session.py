@@ -28,8 +28,8 @@ from cc.ssh.compat import (
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
     open_chisel_channel,
-    send_global_request,
 )
+from cc.tunnel.keepalive import KeepaliveDriver
 from cc.tunnel.pipe import Pipe, dial
 from cc.tunnel.socks import SocksSession
 from cc.tunnel.udp.exit import open_udp_exit
@@ -78,11 +78,16 @@ class GatewaySession(asyncssh.SSHServer):
         self._partner_checks: set[asyncio.Task[None]] = set()
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
-        self._keepalive: asyncio.Task[None] | None = None
+        #: pings the connector, and answers the other sessions' probes of this one
+        self.keepalive: KeepaliveDriver | None = None
 
     # -- asyncssh callbacks ---------------------------------------------------
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
+        config = self.gateway.config
+        self.keepalive = KeepaliveDriver(
+            conn, config.keepalive, config.keepalive_timeout, self._keepalive_dead
+        )
         self.context = conn.get_extra_info("cc_context")
         self.gateway.sessions.add(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
@@ -90,8 +95,8 @@ class GatewaySession(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close_listeners()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        if self.keepalive is not None:
+            self.keepalive.stop()
         if self._config_timer is not None:
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
@@ -191,8 +196,8 @@ class GatewaySession(asyncssh.SSHServer):
             return error
         self.remotes = config.remotes
         self._configured = True
-        if self.gateway.config.keepalive > 0:
-            self._keepalive = asyncio.get_running_loop().create_task(self._ping_loop())
+        if self.gateway.config.keepalive > 0 and self.keepalive is not None:
+            self.keepalive.start()
         peer = self.context.peer if self.context else "?"
         self.log.info(
             "Connected: %s user=%r version=%s remotes=[%s]",
@@ -203,29 +208,24 @@ class GatewaySession(asyncssh.SSHServer):
         )
         return None
 
-    async def _ping_loop(self) -> None:
-        """Detect a vanished connector: chisel keeps its reverse ports bound forever.
+    def _keepalive_dead(self) -> None:
+        """A vanished connector: chisel would keep its reverse ports bound forever.
 
         Go clients answer an unknown global request with a failure, which is still
         an answer; silence past the deadline means the peer is gone, so the session
         is aborted and its reverse ports are released for the reconnecting client.
         """
-        interval = self.gateway.config.keepalive
-        deadline = self.gateway.config.keepalive_timeout
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(deadline):
-                    await send_global_request(self.conn, "ping", b"")
-            except TimeoutError:
-                self.log.warning(
-                    "No keepalive answer within %.0fs; closing the session and its ports", deadline
-                )
-                self.close_listeners()
-                self.conn.abort()
-                return
-            except (OSError, asyncssh.Error):
-                return
+        self.log.warning(
+            "No keepalive answer within %.0fs; closing the session and its ports",
+            self.gateway.config.keepalive_timeout,
+        )
+        self.drop()
+
+    def drop(self) -> None:
+        """Abort a dead session now, and free its reverse ports for whoever asks next."""
+        self.close_listeners()
+        if self.conn is not None:
+            self.conn.abort()
 
     async def _open_listeners(self, remotes: list[Remote]) -> str | None:
         for remote in remotes:
@@ -299,13 +299,8 @@ class GatewaySession(asyncssh.SSHServer):
         )
 
     async def answers_ping(self, timeout: float) -> bool:
-        """One keepalive round trip now; False if the peer stays silent or is gone."""
-        try:
-            async with asyncio.timeout(timeout):
-                await send_global_request(self.conn, "ping", b"")
-        except (TimeoutError, OSError, asyncssh.Error):
-            return False
-        return not self.conn.is_closed()
+        """Ping now; False if the peer stays silent (no answer, no traffic) or is gone."""
+        return self.keepalive is not None and await self.keepalive.probe(timeout)
 
     async def _evict_stale_holder(self, remote: Remote) -> bool:
         """If another of our sessions holds ``remote``'s port and is dead, close it.
@@ -329,8 +324,7 @@ class GatewaySession(asyncssh.SSHServer):
                 self.context.peer if self.context else "?",
                 remote.local(),
             )
-            other.close_listeners()
-            other.conn.abort()
+            other.drop()
             return True
         return False
 
@@ -358,8 +352,7 @@ class GatewaySession(asyncssh.SSHServer):
                     deadline,
                     port,
                 )
-                other.close_listeners()
-                other.conn.abort()
+                other.drop()
 
     def close_listeners(self) -> None:
         for server in self.listeners:

@@ -114,6 +114,10 @@ class Keepalive:
             return None
         return max(self._pending[0], self._last_activity) + self.reply_timeout
 
+    def overdue(self, now: float) -> bool:
+        """The oldest ping has waited ``reply_timeout``: dead, unless traffic says otherwise."""
+        return bool(self._pending) and 0 < self.reply_timeout <= now - self._pending[0]
+
     def is_dead(self, now: float) -> bool:
         """A ping has gone unanswered, and the peer silent, for ``reply_timeout``."""
         deadline = self.dead_at()

@@ -53,6 +53,8 @@ def test_inbound_traffic_defers_death_but_not_pings() -> None:
     ka.activity(33.0)  # data still arriving: the pong is queued behind it
     assert not ka.is_dead(40.0)
     assert ka.dead_at() == 43.0
+    assert ka.overdue(35.0)  # past its deadline: only the traffic keeps it alive
+    assert not ka.overdue(34.9)
     assert ka.is_dead(43.0)
     ka.activity(1.0)  # an out-of-order older timestamp never moves the clock back
     assert ka.dead_at() == 43.0
@@ -62,6 +64,7 @@ def test_zero_reply_timeout_never_declares_death_like_chisel() -> None:
     ka = Keepalive(interval=25.0, reply_timeout=0.0)
     ka.ping_sent(25.0)
     assert not ka.is_dead(1e9)
+    assert not ka.overdue(1e9)
     assert ka.dead_at() is None
 
 
