@@ -26,14 +26,13 @@ from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
 from cc.protocol.durations import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
-from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.remote import Proto, Remote
 from cc.protocol.workers import GROUP_HEADER
 from cc.ssh.compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
     new_client_connection,
-    open_chisel_channel,
     send_global_request,
 )
 from cc.stats import SessionStats
@@ -45,12 +44,9 @@ from cc.transport.dial import (
     websocket_url,
 )
 from cc.transport.preflight import follow_redirect
+from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
-from cc.tunnel.pipe import Pipe, dial
-from cc.tunnel.socks import SocksSession
 from cc.tunnel.stdio import serve_stdio
-from cc.tunnel.udp.exit import open_udp_exit
-from cc.tunnel.udp.listener import UDPListener
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
 
@@ -74,6 +70,7 @@ class Connector:
         self._wake = asyncio.Event()
         self._backoff = Backoff(max_delay=config.max_retry_interval, rand=rng)
         self._listeners: list[asyncio.AbstractServer] = []
+        self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
         self._stdio: asyncio.Task[None] | None = None
         #: the current session's keepalive (None before the first session)
@@ -91,15 +88,12 @@ class Connector:
         self._drainer = asyncio.get_running_loop().create_task(self._drain_then_close())
 
     def open_connections(self) -> int:
-        return sum(r.open for r in self.stats.remotes.values())
+        return self.endpoint.open_connections()
 
     async def _drain_then_close(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout
         if self.open_connections():
             log.info("Draining %d open connection(s)...", self.open_connections())
-        while self.open_connections() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await self.endpoint.drain(self.config.drain_timeout)
         if self.conn is not None:
             self.conn.close()
 
@@ -289,75 +283,33 @@ class Connector:
 
     # -- forward remotes: local listeners -----------------------------------------
     async def _open_forward_listeners(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Bind every forward remote's local port now: a port we cannot have is fatal."""
         shared = self.config.worker_count > 1  # every worker binds TCP forward ports
         for remote in self.config.forward_remotes():
             if remote.stdio:
                 continue
-            stats = self.stats.remote(str(remote))
-            if remote.local_proto is Proto.UDP:
-                await self._open_udp_listener(remote, stats)
-                continue
+            udp = remote.local_proto is Proto.UDP
             try:
-                server = await loop.create_server(
-                    lambda remote=remote, stats=stats: self._accept_forward(remote, stats),
-                    remote.local_host or None,
-                    remote.local_port,
-                    reuse_address=True,
-                    reuse_port=shared or None,
-                    backlog=1024,  # a burst of clients must not wait for SYN retries
-                )
+                if udp:
+                    self._listeners.append(await self.endpoint.listen_udp(remote))
+                else:
+                    self._listeners.append(
+                        await self.endpoint.listen_tcp(remote, reuse_port=shared)
+                    )
             except OSError as exc:
                 for opened in self._listeners:
                     opened.close()
-                raise FatalError(
-                    f"cannot listen on {remote.local()}: {exc.strerror or exc}"
-                ) from None
-            self._listeners.append(server)
-            log.debug("tun: %s: Listening", remote)
+                where = f"{remote.local()}/udp" if udp else remote.local()
+                raise FatalError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            if not udp:
+                log.debug("tun: %s: Listening", remote)
         for remote in self.config.forward_remotes():
             if remote.stdio:  # check_unique allows one
-                self._stdio = loop.create_task(serve_stdio(self, remote))
-
-    async def _open_udp_listener(self, remote: Remote, stats: Any) -> None:
-        listener = UDPListener(remote, self._open_udp_channel, self.config.udp, stats, log)
-        try:
-            await listener.start()
-        except OSError as exc:
-            for opened in self._listeners:
-                opened.close()
-            raise FatalError(
-                f"cannot listen on {remote.local()}/udp: {exc.strerror or exc}"
-            ) from None
-        self._listeners.append(listener)
-
-    async def _open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
-        conn = self.conn
-        if conn is None:
-            raise ConnectionError("not connected")
-        return await open_chisel_channel(conn, target, factory)
-
-    def _accept_forward(self, remote: Remote, stats: Any) -> asyncio.Protocol:
-        pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_forward_channel(remote, pipe))
-        return pipe.socket_side
-
-    async def _open_forward_channel(self, remote: Remote, pipe: Pipe) -> None:
-        conn = self.conn
-        if conn is None:
-            log.info("tun: %s: not connected; dropping connection", remote)
-            pipe.close(ConnectionError("not connected"))
-            return
-        try:
-            await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
-        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.failed += 1
-            log.info("tun: %s: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
+                self._stdio = asyncio.get_running_loop().create_task(serve_stdio(self, remote))
 
     # -- reverse remotes: channels from the gateway ---------------------------------
     def channel_requested(self, target_bytes: bytes) -> Any:
+        """Serve a channel the gateway opens, only to a target one of our remotes declares."""
         target = target_bytes.decode("utf-8", "replace")
         if self._stopping:
             raise ChannelOpenError(OPEN_CONNECT_FAILED, "connector is shutting down")
@@ -365,21 +317,13 @@ class Connector:
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", target[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
-        stats = self.stats.remote(str(remote))
-        if remote.socks:
-            # Only because our own remotes declare R:socks: the user chose to expose a
-            # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
-            return SocksSession(None, stats, get_logger("client.socks"), str(remote))
-        if remote.remote_proto != remote.local_proto:
+        if remote.remote_proto != remote.local_proto and not remote.socks:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
-        if remote.remote_proto is Proto.UDP:
-            host, port = split_target(target.removesuffix("/udp"))
-            return open_udp_exit(host, port, self.config.udp, stats, log, str(remote))
-        return self._dial(remote, target)
-
-    async def _dial(self, remote: Remote, target: str) -> Any:
-        host, port = split_target(target)
-        return await dial(host, port, self.stats.remote(str(remote)), f"{remote}")
+        # SOCKS only because our own remotes declare R:socks: the user chose to expose a
+        # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
+        return self.endpoint.route_channel(
+            ChannelTarget.parse(target), self.stats.remote(str(remote)), str(remote)
+        )
 
 
 class ConnectorSession(asyncssh.SSHClient):

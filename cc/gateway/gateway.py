@@ -31,6 +31,7 @@ from cc.ssh.compat import (
 )
 from cc.stats import SessionStats
 from cc.transport.websocket import WebSocketTransport
+from cc.tunnel.endpoint import drain, open_connections
 from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = ["Gateway", "GatewayConfig"]
@@ -111,10 +112,7 @@ class Gateway:
             self._server.close()
         for session in list(self.sessions):
             session.close_listeners()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + drain_timeout
-        while self.open_connections() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await drain(self.stats, drain_timeout)
         for session in list(self.sessions):
             session.close()
         if self._server is not None:
@@ -122,7 +120,7 @@ class Gateway:
         self.stats.state = "stopped"
 
     def open_connections(self) -> int:
-        return sum(r.open for r in self.stats.remotes.values())
+        return open_connections(self.stats)
 
     async def serve_forever(self) -> None:
         assert self._server is not None

@@ -21,19 +21,14 @@ from cc.protocol import http
 from cc.protocol.acl import Permissions
 from cc.protocol.config import decode_config
 from cc.protocol.errors import ConfigError
-from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.remote import Proto, Remote
 from cc.protocol.workers import is_shareable, share_key
 from cc.ssh.compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_CONNECT_FAILED,
     ChannelOpenError,
-    open_chisel_channel,
 )
+from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
-from cc.tunnel.pipe import Pipe, dial
-from cc.tunnel.socks import SocksSession
-from cc.tunnel.udp.exit import open_udp_exit
-from cc.tunnel.udp.listener import UDPListener
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import Gateway
@@ -73,6 +68,9 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
+        self.endpoint = TunnelEndpoint(
+            lambda: self.conn, gateway.stats, self.log, gateway.config.udp
+        )
         #: reverse ports this session claimed, with the share key (None: exclusive)
         self._claimed: dict[int, str | None] = {}
         self._partner_checks: set[asyncio.Task[None]] = set()
@@ -229,11 +227,10 @@ class GatewaySession(asyncssh.SSHServer):
 
     async def _open_listeners(self, remotes: list[Remote]) -> str | None:
         for remote in remotes:
-            stats = self.gateway.stats.remote(str(remote))
             evicted = False
             for attempt in range(_REBIND_ATTEMPTS):
                 try:
-                    server = await self._listen(remote, stats)
+                    server = await self._listen(remote)
                     break
                 except OSError as exc:
                     error = exc
@@ -250,7 +247,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.debug("tun: %s: Listening", remote)
         return None
 
-    async def _listen(self, remote: Remote, stats: Any) -> asyncio.AbstractServer:
+    async def _listen(self, remote: Remote) -> asyncio.AbstractServer:
         """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken.
 
         A TCP port is claimed first (see cc.protocol.workers): sessions of one
@@ -258,25 +255,14 @@ class GatewaySession(asyncssh.SSHServer):
         SO_REUSEPORT; anybody else finds it taken.
         """
         if remote.local_proto is Proto.UDP:
-            udp = UDPListener(
-                remote, self._open_udp_channel, self.gateway.config.udp, stats, self.log
-            )
-            await udp.start()
-            return udp
+            return await self.endpoint.listen_udp(remote)
         group = self.context.group if self.context else None
         key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
         port = remote.local_port
         if not await self.gateway.config.port_registry.claim(port, key, self.id):
             raise OSError(errno.EADDRINUSE, "held by another session")
         try:
-            server = await asyncio.get_running_loop().create_server(
-                lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
-                remote.local_host or None,
-                port,
-                reuse_address=True,
-                reuse_port=key is not None or None,
-                backlog=1024,  # a burst of clients must not wait for SYN retries
-            )
+            server = await self.endpoint.listen_tcp(remote, reuse_port=key is not None)
         except OSError:
             self.gateway.config.port_registry.release(port, self.id)
             raise
@@ -287,9 +273,6 @@ class GatewaySession(asyncssh.SSHServer):
             self._partner_checks.add(task)
             task.add_done_callback(self._partner_checks.discard)
         return server
-
-    async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
-        return await open_chisel_channel(self.conn, target, factory)
 
     def holds_port(self, port: int) -> bool:
         return any(
@@ -364,54 +347,29 @@ class GatewaySession(asyncssh.SSHServer):
         for task in self._partner_checks:
             task.cancel()
 
-    def _accept_reverse(self, remote: Remote, stats: Any) -> asyncio.Protocol:
-        pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_reverse_channel(remote, pipe))
-        return pipe.socket_side
-
-    async def _open_reverse_channel(self, remote: Remote, pipe: Pipe) -> None:
-        try:
-            await open_chisel_channel(
-                self.conn, remote.target().encode(), lambda: pipe.channel_side
-            )
-        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.failed += 1
-            self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
-
     # -- channels the client opens (forward remotes) -----------------------------
     def chisel_channel_requested(self, target_bytes: bytes) -> Any:
-        target = target_bytes.decode("utf-8", "replace")
+        """Serve a channel the client opens, if the user's and the token's ACLs allow it.
+
+        chisel lets SOCKS requests past its ACL; here each SOCKS CONNECT's real
+        ``host:port`` must be allowed like any forward remote's target.
+        """
         if not self._configured:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "config first")
-        if target == "socks":
-            return self._socks_session()
-        host_port = target.removesuffix("/udp")
-        try:
-            host, port = split_target(host_port)
-        except ValueError:
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        if not self.allowed(host_port):  # UDP as TCP: chisel's ACL subjects have no /udp
-            self.log.warning("Denied channel to %s for user '%s'", target, self.user)
+        target = ChannelTarget.parse(target_bytes.decode("utf-8", "replace"))
+        if target.socks:
+            if not self.gateway.config.socks5:
+                self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+                raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
+            return self.endpoint.route_channel(
+                target,
+                self.gateway.stats.remote(target.text),
+                f"user '{self.user}'",
+                socks_authorize=self.allowed,
+            )
+        if not self.allowed(target.address):  # UDP as TCP: chisel's ACL subjects have no /udp
+            self.log.warning("Denied channel to %s for user '%s'", target.text, self.user)
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        if host_port != target:
-            stats = self.gateway.stats.remote(target)
-            return open_udp_exit(host, port, self.gateway.config.udp, stats, self.log, target)
-        return self._dial(target, host, port)
-
-    def _socks_session(self) -> SocksSession:
-        """A SOCKS5 server on the channel; each CONNECT is checked against our ACL.
-
-        chisel lets SOCKS requests past its ACL; here the real ``host:port`` must be
-        allowed for the user (and the token) like any forward remote's target.
-        """
-        if not self.gateway.config.socks5:
-            self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
-        stats = self.gateway.stats.remote("socks")
-        log = get_logger(f"server.session#{self.id}.socks")
-        return SocksSession(self.allowed, stats, log, f"user '{self.user}'")
-
-    async def _dial(self, target: str, host: str, port: int) -> Any:
-        return await dial(host, port, self.gateway.stats.remote(target), target)
+        return self.endpoint.route_channel(
+            target, self.gateway.stats.remote(target.text), target.text
+        )

@@ -15,19 +15,14 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from cc.gateway.gateway import Gateway, GatewaySession
-from cc.protocol import keys
 from tests.aio.harness import STEP, Harness, free_port, wait_until
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-    uvloop = None  # type: ignore[assignment]
+from tests.tunnel.inprocess import LOOPS, run_on
 
 __all__: list[str] = []
 
@@ -38,15 +33,6 @@ TIMEOUT = 0.5
 SLACK = 1.5
 #: Bytes per second the throttled relay lets through each way.
 RATE = 1_000_000
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.SelectorEventLoop}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
-
-
-@pytest.fixture(scope="module")
-def host_key_pem() -> bytes:
-    return keys.private_key_pem_for_asyncssh(keys.generate_private_key())
 
 
 @pytest.fixture(autouse=True)
@@ -59,20 +45,6 @@ def _cc_logs_reach_caplog() -> Iterator[None]:
         yield
     finally:
         root.propagate = saved
-
-
-def run_on(loop_name: str, host_key_pem: bytes, test: Callable[[Harness], Awaitable[None]]) -> None:
-    """Run ``test`` with a fresh harness on the named loop; the harness is closed after."""
-
-    async def main() -> None:
-        harness = Harness(host_key_pem)
-        try:
-            await test(harness)
-        finally:
-            await harness.aclose()
-
-    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
-        runner.run(main())
 
 
 class Relay:
@@ -169,7 +141,7 @@ async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_late_answers_with_data_arriving_keep_the_session(
-    loop_name: str, host_key_pem: bytes
+    loop_name: str,
 ) -> None:
     """Both directions saturated: each end's pings are answered after the deadline, but
     data keeps arriving, so neither end drops the session."""
@@ -219,12 +191,12 @@ def test_late_answers_with_data_arriving_keep_the_session(
             writer.close()
             await relay.close()
 
-    run_on(loop_name, host_key_pem, test)
+    run_on(loop_name, test)
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 def test_gateway_closes_a_silent_connector_and_frees_its_port(
-    loop_name: str, host_key_pem: bytes, caplog: pytest.LogCaptureFixture
+    loop_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The connector goes silent (its own keepalive off, so only the gateway acts): the
     gateway closes the session within keepalive + timeout and the reverse port is free."""
@@ -257,13 +229,11 @@ def test_gateway_closes_a_silent_connector_and_frees_its_port(
         assert elapsed <= INTERVAL + TIMEOUT + SLACK, f"closed {elapsed:.2f}s after the freeze"
         assert any("No keepalive answer" in r.getMessage() for r in caplog.records)
 
-    run_on(loop_name, host_key_pem, test)
+    run_on(loop_name, test)
 
 
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
-def test_connector_drops_a_silent_gateway(
-    loop_name: str, host_key_pem: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_connector_drops_a_silent_gateway(loop_name: str, caplog: pytest.LogCaptureFixture) -> None:
     """The gateway goes silent (its own keepalive long): the connector gives up on the
     session within keepalive + timeout."""
     caplog.set_level(logging.INFO, logger="cc")
@@ -293,4 +263,4 @@ def test_connector_drops_a_silent_gateway(
         assert elapsed <= INTERVAL + TIMEOUT + SLACK, f"dropped {elapsed:.2f}s after the freeze"
         assert any("Keepalive: no answer" in r.getMessage() for r in caplog.records)
 
-    run_on(loop_name, host_key_pem, test)
+    run_on(loop_name, test)
