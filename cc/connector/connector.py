@@ -1,13 +1,11 @@
 """The connector (``cloud-connector client`` and ``outsystemscc``): keeps one chisel
 session up, serves its remotes, and reconnects when the session dies.
 
-Which failures retry and which stop is deliberate: network trouble retries with
-backoff; a refused token (HTTP 401/403), a fingerprint mismatch, a wrong
-password and a config the gateway rejects stop with a non-zero exit, because
-retrying them only hammers the gateway.  The exception is a busy reverse port
-("Server cannot listen"): usually our own stale session still holds it, and it
-frees up, so that one retries.  The backoff restarts at 100 ms only after a
-session that lasted ``backoff_reset_after`` (chisel: 5 s).
+Which failures retry and which stop is deliberate, and decided sans-I/O in
+:mod:`cc.protocol.verdict`: network trouble retries with backoff; a refused
+token, password, host key or config stops with a non-zero exit.  A certificate
+that fails verification stops too (it does not heal).  The backoff restarts at
+100 ms only after a session that lasted ``backoff_reset_after`` (chisel: 5 s).
 """
 
 from __future__ import annotations
@@ -27,6 +25,13 @@ from cc.protocol.config import Config, encode_config
 from cc.protocol.durations import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote
+from cc.protocol.verdict import (
+    Action,
+    Verdict,
+    auth_failure_verdict,
+    config_reply_verdict,
+    upgrade_verdict,
+)
 from cc.protocol.workers import GROUP_HEADER
 from cc.ssh.compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -44,6 +49,7 @@ from cc.transport.dial import (
     websocket_url,
 )
 from cc.transport.preflight import follow_redirect
+from cc.transport.websocket import WebSocketTransport
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
 from cc.tunnel.stdio import serve_stdio
@@ -136,7 +142,8 @@ class Connector:
         try:
             while not self._stopping:
                 try:
-                    if await self._session():
+                    connected_for = await self._connect_and_serve()
+                    if connected_for >= self.config.backoff_reset_after:
                         self._backoff.reset()
                 except FatalError:
                     raise
@@ -175,14 +182,34 @@ class Connector:
                 await self._wake.wait()
 
     # -- one session ------------------------------------------------------------
-    async def _session(self) -> bool:
-        """One connection, until it ends; True if it lasted ``backoff_reset_after``."""
-        cfg = self.config
+    async def _connect_and_serve(self) -> float:
+        """One session from dial to close; returns how many seconds it was connected.
+
+        A verdict that retrying cannot change raises FatalError; anything that may
+        heal raises (DialError, OSError, asyncssh.Error) for run() to log and retry.
+        """
         self.stats.state = "connecting"
-        url = await self._target_url()
+        wst = await self._open_websocket(await self._target_url())
+        conn = await self._ssh_handshake(wst)
+        self.conn = conn
         try:
-            group = [(GROUP_HEADER, cfg.group)] if cfg.group and cfg.announce else []
-            wst = await open_websocket(
+            started = time.perf_counter()
+            await self._send_config(conn, self._session_remotes(wst))
+            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
+            return await self._serve(conn)
+        finally:
+            self.conn = None
+            self.connected.clear()
+            self.stats.sessions = 0
+            self.stats.state = "disconnected"
+            conn.close()
+
+    async def _open_websocket(self, url: Any) -> WebSocketTransport:
+        """Dial (through the proxy, TLS) and upgrade; a refused token is fatal."""
+        cfg = self.config
+        group = [(GROUP_HEADER, cfg.group)] if cfg.group and cfg.announce else []
+        try:
+            return await open_websocket(
                 url,
                 headers=cfg.headers + group,
                 hostname=cfg.hostname,
@@ -193,70 +220,66 @@ class Connector:
                 announce=cfg.announce,
             )
         except HandshakeError as exc:
-            if exc.status in (401, 403):  # a refused token: retrying only hammers the gateway
-                raise FatalError(str(exc)) from None
-            raise
+            raise _verdict_error(upgrade_verdict(exc.status, str(exc))) from None
+
+    async def _ssh_handshake(self, wst: WebSocketTransport) -> Any:
+        """SSH over the WebSocket, up to an accepted password (bounded by connect_timeout)."""
+        cfg = self.config
         owner = ConnectorSession(self)
         try:
             async with asyncio.timeout(cfg.connect_timeout):
-                conn = await new_client_connection(
+                return await new_client_connection(
                     lambda: owner, wst.attach, username=cfg.auth[0], password=cfg.auth[1]
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise FatalError(str(exc.reason)) from None
+            raise _verdict_error(auth_failure_verdict(str(exc.reason))) from None
         except asyncssh.PermissionDenied:
-            raise FatalError("authentication failed (check --auth)") from None
+            verdict = auth_failure_verdict("authentication failed (check --auth)")
+            raise _verdict_error(verdict) from None
         except TimeoutError:
             wst.abort()
             raise DialError("SSH handshake timed out") from None
-        self.conn = conn
+
+    def _session_remotes(self, wst: WebSocketTransport) -> tuple[Remote, ...]:
+        """The remotes this session asks for: all of them, or this worker's share."""
+        if self.config.worker_count > 1:
+            return self._worker_remotes(bool(wst.get_extra_info("cc_peer_is_ours")))
+        return tuple(self.config.remotes)
+
+    async def _send_config(self, conn: Any, remotes: tuple[Remote, ...]) -> None:
+        """The config request; returns if the gateway accepted it (see cc.protocol.verdict)."""
+        cfg = self.config
+        config = Config(version=cfg.config_version, remotes=remotes)
         try:
-            started = time.perf_counter()
-            remotes = tuple(cfg.remotes)
-            if cfg.worker_count > 1:
-                remotes = self._worker_remotes(bool(wst.get_extra_info("cc_peer_is_ours")))
-            config = Config(version=cfg.config_version, remotes=remotes)
-            try:
-                # Bounded: a gateway that went silent after auth must not hang us forever.
-                async with asyncio.timeout(cfg.connect_timeout):
-                    ok, reply = await send_global_request(conn, "config", encode_config(config))
-            except TimeoutError:
-                raise DialError(
-                    f"no answer to the config request within {format_duration(cfg.connect_timeout)}"
-                ) from None
-            if not ok and not reply and conn.is_closed():
-                # asyncssh fails pending requests when the connection drops: not a verdict.
-                raise DialError("connection lost during the config request")
-            if not ok or reply:
-                reason = reply.decode("utf-8", "replace") or "config rejected by server"
-                if "cannot listen" in reason.lower():
-                    # Transient: usually our own stale session (a half-open path the gateway
-                    # has not timed out yet) still holds the reverse port; the gateway frees
-                    # it at its keepalive deadline, so retry with backoff instead of exiting.
-                    raise DialError(reason)
-                raise FatalError(reason)
-            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
-            self.stats.state = "connected"
-            self.stats.sessions = 1
-            self.connected.set()
-            connected_at = time.monotonic()
-            self.keepalive = KeepaliveDriver(
-                conn, cfg.keepalive, cfg.keepalive_timeout, lambda: self._keepalive_dead(conn)
-            )
-            self.keepalive.start()
-            try:
-                await conn.wait_closed()
-            finally:
-                self.keepalive.stop()
-            if not self._stopping:
-                log.info("Disconnected")
-            return time.monotonic() - connected_at >= cfg.backoff_reset_after
+            # Bounded: a gateway that went silent after auth must not hang us forever.
+            async with asyncio.timeout(cfg.connect_timeout):
+                ok, reply = await send_global_request(conn, "config", encode_config(config))
+        except TimeoutError:
+            raise DialError(
+                f"no answer to the config request within {format_duration(cfg.connect_timeout)}"
+            ) from None
+        verdict = config_reply_verdict(ok, reply, connection_closed=conn.is_closed())
+        if verdict.action is not Action.OK:
+            raise _verdict_error(verdict)
+
+    async def _serve(self, conn: Any) -> float:
+        """Connected: keep the session alive until it closes; seconds it lasted."""
+        cfg = self.config
+        self.stats.state = "connected"
+        self.stats.sessions = 1
+        self.connected.set()
+        connected_at = time.monotonic()
+        self.keepalive = KeepaliveDriver(
+            conn, cfg.keepalive, cfg.keepalive_timeout, lambda: self._keepalive_dead(conn)
+        )
+        self.keepalive.start()
+        try:
+            await conn.wait_closed()
         finally:
-            self.conn = None
-            self.connected.clear()
-            self.stats.sessions = 0
-            self.stats.state = "disconnected"
-            conn.close()
+            self.keepalive.stop()
+        if not self._stopping:
+            log.info("Disconnected")
+        return time.monotonic() - connected_at
 
     def _worker_remotes(self, gateway_is_ours: bool) -> tuple[Remote, ...]:
         """This worker's share, logged so the split is visible at 3 a.m."""
@@ -351,6 +374,13 @@ class ConnectorSession(asyncssh.SSHClient):
 
     def chisel_channel_requested(self, target: bytes) -> Any:
         return self.connector.channel_requested(target)
+
+
+def _verdict_error(verdict: Verdict) -> Exception:
+    """The exception that carries a RETRY or FATAL verdict to run()."""
+    if verdict.action is Action.FATAL:
+        return FatalError(verdict.reason)
+    return DialError(verdict.reason)
 
 
 def _describe(exc: BaseException) -> str:
