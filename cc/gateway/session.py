@@ -19,7 +19,7 @@ import asyncssh
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions
-from cc.protocol.config import decode_config
+from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
 from cc.protocol.workers import is_shareable, share_key
@@ -168,18 +168,34 @@ class GatewaySession(asyncssh.SSHServer):
             return "server: config already received"
         if self._config_timer is not None:
             self._config_timer.cancel()
+        config = self._decode_config(payload)
+        if config is None:
+            return "server: invalid config"
+        error = self._refusal(config.remotes)
+        if error is None:
+            error = await self._open_listeners([r for r in config.remotes if r.reverse])
+        if error is not None:
+            return error
+        self._start(config)
+        return None
+
+    def _decode_config(self, payload: bytes) -> Config | None:
         try:
             config = decode_config(payload)
         except ConfigError as exc:
             self.log.warning("Invalid config: %s", exc)
-            return "server: invalid config"
+            return None
         if config.version != self.gateway.config.version:
             self.log.debug(
                 "Client version (%s) differs from server version (%s)",
                 config.version,
                 self.gateway.config.version,
             )
-        for remote in config.remotes:
+        return config
+
+    def _refusal(self, remotes: tuple[Remote, ...]) -> str | None:
+        """Why the gateway's switches or the ACLs refuse one of ``remotes`` (None: all pass)."""
+        for remote in remotes:
             if remote.reverse and not self.gateway.config.reverse:
                 self.log.warning("Denied reverse remote %s: --reverse not enabled", remote)
                 return "server: Reverse port forwarding not enabled on server"
@@ -189,9 +205,10 @@ class GatewaySession(asyncssh.SSHServer):
             if not self.allowed(subject):
                 self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
                 return f"server: access to '{subject}' denied"
-        error = await self._open_listeners([r for r in config.remotes if r.reverse])
-        if error is not None:
-            return error
+        return None
+
+    def _start(self, config: Config) -> None:
+        """The config is accepted and the listeners are up: the session serves from now on."""
         self.remotes = config.remotes
         self._configured = True
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
@@ -204,7 +221,6 @@ class GatewaySession(asyncssh.SSHServer):
             config.version,
             ", ".join(str(r) for r in config.remotes),
         )
-        return None
 
     def _keepalive_dead(self) -> None:
         """A vanished connector: chisel would keep its reverse ports bound forever.
