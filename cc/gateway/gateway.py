@@ -38,8 +38,11 @@ __all__ = ["Gateway", "GatewayConfig"]
 
 log = get_logger("server")
 
-#: Bound on WebSocket frames from an unauthenticated peer (chisel has none).
-MAX_FRAME = 1 << 20
+#: Largest WebSocket frame taken from a client (chisel has no bound).  Anyone may
+#: connect and send frames before authenticating, so the bound keeps what one
+#: connection can make us hold small; peers send one frame per SSH packet (at most
+#: 256 KiB plus framing), which leaves 4x headroom.
+MAX_FRAME_FROM_CLIENT = 1 << 20
 
 
 @dataclass
@@ -181,7 +184,7 @@ class Gateway:
             fields.append((PEER_HEADER, self.config.version))
         transport.write(http.build_response(101, fields))
         wst = WebSocketTransport(
-            transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
+            transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME_FROM_CLIENT)
         )
         wst.set_extra_info(
             cc_context=PeerContext(
