@@ -58,6 +58,8 @@ class KeepaliveDriver:
         self._on_dead = on_dead
         clock = conn.get_extra_info(RECEIVE_CLOCK_INFO)
         self._receive_clock: ReceiveClock | None = clock
+        # Go durations may be negative; like chisel, anything <= 0 switches the feature off.
+        interval, timeout = max(0.0, interval), max(0.0, timeout)
         self.state = Keepalive(interval, timeout, min_interval, now=time.monotonic())
         #: times a ping was unanswered past ``timeout`` and only traffic kept the session
         self.spared_by_traffic = 0

@@ -264,3 +264,30 @@ def test_connector_drops_a_silent_gateway(loop_name: str, caplog: pytest.LogCapt
         assert any("Keepalive: no answer" in r.getMessage() for r in caplog.records)
 
     run_on(loop_name, test)
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+def test_negative_durations_switch_the_keepalive_off(loop_name: str) -> None:
+    """Go durations may be negative (``--keepalive -1s``); like chisel, that means off,
+    on both ends, instead of an error that ends the session."""
+
+    async def test(harness: Harness) -> None:
+        gateway = await harness.gateway(keepalive=-1.0, keepalive_timeout=-1.0)
+        service = await harness.service(idle)
+        running = await harness.connect(
+            gateway,
+            [f"R:127.0.0.1:{free_port()}:127.0.0.1:{service}"],
+            keepalive=-1.0,
+            keepalive_timeout=-1.0,
+        )
+        session = only_session(gateway)
+        await asyncio.sleep(0.5)
+        assert not running.task.done()
+        assert running.connector.connected.is_set()
+        assert only_session(gateway) is session
+        for driver in (session.keepalive, running.connector.keepalive):
+            assert driver is not None
+            assert not driver.state.enabled
+            assert driver.state.reply_timeout == 0
+
+    run_on(loop_name, test)
