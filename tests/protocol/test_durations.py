@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cc.protocol.durations import (
@@ -143,7 +143,13 @@ def test_parse_raises_only_duration_error(text: str) -> None:
         max_size=4,
     )
 )
+@example(parts=[(562048, "h"), (1000000, "h"), (1000000, "h")])  # overflows int64
 def test_parse_sums_components(parts: list[tuple[int, str]]) -> None:
     unit_ns = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000}
     text = "".join(f"{n}{unit}" for n, unit in parts)
-    assert parse_duration_ns(text) == sum(n * unit_ns[unit] for n, unit in parts)
+    total = sum(n * unit_ns[unit] for n, unit in parts)
+    if total > (1 << 63) - 1:  # past Go's int64 nanoseconds: an error, as in Go
+        with pytest.raises(DurationError):
+            parse_duration_ns(text)
+    else:
+        assert parse_duration_ns(text) == total
