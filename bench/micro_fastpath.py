@@ -1,8 +1,8 @@
 """Micro-benchmark of the WebSocket, SSH packet and gob UDP hot loops, twin by twin.
 
 Run ``python bench/micro_fastpath.py`` (``--seconds`` per case, ``--size`` per payload).
-It prints MB/s (10**6 bytes per second of payload) so the numbers line up with
-CALIBRATION.md; 32 KiB is what Go chisel peers write per SSH channel packet. The gob
+It prints MB/s (10**6 bytes per second of payload), the unit of the README's bench
+figures; 32 KiB is what Go chisel peers write per SSH channel packet. The gob
 section prints datagrams/s for ``--datagram`` bytes (1200: a QUIC-sized datagram). The
 packet crypto section puts asyncssh's own per-packet path beside the twins. No
 assertions: the figures move from run to run, the ratios between twins are what matter.

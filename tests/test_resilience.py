@@ -33,7 +33,7 @@ from cc.connector.connector import Connector, ConnectorConfig, FatalError
 from cc.gateway.gateway import Gateway, GatewayConfig, GatewaySession
 from cc.protocol import keys
 from cc.protocol.backoff import Backoff
-from cc.protocol.keepalive import parse_duration
+from cc.protocol.durations import parse_duration
 from cc.protocol.remote import parse_remote
 from tests.peers import LOOPBACK, tcp_echo_server
 from tests.resilience_helpers import (

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cc.protocol.keepalive import parse_duration
+from cc.protocol.durations import parse_duration
 from tests.cli_support import (
     CC,
     GO_DURATION,

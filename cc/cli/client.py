@@ -358,55 +358,71 @@ def _has_stdio(remotes: list[Remote]) -> bool:
     return any(remote.stdio for remote in remotes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``cloud-connector client``: chisel client's command line."""
+def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     p.add_flag("--fingerprint", default=env_default("CC_FINGERPRINT", ""))
     p.add_flag("--auth", default=env_default("AUTH"))
     p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
     add_connector_flags(p)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
+    """The connector's config and the worker count, all checked; UsageError if wrong."""
+    if not args.server:
+        raise UsageError("a server URL is required (see --help)")
+    remotes = [parse_remote(r) for r in args.remotes]
+    if not remotes:
+        raise UsageError("at least one remote is required")
+    check_unique(remotes)
+    config = build_connector_config(args, remotes)
+    if args.auth:
+        config.auth = parse_user_pass(args.auth)
+    config.fingerprint = args.fingerprint
+    config.config_version = __version__
+    workers = args.workers
+    if workers is None:
+        workers = 1 if _has_stdio(remotes) else auto_workers()
+    elif workers > 1 and _has_stdio(remotes):
+        raise UsageError("a stdio remote has one stdin: it needs --workers 1")
+    return config, workers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cloud-connector client``: chisel client's command line."""
+    p = _parser()
     args = p.parse_args(argv)
     if args.help:
         p.print_help()
         return 0
     try:
-        if not args.server:
-            raise UsageError("a server URL is required (see --help)")
-        remotes = [parse_remote(r) for r in args.remotes]
-        if not remotes:
-            raise UsageError("at least one remote is required")
-        check_unique(remotes)
-        config = build_connector_config(args, remotes)
-        if args.auth:
-            config.auth = parse_user_pass(args.auth)
-        config.fingerprint = args.fingerprint
-        config.config_version = __version__
-        if args.workers is None:
-            args.workers = 1 if _has_stdio(remotes) else auto_workers()
-        elif args.workers > 1 and _has_stdio(remotes):
-            raise UsageError("a stdio remote has one stdin: it needs --workers 1")
+        config, workers = settings_from_args(args)
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
     # stdio: stdout is the tunnelled connection, so logs must not touch it.
     index = worker_index()
-    setup_logging(args.verbose, args.log_format, sys.stderr if _has_stdio(remotes) else None, index)
+    stdio = _has_stdio(config.remotes)
+    setup_logging(args.verbose, args.log_format, sys.stderr if stdio else None, index)
     pid_path = "cloud-connector.pid" if args.pid else None
-    if args.workers > 1 and index is None:
-        return run_async(
-            PROG,
-            lambda: supervise(
-                component="client",
-                command=["client", *(sys.argv[2:] if argv is None else argv)],
-                count=args.workers,
-                # The group secret: our gateway lets only these sessions share ports.
-                stdin_data=secrets.token_urlsafe(32).encode() + b"\n",
-                pid_path=pid_path,
-                fatal_codes=(EXIT_FATAL, EXIT_USAGE),
-                forward_hup=True,
-            ),
-        )
+    if workers > 1 and index is None:
+        command = ["client", *(sys.argv[2:] if argv is None else argv)]
+        return run_async(PROG, lambda: _supervise(command, workers, pid_path))
     if index is not None:
-        config.worker_index, config.worker_count = index, args.workers
+        config.worker_index, config.worker_count = index, workers
         config.group = sys.stdin.readline().strip() or None
         pid_path = None  # the control process has it
     return run_async(PROG, lambda: run_connector(PROG, config, pid_path))
+
+
+async def _supervise(command: list[str], workers: int, pid_path: str | None) -> int:
+    """The control process: one connector per worker, none here."""
+    return await supervise(
+        component="client",
+        command=command,
+        count=workers,
+        # The group secret: our gateway lets only these sessions share ports.
+        stdin_data=secrets.token_urlsafe(32).encode() + b"\n",
+        pid_path=pid_path,
+        fatal_codes=(EXIT_FATAL, EXIT_USAGE),
+        forward_hup=True,
+    )

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cc.protocol.durations import parse_duration
 from cc.protocol.errors import ProtocolError
-from cc.protocol.keepalive import parse_duration
 
 if TYPE_CHECKING:
     from cc.tunnel.udp.settings import UDPSettings

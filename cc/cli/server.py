@@ -3,11 +3,13 @@ plus ``--tokens`` for the Cloud Connector's token header."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ssl
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,13 @@ from cc.cli.keygen import write_key
 from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
 from cc.log import get_logger, setup_logging
 from cc.protocol import keys
-from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file, parse_user_pass
+from cc.protocol.acl import (
+    TokenTable,
+    UserTable,
+    parse_authfile,
+    parse_tokens_file,
+    parse_user_pass,
+)
 from cc.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -286,6 +294,44 @@ def _parser() -> GoArgumentParser:
     return p
 
 
+@dataclass
+class ServerSettings:
+    """Everything checked from the command line before anything listens."""
+
+    key: Any
+    users: UserTable | None
+    tokens: TokenTable | None
+    tls: ssl.SSLContext | None
+    workers: int
+
+
+def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
+    """Validate the flags and load the key, auth, token and TLS files; UsageError if wrong.
+
+    A worker started without --keyfile/--key reads its control process's key on stdin.
+    """
+    if worker and not (args.keyfile or args.key):
+        key = keys.load_key(sys.stdin.readline().strip())
+    else:
+        key = load_host_key(args.keyfile, args.key)
+    if args.keygen:  # nothing else matters: main writes the key and exits
+        return ServerSettings(key, None, None, None, 1)
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"port {args.port} out of range")
+    workers = args.workers
+    if workers is None:  # auto: one per CPU, unless the port is picked at random
+        workers = 1 if args.port == 0 else auto_workers()
+    elif workers > 1 and not worker and args.port == 0:
+        raise UsageError("--workers needs a fixed --port (workers share it)")
+    users: UserTable | None = None
+    if args.authfile:
+        users = parse_authfile(_read(args.authfile, "authfile"))
+    elif args.auth:
+        users = UserTable.single(*parse_user_pass(args.auth))
+    tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
+    return ServerSettings(key, users, tokens, _tls_context(args), workers)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cloud-connector server``: chisel server's command line."""
     p = _parser()
@@ -295,65 +341,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     worker = worker_index() is not None
     try:
-        if worker and not (args.keyfile or args.key):
-            key = keys.load_key(sys.stdin.readline().strip())  # the supervisor's key
-        else:
-            key = load_host_key(args.keyfile, args.key)
-        if args.keygen:
-            return write_key(PROG, args.keygen, key, "ck")
-        if not 0 <= args.port < 65536:
-            raise UsageError(f"port {args.port} out of range")
-        if args.workers is None:  # auto: one per CPU, unless the port is picked at random
-            args.workers = 1 if args.port == 0 else auto_workers()
-        elif args.workers > 1 and not worker and args.port == 0:
-            raise UsageError("--workers needs a fixed --port (workers share it)")
-        users: UserTable | None = None
-        if args.authfile:
-            users = parse_authfile(_read(args.authfile, "authfile"))
-        elif args.auth:
-            users = UserTable.single(*parse_user_pass(args.auth))
-        tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
-        tls = _tls_context(args)
+        settings = settings_from_args(args, worker)
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
+    if args.keygen:
+        return write_key(PROG, args.keygen, settings.key, "ck")
     setup_logging(args.verbose, args.log_format, worker=worker_index())
-    if args.workers > 1 and not worker:
-        # The control process never serves: it stays small (no asyncssh import).
-        handoff = None if (args.keyfile or args.key) else keys.encode_inline(key) + "\n"
-        worker_argv = list(sys.argv[2:] if argv is None else argv)
-        return run_async(
-            PROG,
-            lambda: supervise(
-                component="server",
-                command=["server", *worker_argv],
-                count=args.workers,
-                stdin_data=handoff.encode() if handoff is not None else None,
-                pid_path="cloud-connector.pid" if args.pid else None,
-                share_ports=True,
-                what=f" on {args.host}:{args.port} (SO_REUSEPORT)",
-            ),
-        )
+    if settings.workers > 1 and not worker:
+        return run_async(PROG, lambda: _supervise(args, argv, settings))
+    config = _gateway_config(args, settings, worker)
+    return run_async(PROG, lambda: _serve(config, args, pid=not worker))
+
+
+async def _supervise(
+    args: argparse.Namespace, argv: Sequence[str] | None, settings: ServerSettings
+) -> int:
+    """The control process never serves: it stays small (no asyncssh import)."""
+    handoff = None if (args.keyfile or args.key) else keys.encode_inline(settings.key) + "\n"
+    worker_argv = list(sys.argv[2:] if argv is None else argv)
+    return await supervise(
+        component="server",
+        command=["server", *worker_argv],
+        count=settings.workers,
+        stdin_data=handoff.encode() if handoff is not None else None,
+        pid_path="cloud-connector.pid" if args.pid else None,
+        share_ports=True,
+        what=f" on {args.host}:{args.port} (SO_REUSEPORT)",
+    )
+
+
+def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: bool) -> Any:
+    """The GatewayConfig of one serving process."""
     # Imported only now (asyncssh is slow to import): --help and typos answer at once.
     from cc.gateway.gateway import GatewayConfig
     from cc.gateway.ports import registry_from_environment
 
-    config = GatewayConfig(
+    return GatewayConfig(
         host=args.host,
         port=args.port,
-        host_key_pem=keys.private_key_pem_for_asyncssh(key),
-        users=users,
-        tokens=tokens,
+        host_key_pem=keys.private_key_pem_for_asyncssh(settings.key),
+        users=settings.users,
+        tokens=settings.tokens,
         reverse=args.reverse,
         socks5=args.socks5,
         backend=args.backend,
         keepalive=args.keepalive,
         keepalive_timeout=args.keepalive_timeout,
-        tls=tls,
+        tls=settings.tls,
         udp=udp_settings(args),
         reuse_port=worker,
         port_registry=registry_from_environment(),
     )
-    return run_async(PROG, lambda: _serve(config, args, pid=not worker))
 
 
 async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:

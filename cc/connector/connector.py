@@ -1,13 +1,11 @@
 """The connector (``cloud-connector client`` and ``outsystemscc``): keeps one chisel
 session up, serves its remotes, and reconnects when the session dies.
 
-Which failures retry and which stop is deliberate: network trouble retries with
-backoff; a refused token (HTTP 401/403), a fingerprint mismatch, a wrong
-password and a config the gateway rejects stop with a non-zero exit, because
-retrying them only hammers the gateway.  The exception is a busy reverse port
-("Server cannot listen"): usually our own stale session still holds it, and it
-frees up, so that one retries.  The backoff restarts at 100 ms only after a
-session that lasted ``backoff_reset_after`` (chisel: 5 s).
+Which failures retry and which stop is deliberate, and decided sans-I/O in
+:mod:`cc.protocol.verdict`: network trouble retries with backoff; a refused
+token, password, host key or config stops with a non-zero exit.  A certificate
+that fails verification stops too (it does not heal).  The backoff restarts at
+100 ms only after a session that lasted ``backoff_reset_after`` (chisel: 5 s).
 """
 
 from __future__ import annotations
@@ -24,16 +22,22 @@ from cc.connector.config import ConnectorConfig
 from cc.log import get_logger, redact
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
-from cc.protocol.keepalive import format_duration
+from cc.protocol.durations import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
-from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.remote import Proto, Remote
+from cc.protocol.verdict import (
+    Action,
+    Verdict,
+    auth_failure_verdict,
+    config_reply_verdict,
+    upgrade_verdict,
+)
 from cc.protocol.workers import GROUP_HEADER
 from cc.ssh.compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
     new_client_connection,
-    open_chisel_channel,
     send_global_request,
 )
 from cc.stats import SessionStats
@@ -45,11 +49,10 @@ from cc.transport.dial import (
     websocket_url,
 )
 from cc.transport.preflight import follow_redirect
-from cc.tunnel.pipe import Pipe, dial
-from cc.tunnel.socks import SocksSession
+from cc.transport.websocket import WebSocketTransport
+from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
+from cc.tunnel.keepalive import KeepaliveDriver
 from cc.tunnel.stdio import serve_stdio
-from cc.tunnel.udp.exit import open_udp_exit
-from cc.tunnel.udp.listener import UDPListener
 
 __all__ = ["Connector", "ConnectorConfig", "FatalError"]
 
@@ -73,8 +76,11 @@ class Connector:
         self._wake = asyncio.Event()
         self._backoff = Backoff(max_delay=config.max_retry_interval, rand=rng)
         self._listeners: list[asyncio.AbstractServer] = []
+        self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
         self._stdio: asyncio.Task[None] | None = None
+        #: the current session's keepalive (None before the first session)
+        self.keepalive: KeepaliveDriver | None = None
 
     # -- control --------------------------------------------------------------
     def stop(self) -> None:
@@ -88,15 +94,12 @@ class Connector:
         self._drainer = asyncio.get_running_loop().create_task(self._drain_then_close())
 
     def open_connections(self) -> int:
-        return sum(r.open for r in self.stats.remotes.values())
+        return self.endpoint.open_connections()
 
     async def _drain_then_close(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout
         if self.open_connections():
             log.info("Draining %d open connection(s)...", self.open_connections())
-        while self.open_connections() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await self.endpoint.drain(self.config.drain_timeout)
         if self.conn is not None:
             self.conn.close()
 
@@ -139,7 +142,8 @@ class Connector:
         try:
             while not self._stopping:
                 try:
-                    if await self._session():
+                    connected_for = await self._connect_and_serve()
+                    if connected_for >= self.config.backoff_reset_after:
                         self._backoff.reset()
                 except FatalError:
                     raise
@@ -178,14 +182,34 @@ class Connector:
                 await self._wake.wait()
 
     # -- one session ------------------------------------------------------------
-    async def _session(self) -> bool:
-        """One connection, until it ends; True if it lasted ``backoff_reset_after``."""
-        cfg = self.config
+    async def _connect_and_serve(self) -> float:
+        """One session from dial to close; returns how many seconds it was connected.
+
+        A verdict that retrying cannot change raises FatalError; anything that may
+        heal raises (DialError, OSError, asyncssh.Error) for run() to log and retry.
+        """
         self.stats.state = "connecting"
-        url = await self._target_url()
+        wst = await self._open_websocket(await self._target_url())
+        conn = await self._ssh_handshake(wst)
+        self.conn = conn
         try:
-            group = [(GROUP_HEADER, cfg.group)] if cfg.group and cfg.announce else []
-            wst = await open_websocket(
+            started = time.perf_counter()
+            await self._send_config(conn, self._session_remotes(wst))
+            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
+            return await self._serve(conn)
+        finally:
+            self.conn = None
+            self.connected.clear()
+            self.stats.sessions = 0
+            self.stats.state = "disconnected"
+            conn.close()
+
+    async def _open_websocket(self, url: Any) -> WebSocketTransport:
+        """Dial (through the proxy, TLS) and upgrade; a refused token is fatal."""
+        cfg = self.config
+        group = [(GROUP_HEADER, cfg.group)] if cfg.group and cfg.announce else []
+        try:
+            return await open_websocket(
                 url,
                 headers=cfg.headers + group,
                 hostname=cfg.hostname,
@@ -196,67 +220,66 @@ class Connector:
                 announce=cfg.announce,
             )
         except HandshakeError as exc:
-            if exc.status in (401, 403):  # a refused token: retrying only hammers the gateway
-                raise FatalError(str(exc)) from None
-            raise
+            raise _verdict_error(upgrade_verdict(exc.status, str(exc))) from None
+
+    async def _ssh_handshake(self, wst: WebSocketTransport) -> Any:
+        """SSH over the WebSocket, up to an accepted password (bounded by connect_timeout)."""
+        cfg = self.config
         owner = ConnectorSession(self)
         try:
             async with asyncio.timeout(cfg.connect_timeout):
-                conn = await new_client_connection(
+                return await new_client_connection(
                     lambda: owner, wst.attach, username=cfg.auth[0], password=cfg.auth[1]
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise FatalError(str(exc.reason)) from None
+            raise _verdict_error(auth_failure_verdict(str(exc.reason))) from None
         except asyncssh.PermissionDenied:
-            raise FatalError("authentication failed (check --auth)") from None
+            verdict = auth_failure_verdict("authentication failed (check --auth)")
+            raise _verdict_error(verdict) from None
         except TimeoutError:
             wst.abort()
             raise DialError("SSH handshake timed out") from None
-        self.conn = conn
+
+    def _session_remotes(self, wst: WebSocketTransport) -> tuple[Remote, ...]:
+        """The remotes this session asks for: all of them, or this worker's share."""
+        if self.config.worker_count > 1:
+            return self._worker_remotes(bool(wst.get_extra_info("cc_peer_is_ours")))
+        return tuple(self.config.remotes)
+
+    async def _send_config(self, conn: Any, remotes: tuple[Remote, ...]) -> None:
+        """The config request; returns if the gateway accepted it (see cc.protocol.verdict)."""
+        cfg = self.config
+        config = Config(version=cfg.config_version, remotes=remotes)
         try:
-            started = time.perf_counter()
-            remotes = tuple(cfg.remotes)
-            if cfg.worker_count > 1:
-                remotes = self._worker_remotes(bool(wst.get_extra_info("cc_peer_is_ours")))
-            config = Config(version=cfg.config_version, remotes=remotes)
-            try:
-                # Bounded: a gateway that went silent after auth must not hang us forever.
-                async with asyncio.timeout(cfg.connect_timeout):
-                    ok, reply = await send_global_request(conn, "config", encode_config(config))
-            except TimeoutError:
-                raise DialError(
-                    f"no answer to the config request within {format_duration(cfg.connect_timeout)}"
-                ) from None
-            if not ok and not reply and conn.is_closed():
-                # asyncssh fails pending requests when the connection drops: not a verdict.
-                raise DialError("connection lost during the config request")
-            if not ok or reply:
-                reason = reply.decode("utf-8", "replace") or "config rejected by server"
-                if "cannot listen" in reason.lower():
-                    # Transient: usually our own stale session (a half-open path the gateway
-                    # has not timed out yet) still holds the reverse port; the gateway frees
-                    # it at its keepalive deadline, so retry with backoff instead of exiting.
-                    raise DialError(reason)
-                raise FatalError(reason)
-            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
-            self.stats.state = "connected"
-            self.stats.sessions = 1
-            self.connected.set()
-            connected_at = time.monotonic()
-            keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
-            try:
-                await conn.wait_closed()
-            finally:
-                keepalive.cancel()
-            if not self._stopping:
-                log.info("Disconnected")
-            return time.monotonic() - connected_at >= cfg.backoff_reset_after
+            # Bounded: a gateway that went silent after auth must not hang us forever.
+            async with asyncio.timeout(cfg.connect_timeout):
+                ok, reply = await send_global_request(conn, "config", encode_config(config))
+        except TimeoutError:
+            raise DialError(
+                f"no answer to the config request within {format_duration(cfg.connect_timeout)}"
+            ) from None
+        verdict = config_reply_verdict(ok, reply, connection_closed=conn.is_closed())
+        if verdict.action is not Action.OK:
+            raise _verdict_error(verdict)
+
+    async def _serve(self, conn: Any) -> float:
+        """Connected: keep the session alive until it closes; seconds it lasted."""
+        cfg = self.config
+        self.stats.state = "connected"
+        self.stats.sessions = 1
+        self.connected.set()
+        connected_at = time.monotonic()
+        self.keepalive = KeepaliveDriver(
+            conn, cfg.keepalive, cfg.keepalive_timeout, lambda: self._keepalive_dead(conn)
+        )
+        self.keepalive.start()
+        try:
+            await conn.wait_closed()
         finally:
-            self.conn = None
-            self.connected.clear()
-            self.stats.sessions = 0
-            self.stats.state = "disconnected"
-            conn.close()
+            self.keepalive.stop()
+        if not self._stopping:
+            log.info("Disconnected")
+        return time.monotonic() - connected_at
 
     def _worker_remotes(self, gateway_is_ours: bool) -> tuple[Remote, ...]:
         """This worker's share, logged so the split is visible at 3 a.m."""
@@ -273,95 +296,43 @@ class Connector:
         )
         return remotes
 
-    async def _keepalive(self, conn: Any) -> None:
-        """Ping every --keepalive; no answer within the deadline means the session is dead."""
-        interval = self.config.keepalive
-        if interval <= 0:
-            return
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(self.config.keepalive_timeout):
-                    await send_global_request(conn, "ping", b"")
-            except TimeoutError:
-                log.info(
-                    "Keepalive: no answer within %s; reconnecting",
-                    format_duration(self.config.keepalive_timeout),
-                )
-                conn.abort()
-                return
+    def _keepalive_dead(self, conn: Any) -> None:
+        """No answer and no traffic within --keepalive-timeout: the gateway is gone."""
+        log.info(
+            "Keepalive: no answer within %s; reconnecting",
+            format_duration(self.config.keepalive_timeout),
+        )
+        conn.abort()
 
     # -- forward remotes: local listeners -----------------------------------------
     async def _open_forward_listeners(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Bind every forward remote's local port now: a port we cannot have is fatal."""
         shared = self.config.worker_count > 1  # every worker binds TCP forward ports
         for remote in self.config.forward_remotes():
             if remote.stdio:
                 continue
-            stats = self.stats.remote(str(remote))
-            if remote.local_proto is Proto.UDP:
-                await self._open_udp_listener(remote, stats)
-                continue
+            udp = remote.local_proto is Proto.UDP
             try:
-                server = await loop.create_server(
-                    lambda remote=remote, stats=stats: self._accept_forward(remote, stats),
-                    remote.local_host or None,
-                    remote.local_port,
-                    reuse_address=True,
-                    reuse_port=shared or None,
-                    backlog=1024,  # a burst of clients must not wait for SYN retries
-                )
+                if udp:
+                    self._listeners.append(await self.endpoint.listen_udp(remote))
+                else:
+                    self._listeners.append(
+                        await self.endpoint.listen_tcp(remote, reuse_port=shared)
+                    )
             except OSError as exc:
                 for opened in self._listeners:
                     opened.close()
-                raise FatalError(
-                    f"cannot listen on {remote.local()}: {exc.strerror or exc}"
-                ) from None
-            self._listeners.append(server)
-            log.debug("tun: %s: Listening", remote)
+                where = f"{remote.local()}/udp" if udp else remote.local()
+                raise FatalError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            if not udp:
+                log.debug("tun: %s: Listening", remote)
         for remote in self.config.forward_remotes():
             if remote.stdio:  # check_unique allows one
-                self._stdio = loop.create_task(serve_stdio(self, remote))
-
-    async def _open_udp_listener(self, remote: Remote, stats: Any) -> None:
-        listener = UDPListener(remote, self._open_udp_channel, self.config.udp, stats, log)
-        try:
-            await listener.start()
-        except OSError as exc:
-            for opened in self._listeners:
-                opened.close()
-            raise FatalError(
-                f"cannot listen on {remote.local()}/udp: {exc.strerror or exc}"
-            ) from None
-        self._listeners.append(listener)
-
-    async def _open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
-        conn = self.conn
-        if conn is None:
-            raise ConnectionError("not connected")
-        return await open_chisel_channel(conn, target, factory)
-
-    def _accept_forward(self, remote: Remote, stats: Any) -> asyncio.Protocol:
-        pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_forward_channel(remote, pipe))
-        return pipe.socket_side
-
-    async def _open_forward_channel(self, remote: Remote, pipe: Pipe) -> None:
-        conn = self.conn
-        if conn is None:
-            log.info("tun: %s: not connected; dropping connection", remote)
-            pipe.close(ConnectionError("not connected"))
-            return
-        try:
-            await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
-        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.failed += 1
-            log.info("tun: %s: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
+                self._stdio = asyncio.get_running_loop().create_task(serve_stdio(self, remote))
 
     # -- reverse remotes: channels from the gateway ---------------------------------
     def channel_requested(self, target_bytes: bytes) -> Any:
+        """Serve a channel the gateway opens, only to a target one of our remotes declares."""
         target = target_bytes.decode("utf-8", "replace")
         if self._stopping:
             raise ChannelOpenError(OPEN_CONNECT_FAILED, "connector is shutting down")
@@ -369,21 +340,13 @@ class Connector:
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", target[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
-        stats = self.stats.remote(str(remote))
-        if remote.socks:
-            # Only because our own remotes declare R:socks: the user chose to expose a
-            # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
-            return SocksSession(None, stats, get_logger("client.socks"), str(remote))
-        if remote.remote_proto != remote.local_proto:
+        if remote.remote_proto != remote.local_proto and not remote.socks:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
-        if remote.remote_proto is Proto.UDP:
-            host, port = split_target(target.removesuffix("/udp"))
-            return open_udp_exit(host, port, self.config.udp, stats, log, str(remote))
-        return self._dial(remote, target)
-
-    async def _dial(self, remote: Remote, target: str) -> Any:
-        host, port = split_target(target)
-        return await dial(host, port, self.stats.remote(str(remote)), f"{remote}")
+        # SOCKS only because our own remotes declare R:socks: the user chose to expose a
+        # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
+        return self.endpoint.route_channel(
+            ChannelTarget.parse(target), self.stats.remote(str(remote)), str(remote)
+        )
 
 
 class ConnectorSession(asyncssh.SSHClient):
@@ -411,6 +374,13 @@ class ConnectorSession(asyncssh.SSHClient):
 
     def chisel_channel_requested(self, target: bytes) -> Any:
         return self.connector.channel_requested(target)
+
+
+def _verdict_error(verdict: Verdict) -> Exception:
+    """The exception that carries a RETRY or FATAL verdict to run()."""
+    if verdict.action is Action.FATAL:
+        return FatalError(verdict.reason)
+    return DialError(verdict.reason)
 
 
 def _describe(exc: BaseException) -> str:

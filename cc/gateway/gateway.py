@@ -32,14 +32,18 @@ from cc.ssh.compat import (
 )
 from cc.stats import SessionStats
 from cc.transport.websocket import WebSocketTransport
+from cc.tunnel.endpoint import drain, open_connections
 from cc.tunnel.udp.settings import UDPSettings
 
 __all__ = ["Gateway", "GatewayConfig"]
 
 log = get_logger("server")
 
-#: Bound on WebSocket frames from an unauthenticated peer (chisel has none).
-MAX_FRAME = 1 << 20
+#: Largest WebSocket frame taken from a client (chisel has no bound).  Anyone may
+#: connect and send frames before authenticating, so the bound keeps what one
+#: connection can make us hold small; peers send one frame per SSH packet (at most
+#: 256 KiB plus framing), which leaves 4x headroom.
+MAX_FRAME_FROM_CLIENT = 1 << 20
 
 
 @dataclass
@@ -112,10 +116,7 @@ class Gateway:
             self._server.close()
         for session in list(self.sessions):
             session.close_listeners()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + drain_timeout
-        while self.open_connections() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await drain(self.stats, drain_timeout)
         for session in list(self.sessions):
             session.close()
         if self._server is not None:
@@ -123,7 +124,7 @@ class Gateway:
         self.stats.state = "stopped"
 
     def open_connections(self) -> int:
-        return sum(r.open for r in self.stats.remotes.values())
+        return open_connections(self.stats)
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -177,7 +178,7 @@ class Gateway:
         transport = conn.transport
         transport.write(answer.data)
         wst = WebSocketTransport(
-            transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME)
+            transport, WebSocketStream(is_client=False, max_frame_size=MAX_FRAME_FROM_CLIENT)
         )
         wst.set_extra_info(
             cc_context=PeerContext(

@@ -19,21 +19,16 @@ import asyncssh
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions
-from cc.protocol.config import decode_config
+from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
-from cc.protocol.remote import Proto, Remote, split_target
+from cc.protocol.remote import Proto, Remote
 from cc.protocol.workers import is_shareable, share_key
 from cc.ssh.compat import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
-    OPEN_CONNECT_FAILED,
     ChannelOpenError,
-    open_chisel_channel,
-    send_global_request,
 )
-from cc.tunnel.pipe import Pipe, dial
-from cc.tunnel.socks import SocksSession
-from cc.tunnel.udp.exit import open_udp_exit
-from cc.tunnel.udp.listener import UDPListener
+from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
+from cc.tunnel.keepalive import KeepaliveDriver
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import Gateway
@@ -73,16 +68,24 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
+        self.endpoint = TunnelEndpoint(
+            lambda: self.conn, gateway.stats, self.log, gateway.config.udp
+        )
         #: reverse ports this session claimed, with the share key (None: exclusive)
         self._claimed: dict[int, str | None] = {}
         self._partner_checks: set[asyncio.Task[None]] = set()
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
-        self._keepalive: asyncio.Task[None] | None = None
+        #: pings the connector, and answers the other sessions' probes of this one
+        self.keepalive: KeepaliveDriver | None = None
 
     # -- asyncssh callbacks ---------------------------------------------------
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
+        config = self.gateway.config
+        self.keepalive = KeepaliveDriver(
+            conn, config.keepalive, config.keepalive_timeout, self._keepalive_dead
+        )
         self.context = conn.get_extra_info("cc_context")
         self.gateway.sessions.add(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
@@ -90,8 +93,8 @@ class GatewaySession(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close_listeners()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        if self.keepalive is not None:
+            self.keepalive.stop()
         if self._config_timer is not None:
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
@@ -165,18 +168,34 @@ class GatewaySession(asyncssh.SSHServer):
             return "server: config already received"
         if self._config_timer is not None:
             self._config_timer.cancel()
+        config = self._decode_config(payload)
+        if config is None:
+            return "server: invalid config"
+        error = self._refusal(config.remotes)
+        if error is None:
+            error = await self._open_listeners([r for r in config.remotes if r.reverse])
+        if error is not None:
+            return error
+        self._start(config)
+        return None
+
+    def _decode_config(self, payload: bytes) -> Config | None:
         try:
             config = decode_config(payload)
         except ConfigError as exc:
             self.log.warning("Invalid config: %s", exc)
-            return "server: invalid config"
+            return None
         if config.version != self.gateway.config.version:
             self.log.debug(
                 "Client version (%s) differs from server version (%s)",
                 config.version,
                 self.gateway.config.version,
             )
-        for remote in config.remotes:
+        return config
+
+    def _refusal(self, remotes: tuple[Remote, ...]) -> str | None:
+        """Why the gateway's switches or the ACLs refuse one of ``remotes`` (None: all pass)."""
+        for remote in remotes:
             if remote.reverse and not self.gateway.config.reverse:
                 self.log.warning("Denied reverse remote %s: --reverse not enabled", remote)
                 return "server: Reverse port forwarding not enabled on server"
@@ -186,13 +205,14 @@ class GatewaySession(asyncssh.SSHServer):
             if not self.allowed(subject):
                 self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
                 return f"server: access to '{subject}' denied"
-        error = await self._open_listeners([r for r in config.remotes if r.reverse])
-        if error is not None:
-            return error
+        return None
+
+    def _start(self, config: Config) -> None:
+        """The config is accepted and the listeners are up: the session serves from now on."""
         self.remotes = config.remotes
         self._configured = True
-        if self.gateway.config.keepalive > 0:
-            self._keepalive = asyncio.get_running_loop().create_task(self._ping_loop())
+        if self.gateway.config.keepalive > 0 and self.keepalive is not None:
+            self.keepalive.start()
         peer = self.context.peer if self.context else "?"
         self.log.info(
             "Connected: %s user=%r version=%s remotes=[%s]",
@@ -201,39 +221,32 @@ class GatewaySession(asyncssh.SSHServer):
             config.version,
             ", ".join(str(r) for r in config.remotes),
         )
-        return None
 
-    async def _ping_loop(self) -> None:
-        """Detect a vanished connector: chisel keeps its reverse ports bound forever.
+    def _keepalive_dead(self) -> None:
+        """A vanished connector: chisel would keep its reverse ports bound forever.
 
         Go clients answer an unknown global request with a failure, which is still
         an answer; silence past the deadline means the peer is gone, so the session
         is aborted and its reverse ports are released for the reconnecting client.
         """
-        interval = self.gateway.config.keepalive
-        deadline = self.gateway.config.keepalive_timeout
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with asyncio.timeout(deadline):
-                    await send_global_request(self.conn, "ping", b"")
-            except TimeoutError:
-                self.log.warning(
-                    "No keepalive answer within %.0fs; closing the session and its ports", deadline
-                )
-                self.close_listeners()
-                self.conn.abort()
-                return
-            except (OSError, asyncssh.Error):
-                return
+        self.log.warning(
+            "No keepalive answer within %.0fs; closing the session and its ports",
+            self.gateway.config.keepalive_timeout,
+        )
+        self.drop()
+
+    def drop(self) -> None:
+        """Abort a dead session now, and free its reverse ports for whoever asks next."""
+        self.close_listeners()
+        if self.conn is not None:
+            self.conn.abort()
 
     async def _open_listeners(self, remotes: list[Remote]) -> str | None:
         for remote in remotes:
-            stats = self.gateway.stats.remote(str(remote))
             evicted = False
             for attempt in range(_REBIND_ATTEMPTS):
                 try:
-                    server = await self._listen(remote, stats)
+                    server = await self._listen(remote)
                     break
                 except OSError as exc:
                     error = exc
@@ -250,7 +263,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.debug("tun: %s: Listening", remote)
         return None
 
-    async def _listen(self, remote: Remote, stats: Any) -> asyncio.AbstractServer:
+    async def _listen(self, remote: Remote) -> asyncio.AbstractServer:
         """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken.
 
         A TCP port is claimed first (see cc.protocol.workers): sessions of one
@@ -258,25 +271,14 @@ class GatewaySession(asyncssh.SSHServer):
         SO_REUSEPORT; anybody else finds it taken.
         """
         if remote.local_proto is Proto.UDP:
-            udp = UDPListener(
-                remote, self._open_udp_channel, self.gateway.config.udp, stats, self.log
-            )
-            await udp.start()
-            return udp
+            return await self.endpoint.listen_udp(remote)
         group = self.context.group if self.context else None
         key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
         port = remote.local_port
         if not await self.gateway.config.port_registry.claim(port, key, self.id):
             raise OSError(errno.EADDRINUSE, "held by another session")
         try:
-            server = await asyncio.get_running_loop().create_server(
-                lambda remote=remote, stats=stats: self._accept_reverse(remote, stats),
-                remote.local_host or None,
-                port,
-                reuse_address=True,
-                reuse_port=key is not None or None,
-                backlog=1024,  # a burst of clients must not wait for SYN retries
-            )
+            server = await self.endpoint.listen_tcp(remote, reuse_port=key is not None)
         except OSError:
             self.gateway.config.port_registry.release(port, self.id)
             raise
@@ -288,9 +290,6 @@ class GatewaySession(asyncssh.SSHServer):
             task.add_done_callback(self._partner_checks.discard)
         return server
 
-    async def _open_udp_channel(self, target: bytes, factory: Any) -> object:
-        return await open_chisel_channel(self.conn, target, factory)
-
     def holds_port(self, port: int) -> bool:
         return any(
             sock.getsockname()[1] == port
@@ -299,13 +298,8 @@ class GatewaySession(asyncssh.SSHServer):
         )
 
     async def answers_ping(self, timeout: float) -> bool:
-        """One keepalive round trip now; False if the peer stays silent or is gone."""
-        try:
-            async with asyncio.timeout(timeout):
-                await send_global_request(self.conn, "ping", b"")
-        except (TimeoutError, OSError, asyncssh.Error):
-            return False
-        return not self.conn.is_closed()
+        """Ping now; False if the peer stays silent (no answer, no traffic) or is gone."""
+        return self.keepalive is not None and await self.keepalive.probe(timeout)
 
     async def _evict_stale_holder(self, remote: Remote) -> bool:
         """If another of our sessions holds ``remote``'s port and is dead, close it.
@@ -329,8 +323,7 @@ class GatewaySession(asyncssh.SSHServer):
                 self.context.peer if self.context else "?",
                 remote.local(),
             )
-            other.close_listeners()
-            other.conn.abort()
+            other.drop()
             return True
         return False
 
@@ -358,8 +351,7 @@ class GatewaySession(asyncssh.SSHServer):
                     deadline,
                     port,
                 )
-                other.close_listeners()
-                other.conn.abort()
+                other.drop()
 
     def close_listeners(self) -> None:
         for server in self.listeners:
@@ -371,54 +363,29 @@ class GatewaySession(asyncssh.SSHServer):
         for task in self._partner_checks:
             task.cancel()
 
-    def _accept_reverse(self, remote: Remote, stats: Any) -> asyncio.Protocol:
-        pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_reverse_channel(remote, pipe))
-        return pipe.socket_side
-
-    async def _open_reverse_channel(self, remote: Remote, pipe: Pipe) -> None:
-        try:
-            await open_chisel_channel(
-                self.conn, remote.target().encode(), lambda: pipe.channel_side
-            )
-        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.failed += 1
-            self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
-
     # -- channels the client opens (forward remotes) -----------------------------
     def chisel_channel_requested(self, target_bytes: bytes) -> Any:
-        target = target_bytes.decode("utf-8", "replace")
+        """Serve a channel the client opens, if the user's and the token's ACLs allow it.
+
+        chisel lets SOCKS requests past its ACL; here each SOCKS CONNECT's real
+        ``host:port`` must be allowed like any forward remote's target.
+        """
         if not self._configured:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "config first")
-        if target == "socks":
-            return self._socks_session()
-        host_port = target.removesuffix("/udp")
-        try:
-            host, port = split_target(host_port)
-        except ValueError:
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        if not self.allowed(host_port):  # UDP as TCP: chisel's ACL subjects have no /udp
-            self.log.warning("Denied channel to %s for user '%s'", target, self.user)
+        target = ChannelTarget.parse(target_bytes.decode("utf-8", "replace"))
+        if target.socks:
+            if not self.gateway.config.socks5:
+                self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+                raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
+            return self.endpoint.route_channel(
+                target,
+                self.gateway.stats.remote(target.text),
+                f"user '{self.user}'",
+                socks_authorize=self.allowed,
+            )
+        if not self.allowed(target.address):  # UDP as TCP: chisel's ACL subjects have no /udp
+            self.log.warning("Denied channel to %s for user '%s'", target.text, self.user)
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        if host_port != target:
-            stats = self.gateway.stats.remote(target)
-            return open_udp_exit(host, port, self.gateway.config.udp, stats, self.log, target)
-        return self._dial(target, host, port)
-
-    def _socks_session(self) -> SocksSession:
-        """A SOCKS5 server on the channel; each CONNECT is checked against our ACL.
-
-        chisel lets SOCKS requests past its ACL; here the real ``host:port`` must be
-        allowed for the user (and the token) like any forward remote's target.
-        """
-        if not self.gateway.config.socks5:
-            self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
-        stats = self.gateway.stats.remote("socks")
-        log = get_logger(f"server.session#{self.id}.socks")
-        return SocksSession(self.allowed, stats, log, f"user '{self.user}'")
-
-    async def _dial(self, target: str, host: str, port: int) -> Any:
-        return await dial(host, port, self.gateway.stats.remote(target), target)
+        return self.endpoint.route_channel(
+            target, self.gateway.stats.remote(target.text), target.text
+        )

@@ -345,7 +345,7 @@ def _parse_tokens(parts: list[str], reverse: bool) -> Remote:
     remote_port: int | None = None
     local_proto: Proto | None = None
     remote_proto: Proto | None = None
-    ports_seen = hosts_seen = 0
+    ports_seen = 0
     # Back to front, so the remote side is filled first and provides the defaults.
     for i in range(len(parts) - 1, -1, -1):
         part = parts[i]
@@ -379,7 +379,6 @@ def _parse_tokens(parts: list[str], reverse: bool) -> Remote:
         validate_host(part)
         if not socks and remote_port is None:
             raise RemoteError("missing port (a remote needs at least a remote port)")
-        hosts_seen += 1
         if not socks and remote_host is None:
             remote_host = part
         elif local_host is None:

@@ -203,11 +203,11 @@ class GobEncoder:
         self._type_id = type_id
         self._definition = encode_type_definition(type_id, type_name)
         self._sent_definition = False
-        self._fp: GobFastPath = _default_fastpath if fastpath is None else fastpath
+        self._fastpath: GobFastPath = _default_fastpath if fastpath is None else fastpath
 
     def encode(self, src: str, payload: Buf) -> bytes:
         """Bytes to write for one datagram; the first call also carries the type definition."""
-        value = self._fp.gob_encode_value(self._type_id, _src_bytes(src), payload)
+        value = self._fastpath.gob_encode_value(self._type_id, _src_bytes(src), payload)
         if self._sent_definition:
             return value
         self._sent_definition = True
@@ -383,7 +383,7 @@ class GobDecoder:
         if max_message_size < 1:
             raise ValueError("max_message_size must be positive")
         self._max = max_message_size
-        self._fp: GobFastPath = _default_fastpath if fastpath is None else fastpath
+        self._fastpath: GobFastPath = _default_fastpath if fastpath is None else fastpath
         self._buf = bytearray()  # an incomplete message, kept between calls
         self._types: dict[int, _WireType] = {}
         self._plans: dict[int, _Plan] = {}
@@ -434,7 +434,7 @@ class GobDecoder:
             raise GobError(f"message length with {prefix - 1} bytes is out of range")
         if avail < prefix:
             return None
-        size, start = self._fp.gob_decode_uint(buf, pos)  # complete and in range: cannot fail
+        size, start = self._fastpath.gob_decode_uint(buf, pos)  # complete and in range: cannot fail
         if size == 0:
             raise GobError("empty message")
         if size > self._max:
@@ -447,7 +447,7 @@ class GobDecoder:
         if self._fast is not None:
             tid, src_field, payload_field = self._fast
             try:
-                src, payload = self._fp.gob_decode_value(
+                src, payload = self._fastpath.gob_decode_value(
                     buf, tid, src_field, payload_field, start, end
                 )
             except ValueError:

@@ -151,7 +151,7 @@ class WebSocketStream:
         self.is_client = is_client
         self.max_frame_size = max_frame_size
         self._mask_key_source = mask_key_source
-        self._fp: FastPath = _default_fastpath if fastpath is None else fastpath
+        self._fastpath: FastPath = _default_fastpath if fastpath is None else fastpath
         #: True once the peer's close frame has arrived; later bytes are an error.
         self.closed = False
         #: True once our close frame has been produced (by ``send_close`` or as an echo).
@@ -193,7 +193,7 @@ class WebSocketStream:
 
     def _receive(self, data: BytesLike) -> list[bytes]:
         """Parse as many frames as ``data`` (after any held-back bytes) completes."""
-        fp = self._fp
+        fastpath = self._fastpath
         out: list[bytes] = []
         buf = self._buf
         src: BytesLike
@@ -211,7 +211,7 @@ class WebSocketStream:
                     n = min(self._remaining, size - pos)
                     mask = self._mask
                     if mask is not None:
-                        out.append(fp.apply_mask(view[pos : pos + n], mask))
+                        out.append(fastpath.apply_mask(view[pos : pos + n], mask))
                         self._mask = _rotate(mask, n)
                     elif n == size and type(src) is bytes:
                         out.append(src)  # the whole chunk is payload: no copy at all
@@ -221,7 +221,7 @@ class WebSocketStream:
                     self._remaining -= n
                     continue
                 try:
-                    header = fp.parse_header(view, pos)
+                    header = fastpath.parse_header(view, pos)
                 except ValueError as exc:
                     raise WebSocketError(CloseCode.PROTOCOL_ERROR, str(exc)) from None
                 if header is None:
@@ -234,7 +234,7 @@ class WebSocketStream:
                     if end > size:
                         break  # wait for the whole (<= 125 byte) control frame
                     if mask_key is not None:
-                        payload = fp.apply_mask(view[start:end], mask_key)
+                        payload = fastpath.apply_mask(view[start:end], mask_key)
                     else:
                         payload = bytes(view[start:end])
                     pos = end
@@ -312,7 +312,7 @@ class WebSocketStream:
     def _encode(self, opcode: int, payload: BytesLike) -> bytes:
         """Encode one final frame, masked with a fresh key when we are the client."""
         key = self._mask_key_source(4) if self.is_client else None
-        return self._fp.encode_frame(opcode, payload, key)
+        return self._fastpath.encode_frame(opcode, payload, key)
 
     def send_binary(self, payload: BytesLike) -> bytes:
         """Return the wire bytes of ``payload`` as one binary frame.

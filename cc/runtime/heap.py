@@ -1,8 +1,8 @@
 """The glibc heap: packet buffers kept on it, and freed pages given back.
 
 glibc serves blocks from 128 KiB up with mmap, so every large buffer on the data
-path would be mapped, faulted in page by page and unmapped again (CALIBRATION.md);
-with 256 KiB packets that halved throughput here, so the mmap threshold is raised.
+path would be mapped, faulted in page by page and unmapped again; with 256 KiB
+packets that halved throughput here, so the mmap threshold is raised.
 The price is fragmentation: after 32 busy streams a connector held ~140 MB of heap
 of which ~20 MB were in use, and glibc returns only free memory at the top of the
 heap.  ``HeapTrimmer`` gives the free pages back every few seconds (``malloc_trim``

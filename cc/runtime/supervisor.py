@@ -1,10 +1,13 @@
-"""The control process of ``cloud-connector server --workers N``.
+"""The control process of ``cloud-connector server --workers N`` and ``client --workers N``.
 
-Each worker is a full gateway process; they share the listening port with
-SO_REUSEPORT, so the kernel spreads connectors (and their SSH sessions) over the
-cores.  The supervisor starts them, restarts one that dies (with backoff, so a
-worker that cannot start does not spin), forwards SIGTERM/SIGINT and SIGUSR2,
-and reports process figures summed over all of them.
+Each worker is a full gateway or connector process.  Gateway workers share the
+listening port with SO_REUSEPORT, so the kernel spreads connectors (and their
+SSH sessions) over the cores, and claim reverse ports through this process;
+connector workers each keep their own session.  The supervisor starts them,
+restarts one that dies (with backoff, so a worker that cannot start does not
+spin), stops everything when one exits with a fatal code, forwards
+SIGTERM/SIGINT, SIGUSR2 (and SIGHUP to connectors), and reports process
+figures summed over all of them.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from cc.protocol.workers import PortClaims
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
-#: Set in a worker's environment to its index; the server command then serves
-#: (with SO_REUSEPORT) instead of supervising.
+#: Set in a worker's environment to its index; the server or client command then
+#: serves (or connects) itself instead of supervising.
 WORKER_ENV = "CC_WORKER_INDEX"
 #: A worker that ran this long before dying is restarted without waiting.
 HEALTHY_AFTER = 10.0

@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from time import monotonic
 from typing import Any
 
 from cc.protocol.ws import WebSocketError, WebSocketStream
 
-__all__ = ["WebSocketTransport"]
+__all__ = ["RECEIVE_CLOCK_INFO", "WebSocketTransport"]
 
 log = logging.getLogger(__name__)
 
 #: Above this many unsent bytes in the socket we ask the inner protocol to pause.
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1 * 1024 * 1024
+#: ``get_extra_info`` name (of this transport, or the SSH connection over it) under
+#: which the transport itself is found, for its ``last_received`` stamp.
+RECEIVE_CLOCK_INFO = "cc_receive_clock"
 
 
 class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
@@ -39,6 +43,9 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         self._eof = False
         self._inner_paused = False
         self._extra: dict[str, Any] = {}
+        #: ``time.monotonic()`` of the last read from the socket: the keepalive's proof
+        #: of life (one stamp per read keeps the hot path cheap)
+        self.last_received = monotonic()
         outer.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     # -- wiring -----------------------------------------------------------
@@ -61,6 +68,7 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         pass
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = monotonic()
         try:
             chunks = self._ws.receive_data(data)
         except WebSocketError as exc:
@@ -142,6 +150,8 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         return int(self._outer.get_write_buffer_size())
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == RECEIVE_CLOCK_INFO:
+            return self
         if name in self._extra:
             return self._extra[name]
         return self._outer.get_extra_info(name, default)

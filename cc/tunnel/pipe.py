@@ -3,7 +3,8 @@
 The pipe moves bytes both ways with flow control tied end to end (a slow reader
 pauses the far writer through the SSH window instead of growing a buffer), keeps
 half-close (EOF one way while the other still flows), and counts bytes for the
-stats.  This is the narrow interface the fast path takes over later.
+stats.  It stays plain asyncio on both sides: the fast path works underneath,
+sealing and opening the SSH packets that carry the channel (cc.ssh).
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""Retry or stop: the connector's verdict on what the gateway answered, sans-I/O.
+
+Network trouble retries with backoff; a refused token (HTTP 401/403), a refused
+password, a host key we do not trust and a config the gateway rejects stop the
+connector with a non-zero exit, because retrying them only hammers the gateway.
+The exception is a busy reverse port ("Server cannot listen"): usually our own
+stale session (a half-open path the gateway has not timed out yet) still holds
+it, and the gateway frees it at its keepalive deadline, so that one retries.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "Action",
+    "Verdict",
+    "auth_failure_verdict",
+    "config_reply_verdict",
+    "upgrade_verdict",
+]
+
+#: HTTP statuses of a refused WebSocket upgrade that retrying cannot change.
+REFUSED_STATUSES = frozenset({401, 403})
+
+
+class Action(enum.Enum):
+    """What the connector does next."""
+
+    OK = "ok"  # carry on with the session
+    RETRY = "retry"  # drop this attempt, reconnect after the backoff delay
+    FATAL = "fatal"  # stop, exit non-zero
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An :class:`Action` and the reason the log and the exit message give."""
+
+    action: Action
+    reason: str = ""
+
+
+OK = Verdict(Action.OK)
+
+
+def upgrade_verdict(status: int, reason: str) -> Verdict:
+    """A WebSocket upgrade answered with ``status`` instead of 101.
+
+    401/403 mean the token was refused; anything else (a proxy's 502, a gateway
+    restarting behind a load balancer) may heal.
+    """
+    return Verdict(Action.FATAL if status in REFUSED_STATUSES else Action.RETRY, reason)
+
+
+def auth_failure_verdict(reason: str) -> Verdict:
+    """SSH authentication failed either way (our password, or their host key): stop."""
+    return Verdict(Action.FATAL, reason)
+
+
+def config_reply_verdict(ok: bool, reply: bytes, connection_closed: bool) -> Verdict:
+    """The gateway's answer to the ``config`` request (chisel: success with no payload).
+
+    ``connection_closed``: the connection was gone when the answer came.  asyncssh
+    fails pending requests when the connection drops, which is not the gateway's
+    verdict, so that retries.
+    """
+    if not ok and not reply and connection_closed:
+        return Verdict(Action.RETRY, "connection lost during the config request")
+    if ok and not reply:
+        return OK
+    reason = reply.decode("utf-8", "replace") or "config rejected by server"
+    if "cannot listen" in reason.lower():
+        return Verdict(Action.RETRY, reason)
+    return Verdict(Action.FATAL, reason)

@@ -1,0 +1,178 @@
+"""What both ends of a chisel session do with sockets and channels, written once.
+
+The gateway (for reverse remotes) and the connector (for forward remotes) both
+listen on local ports and turn each accepted socket into a ``chisel`` channel;
+both accept channels from the other end and route them to a SOCKS5 server, a
+UDP exit or a TCP dial; both drain open connections before they stop.  Which
+remotes and channels are *allowed* is each side's policy and stays with the
+caller (the gateway's ACLs, the connector's declared targets); how it is done,
+and how a failure is counted and logged, lives here so a fix lands once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from cc.protocol.remote import Remote, split_target
+from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
+from cc.stats import RemoteStats, SessionStats
+from cc.tunnel.pipe import Pipe, dial
+from cc.tunnel.socks import SocksSession
+from cc.tunnel.udp.exit import open_udp_exit
+from cc.tunnel.udp.listener import UDPListener
+from cc.tunnel.udp.settings import UDPSettings
+
+__all__ = ["ChannelTarget", "TunnelEndpoint", "drain", "open_connections"]
+
+#: Listen backlog: a burst of clients must not wait for SYN retries.
+BACKLOG = 1024
+#: How often a drain looks at the open-connection count.
+_DRAIN_POLL = 0.05
+
+
+def open_connections(stats: SessionStats) -> int:
+    """Tunnelled connections open now, over every remote in ``stats``."""
+    return sum(r.open for r in stats.remotes.values())
+
+
+async def drain(stats: SessionStats, timeout: float) -> None:
+    """Wait until no tunnelled connection is open, or ``timeout`` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while open_connections(stats) and loop.time() < deadline:
+        await asyncio.sleep(_DRAIN_POLL)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTarget:
+    """An incoming channel's target: ``socks``, ``host:port`` or ``host:port/udp``."""
+
+    text: str
+    host: str = ""
+    port: int = 0
+    udp: bool = False
+
+    @property
+    def socks(self) -> bool:
+        return self.text == "socks"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` without ``/udp``: chisel's ACL subjects do not name the protocol."""
+        return self.text.removesuffix("/udp")
+
+    @classmethod
+    def parse(cls, text: str) -> ChannelTarget:
+        """Split ``text``; a target that is not ``host:port`` is refused as connect-failed."""
+        if text == "socks":
+            return cls(text)
+        address = text.removesuffix("/udp")
+        try:
+            host, port = split_target(address)
+        except ValueError:
+            raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
+        return cls(text, host, port, udp=address != text)
+
+
+class TunnelEndpoint:
+    """One end's listeners and channels over whatever SSH connection ``conn()`` returns now.
+
+    ``conn`` is a getter because the connector's connection comes and goes while
+    its forward listeners stay; ``stats`` is where connections are counted.
+    """
+
+    def __init__(
+        self,
+        conn: Callable[[], Any],
+        stats: SessionStats,
+        log: logging.Logger,
+        udp: UDPSettings,
+    ) -> None:
+        self._conn = conn
+        self.stats = stats
+        self.log = log
+        self.udp = udp
+
+    # -- draining -------------------------------------------------------------
+    def open_connections(self) -> int:
+        return open_connections(self.stats)
+
+    async def drain(self, timeout: float) -> None:
+        await drain(self.stats, timeout)
+
+    # -- local listeners: accepted sockets become channels ----------------------
+    async def listen_tcp(self, remote: Remote, *, reuse_port: bool) -> asyncio.AbstractServer:
+        """Listen on ``remote``'s local side; each connection gets a channel to its target.
+
+        ``reuse_port`` lets other processes or sessions bind the same port
+        (SO_REUSEPORT) when they are meant to share it.  OSError if it is taken.
+        """
+        stats = self.stats.remote(str(remote))
+        return await asyncio.get_running_loop().create_server(
+            lambda: self.accept_into_channel(remote, stats),
+            remote.local_host or None,
+            remote.local_port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=BACKLOG,
+        )
+
+    async def listen_udp(self, remote: Remote) -> UDPListener:
+        """Listen for ``remote``'s datagrams; each sender gets a channel.  OSError if taken."""
+        stats = self.stats.remote(str(remote))
+        listener = UDPListener(remote, self.open_udp_channel, self.udp, stats, self.log)
+        await listener.start()
+        return listener
+
+    def accept_into_channel(self, remote: Remote, stats: RemoteStats) -> asyncio.Protocol:
+        """The protocol of an accepted socket: a pipe whose channel opens in the background."""
+        pipe = Pipe(stats, str(remote))
+        asyncio.get_running_loop().create_task(self._open_channel(remote, pipe))
+        return pipe.socket_side
+
+    async def _open_channel(self, remote: Remote, pipe: Pipe) -> None:
+        conn = self._conn()
+        if conn is None:
+            self.log.info("tun: %s: not connected; dropping connection", remote)
+            pipe.close(ConnectionError("not connected"))
+            return
+        try:
+            await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
+        except (ChannelOpenError, OSError, asyncssh.Error) as exc:
+            if pipe.stats is not None:
+                pipe.stats.failed += 1
+            self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
+            pipe.close(exc)
+
+    async def open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
+        """A channel for one UDP sender (the UDP listener's opener)."""
+        conn = self._conn()
+        if conn is None:
+            raise ConnectionError("not connected")
+        return await open_chisel_channel(conn, target, factory)
+
+    # -- channels from the other end ------------------------------------------------
+    def route_channel(
+        self,
+        target: ChannelTarget,
+        stats: RemoteStats,
+        label: str,
+        *,
+        socks_authorize: Callable[[str], bool] | None = None,
+    ) -> Any:
+        """The session for a channel the caller has allowed: SOCKS5, a UDP exit or a TCP dial.
+
+        ``socks_authorize`` checks each SOCKS CONNECT's ``host:port`` (None: any).
+        Returns an asyncssh session or an awaitable of one (a dial).
+        """
+        if target.socks:
+            return SocksSession(socks_authorize, stats, self.log.getChild("socks"), label)
+        if target.udp:
+            return open_udp_exit(target.host, target.port, self.udp, stats, self.log, label)
+        return dial(target.host, target.port, stats, label)

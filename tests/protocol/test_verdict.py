@@ -1,0 +1,89 @@
+"""Retry or stop on the gateway's answers (cc/protocol/verdict.py), without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from cc.protocol.verdict import (
+    Action,
+    Verdict,
+    auth_failure_verdict,
+    config_reply_verdict,
+    upgrade_verdict,
+)
+
+
+def test_accepted_config_carries_on() -> None:
+    assert config_reply_verdict(True, b"", connection_closed=False) == Verdict(Action.OK)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"server: Reverse port forwarding not enabled on server",
+        b"server: access to 'R:0.0.0.0:8080' denied",
+        b"server: invalid config",
+    ],
+)
+def test_rejected_config_stops_with_the_gateways_reason(reply: bytes) -> None:
+    verdict = config_reply_verdict(False, reply, connection_closed=False)
+    assert verdict == Verdict(Action.FATAL, reply.decode())
+
+
+def test_a_success_with_a_payload_is_a_rejection() -> None:
+    """chisel answers success with an empty payload; any text is an error message."""
+    assert config_reply_verdict(True, b"odd", connection_closed=False) == Verdict(
+        Action.FATAL, "odd"
+    )
+
+
+def test_a_failure_without_text_stops_with_a_generic_reason() -> None:
+    verdict = config_reply_verdict(False, b"", connection_closed=False)
+    assert verdict == Verdict(Action.FATAL, "config rejected by server")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"server: Server cannot listen on 127.0.0.1:8080",
+        b"Server Cannot Listen on [::1]:22",  # chisel's wording, any case
+    ],
+)
+def test_busy_reverse_port_retries(reply: bytes) -> None:
+    verdict = config_reply_verdict(False, reply, connection_closed=False)
+    assert verdict == Verdict(Action.RETRY, reply.decode())
+
+
+def test_connection_lost_before_the_answer_retries() -> None:
+    verdict = config_reply_verdict(False, b"", connection_closed=True)
+    assert verdict.action is Action.RETRY
+    assert "connection lost" in verdict.reason
+
+
+def test_a_real_rejection_on_a_closing_connection_is_still_a_rejection() -> None:
+    verdict = config_reply_verdict(False, b"server: invalid config", connection_closed=True)
+    assert verdict.action is Action.FATAL
+
+
+def test_undecodable_reply_still_gives_a_reason() -> None:
+    verdict = config_reply_verdict(False, b"\xff\xfe bad", connection_closed=False)
+    assert verdict.action is Action.FATAL
+    assert verdict.reason.endswith(" bad")
+
+
+@pytest.mark.parametrize(("status", "action"), [(401, Action.FATAL), (403, Action.FATAL)])
+def test_refused_token_stops(status: int, action: Action) -> None:
+    assert upgrade_verdict(status, "websocket: bad handshake") == Verdict(
+        action, "websocket: bad handshake"
+    )
+
+
+@pytest.mark.parametrize("status", [400, 404, 500, 502, 503])
+def test_other_upgrade_failures_retry(status: int) -> None:
+    assert upgrade_verdict(status, "x").action is Action.RETRY
+
+
+def test_authentication_failures_stop() -> None:
+    assert auth_failure_verdict("authentication failed (check --auth)") == Verdict(
+        Action.FATAL, "authentication failed (check --auth)"
+    )

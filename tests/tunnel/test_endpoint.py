@@ -1,0 +1,79 @@
+"""The tunnel endpoint both ends share: channel targets, and failures counted once per end.
+
+Forward (connector listens, gateway dials) and reverse (gateway listens,
+connector dials) run the same endpoint code on opposite ends; a target that
+refuses must be counted as one failed connection on each end and close the
+client's socket, whichever way the tunnel points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.tunnel.endpoint import ChannelTarget
+from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.tunnel.inprocess import LOOPS, run_on
+
+__all__: list[str] = []
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "udp", "address"),
+    [
+        ("127.0.0.1:80", "127.0.0.1", 80, False, "127.0.0.1:80"),
+        ("example.com:53/udp", "example.com", 53, True, "example.com:53"),
+        ("[::1]:8080", "::1", 8080, False, "[::1]:8080"),
+    ],
+)
+def test_channel_target_splits_host_port_and_udp(
+    text: str, host: str, port: int, udp: bool, address: str
+) -> None:
+    target = ChannelTarget.parse(text)
+    assert (target.host, target.port, target.udp, target.address) == (host, port, udp, address)
+    assert not target.socks
+    assert target.text == text
+
+
+def test_channel_target_socks() -> None:
+    target = ChannelTarget.parse("socks")
+    assert target.socks
+    assert not target.udp
+
+
+@pytest.mark.parametrize("text", ["", "nohost", "127.0.0.1:notaport", "127.0.0.1:99999/udp"])
+def test_channel_target_refuses_what_is_not_host_port(text: str) -> None:
+    with pytest.raises(ChannelOpenError) as info:
+        ChannelTarget.parse(text)
+    assert info.value.code == OPEN_CONNECT_FAILED
+
+
+@pytest.mark.parametrize("loop_name", sorted(LOOPS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_a_refusing_target_is_one_failure_on_each_end(loop_name: str, reverse: bool) -> None:
+    async def test(harness: Harness) -> None:
+        # A bound socket that never listens refuses connections (a free port could let
+        # the kernel connect the dial to itself).
+        with socket.socket() as refusing:
+            refusing.bind(("127.0.0.1", 0))
+            target_port = refusing.getsockname()[1]
+            gateway = await harness.gateway()
+            port = free_port()
+            remote = f"{'R:' if reverse else ''}127.0.0.1:{port}:127.0.0.1:{target_port}"
+            running = await harness.connect(gateway, [remote])
+            async with asyncio.timeout(STEP):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert await reader.read() == b""
+                writer.close()
+            name = f"{'R:' if reverse else ''}127.0.0.1:{port}=>{target_port}"
+            accepting = (gateway.stats if reverse else running.stats).remotes[name]
+            dialing_stats = running.stats if reverse else gateway.stats
+            dialing = dialing_stats.remotes[name if reverse else f"127.0.0.1:{target_port}"]
+            await wait_until(lambda: accepting.failed == 1 and dialing.failed == 1)
+            await wait_until(lambda: accepting.open == 0 and dialing.open == 0)
+            assert (accepting.total, dialing.total) == (1, 1)
+
+    run_on(loop_name, test)
