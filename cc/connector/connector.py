@@ -28,7 +28,7 @@ from cc.protocol.keepalive import format_duration
 from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
 from cc.protocol.remote import Proto, Remote, split_target
 from cc.protocol.workers import GROUP_HEADER
-from cc.ssh.compat import (
+from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,

@@ -26,7 +26,7 @@ from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
-from cc.ssh.compat import (
+from cc.ssh import (
     new_server_connection,
 )
 from cc.stats import SessionStats
