@@ -21,6 +21,7 @@ from cc.cli.common import (
     env_default,
     env_flag,
     fail,
+    fail_on_wrong_asyncssh,
     run_async,
     udp_settings,
 )
@@ -334,8 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
     # Imported only now (asyncssh is slow to import): --help and typos answer at once.
-    from cc.gateway.gateway import GatewayConfig
-    from cc.gateway.ports import registry_from_environment
+    try:
+        from cc.gateway.gateway import GatewayConfig
+        from cc.gateway.ports import registry_from_environment
+    except ImportError as exc:
+        fail_on_wrong_asyncssh(PROG, exc)
+        raise
 
     config = GatewayConfig(
         host=args.host,

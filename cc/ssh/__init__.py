@@ -41,7 +41,7 @@ tests/ssh/test_private_api.py keeps it complete):
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
   ``_send_window``, ``_send_buf``, ``_accept_data``, ``_flush_send_buf`` (also
   overridden), ``_pause_resume_writing``, ``_open_forward``;
-- ``asyncssh.encryption._enc_params``.
+- module ``asyncssh.encryption``: ``_enc_params``.
 
 Handlers asyncssh finds by name (``PRIVATE_HOOKS``): ``_process_chisel_open``
 (via ``SSHConnection._process_channel_open``), ``_process_config_global_request``
