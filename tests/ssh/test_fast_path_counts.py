@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from cc import fastpath
 from cc.connector.connector import Connector, ConnectorConfig
 from cc.protocol import keys
 from cc.protocol.remote import parse_remote
@@ -26,6 +27,7 @@ from cc.ssh import (
     CHANNEL_MAX_PACKET,
     LARGE_CHANNEL_MAX_PACKET,
     FastPathCounts,
+    ciphers,
     connection,
     fast_path_counts,
 )
@@ -44,6 +46,7 @@ __all__: list[str] = []
 pytestmark = pytest.mark.e2e
 
 PAYLOAD = os.urandom(4 * 1024 * 1024)
+TWIN_MODULE = {"cython": "cc._fastpath", "python": "cc._fastpath_py"}
 
 
 def _delta(before: FastPathCounts) -> FastPathCounts:
@@ -88,6 +91,12 @@ async def test_ours_to_ours_bulk_transfer_runs_the_fast_paths(
         gateway = await harness.gateway()
         port = free_port()
         await harness.connect(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:{service}"])
+        # The packet cipher in use comes from the twin cc.fastpath selected (the
+        # CC_NO_EXTENSIONS=1 run of the e2e tests checks the pure one here).
+        for session in gateway.sessions:
+            enc = session.conn._send_encryption
+            context = enc.cipher if isinstance(enc, ciphers.FastGCMEncryption) else enc.fast
+            assert type(context).__module__ == TWIN_MODULE[fastpath.IMPLEMENTATION]
         before = fast_path_counts()
         async with asyncio.timeout(6 * STEP):
             answer = await _round_trip(port, PAYLOAD)
