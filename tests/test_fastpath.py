@@ -70,6 +70,17 @@ def test_compiled_module_is_the_one_exported() -> None:
     assert fastpath.implementations()["cython"] is _compiled
 
 
+@pytest.mark.skipif(
+    not os.environ.get("CC_REQUIRE_EXTENSIONS"),
+    reason="CC_REQUIRE_EXTENSIONS is not set: running without the compiled extension is allowed",
+)
+@pytest.mark.skipif(bool(os.environ.get("CC_NO_EXTENSIONS")), reason="CC_NO_EXTENSIONS is set")
+def test_required_extension_is_the_one_running() -> None:
+    """CI installs with CC_REQUIRE_EXTENSIONS=1: a build that fell back to the twin fails here."""
+    assert fastpath.IMPLEMENTATION == "cython"
+    assert "cython" in fastpath.implementations()
+
+
 def test_no_extensions_env_selects_the_twin() -> None:
     code = "import cc.fastpath as f; print(f.IMPLEMENTATION, sorted(f.implementations()))"
     env = {**os.environ, "CC_NO_EXTENSIONS": "1"}
