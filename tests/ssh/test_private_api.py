@@ -165,3 +165,29 @@ async def test_listed_names_exist_on_live_asyncssh_objects() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_no_other_package_imports_asyncssh_internals() -> None:
+    """Outside cc/ssh, asyncssh is used through its top-level package only."""
+    offenders = []
+    for path in sorted(SSH_DIR.parent.rglob("*.py")):
+        if SSH_DIR in path.parents:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asyncssh."):
+                offenders.append(f"{path.name}:{node.lineno} from {node.module}")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.name}:{node.lineno} import {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("asyncssh.")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncssh"
+                and node.attr.startswith("_")
+            ):
+                offenders.append(f"{path.name}:{node.lineno} asyncssh.{node.attr}")
+    assert offenders == []
