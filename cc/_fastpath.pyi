@@ -7,11 +7,14 @@ from typing import Final, SupportsIndex
 __all__ = [
     "FIN",
     "MAX_HEADER_SIZE",
+    "MAX_SSH_PACKET",
     "RSV1",
     "RSV2",
     "RSV3",
     "RSV_MASK",
     "BytesLike",
+    "ChachaPacketCipher",
+    "GCMPacketCipher",
     "apply_mask",
     "apply_mask_inplace",
     "encode_frame",
@@ -57,7 +60,7 @@ def gob_decode_value(
     end: int | None = None,
 ) -> tuple[bytes, bytes]: ...
 
-MAX_SSH_PACKET: int
+MAX_SSH_PACKET: Final[int]
 
 class GCMPacketCipher:
     def __init__(self, key: BytesLike, iv: BytesLike) -> None: ...

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cc.ssh import compat as _asyncssh_compat
+from cc.ssh import ciphers, connection
 
 #: The ciphers the fast path seals and opens, and the asyncssh Encryption that wraps each.
 FAST_CIPHERS = {
-    "aes128-gcm@openssh.com": _asyncssh_compat._FastGCMEncryption,
-    "chacha20-poly1305@openssh.com": _asyncssh_compat._FastChachaEncryption,
+    "aes128-gcm@openssh.com": ciphers.FastGCMEncryption,
+    "chacha20-poly1305@openssh.com": ciphers.FastChachaEncryption,
 }
 #: Low enough that a 16 MiB transfer rekeys dozens of times.
 REKEY_LIMIT = 512 * 1024
@@ -21,8 +21,8 @@ def cipher_id(name: str) -> str:
 
 def count_key_epochs(monkeypatch: pytest.MonkeyPatch, cipher: str) -> list[int]:
     """Offer only ``cipher`` and rekey every REKEY_LIMIT bytes; the list grows per key in use."""
-    monkeypatch.setattr(_asyncssh_compat, "ENCRYPTION_ALGS", (cipher,))
-    monkeypatch.setattr(_asyncssh_compat, "REKEY_BYTES", REKEY_LIMIT)
+    monkeypatch.setattr(connection, "ENCRYPTION_ALGS", (cipher,))
+    monkeypatch.setattr(connection, "REKEY_BYTES", REKEY_LIMIT)
     encryption = FAST_CIPHERS[cipher]
     made: list[int] = []
     original = encryption.new.__func__  # type: ignore[attr-defined]

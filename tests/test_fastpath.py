@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -68,6 +70,17 @@ def test_compiled_module_is_the_one_exported() -> None:
     assert fastpath.implementations()["cython"] is _compiled
 
 
+@pytest.mark.skipif(
+    not os.environ.get("CC_REQUIRE_EXTENSIONS"),
+    reason="CC_REQUIRE_EXTENSIONS is not set: running without the compiled extension is allowed",
+)
+@pytest.mark.skipif(bool(os.environ.get("CC_NO_EXTENSIONS")), reason="CC_NO_EXTENSIONS is set")
+def test_required_extension_is_the_one_running() -> None:
+    """CI installs with CC_REQUIRE_EXTENSIONS=1: a build that fell back to the twin fails here."""
+    assert fastpath.IMPLEMENTATION == "cython"
+    assert "cython" in fastpath.implementations()
+
+
 def test_no_extensions_env_selects_the_twin() -> None:
     code = "import cc.fastpath as f; print(f.IMPLEMENTATION, sorted(f.implementations()))"
     env = {**os.environ, "CC_NO_EXTENSIONS": "1"}
@@ -77,9 +90,59 @@ def test_no_extensions_env_selects_the_twin() -> None:
     assert out.stdout.split() == ["python", "['python']"]
 
 
-def test_twins_export_the_same_names() -> None:
+def test_no_extensions_env_reaches_the_data_path() -> None:
+    """With CC_NO_EXTENSIONS=1 each selected callable and the SSH cipher contexts are the twin's."""
+    code = (
+        "import cc.fastpath as f, cc.ssh.ciphers as c\n"
+        "names = [n for n in f.__all__ if callable(getattr(f, n)) and n != 'implementations']\n"
+        "print(sorted({getattr(f, n).__module__ for n in names}))\n"
+        "gcm = c.FastGCMEncryption.new('aes128-gcm', bytes(16), bytes(12))\n"
+        "chacha = c.FastChachaEncryption.new('chacha20-poly1305', bytes(64), b'')\n"
+        "print(type(gcm.cipher).__module__)\n"
+        "print(type(chacha.fast).__module__)\n"
+    )
+    env = {**os.environ, "CC_NO_EXTENSIONS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.splitlines() == ["['cc._fastpath_py']", "cc._fastpath_py", "cc._fastpath_py"]
+
+
+def _stub_names() -> tuple[list[str], set[str]]:
+    """``__all__`` of cc/_fastpath.pyi and the names it defines at top level."""
+    tree = ast.parse((Path(_fastpath_py.__file__).parent / "_fastpath.pyi").read_text())
+    exported: list[str] = []
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == "__all__":
+                    exported = list(ast.literal_eval(node.value))
+                elif isinstance(target, ast.Name):
+                    defined.add(target.id)
+    return exported, defined
+
+
+def test_twins_stub_and_selector_export_the_same_names() -> None:
+    """The compiled module, the twin, the .pyi stub and cc.fastpath agree on the API."""
+    names = sorted(_fastpath_py.__all__)
+    if _compiled is not None:
+        assert sorted(_compiled.__all__) == names
+    stub_all, stub_defined = _stub_names()
+    assert sorted(stub_all) == names
+    assert sorted(stub_defined & set(names)) == names, "listed in the stub, never declared"
+    selector_own = ["IMPLEMENTATION", "NO_EXTENSIONS", "implementations"]
+    assert sorted(fastpath.__all__) == sorted(names + selector_own)
+    for name in fastpath.__all__:
+        assert hasattr(fastpath, name), name
+
+
+def test_twins_export_the_same_constants() -> None:
     for impl in fastpath.implementations().values():
-        assert sorted(impl.__all__) == sorted(_fastpath_py.__all__)
         assert (impl.FIN, impl.RSV1, impl.RSV2, impl.RSV3, impl.RSV_MASK) == (
             0x80,
             0x40,

@@ -33,6 +33,7 @@ __all__ = [
     "env_flag",
     "env_list",
     "fail",
+    "fail_on_wrong_asyncssh",
     "parse_header",
     "run_async",
     "udp_settings",
@@ -49,6 +50,16 @@ class UsageError(Exception):
 def fail(prog: str, message: str, status: int = EXIT_FATAL) -> NoReturn:
     print(f"{prog}: {message}", file=sys.stderr)
     raise SystemExit(status)
+
+
+def fail_on_wrong_asyncssh(prog: str, exc: BaseException) -> None:
+    """Exit with one line if ``exc`` says asyncssh is missing or of a version we refuse.
+
+    ``cc.ssh`` raises an ImportError naming asyncssh at import (the CLIs import it
+    late, once the arguments are checked); anything else returns to the caller.
+    """
+    if isinstance(exc, ImportError) and exc.name == "asyncssh":
+        fail(prog, str(exc))
 
 
 class GoArgumentParser(argparse.ArgumentParser):
@@ -155,6 +166,7 @@ def run_async(
     except PidFileError as exc:
         fail(prog, str(exc))
     except Exception as exc:
+        fail_on_wrong_asyncssh(prog, exc)
         # A bug or an environment we did not foresee: one line for the user (the
         # traceback only with -v), never a wall of Python on a service's console.
         import logging

@@ -23,6 +23,7 @@ from cc.cli.common import (
     env_default,
     env_flag,
     fail,
+    fail_on_wrong_asyncssh,
     run_async,
     udp_settings,
 )
@@ -373,8 +374,12 @@ async def _supervise(
 def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: bool) -> Any:
     """The GatewayConfig of one serving process."""
     # Imported only now (asyncssh is slow to import): --help and typos answer at once.
-    from cc.gateway.gateway import GatewayConfig
-    from cc.gateway.ports import registry_from_environment
+    try:
+        from cc.gateway.gateway import GatewayConfig
+        from cc.gateway.ports import registry_from_environment
+    except ImportError as exc:
+        fail_on_wrong_asyncssh(PROG, exc)
+        raise
 
     return GatewayConfig(
         host=args.host,

@@ -33,7 +33,7 @@ from cc.protocol.verdict import (
     upgrade_verdict,
 )
 from cc.protocol.workers import GROUP_HEADER
-from cc.ssh.compat import (
+from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,

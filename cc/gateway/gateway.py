@@ -27,7 +27,7 @@ from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
-from cc.ssh.compat import (
+from cc.ssh import (
     new_server_connection,
 )
 from cc.stats import SessionStats

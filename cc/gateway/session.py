@@ -23,7 +23,7 @@ from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
 from cc.protocol.workers import is_shareable, share_key
-from cc.ssh.compat import (
+from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
 )

@@ -17,7 +17,7 @@ from typing import Any, cast
 import asyncssh
 
 from cc.log import get_logger
-from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.stats import RemoteStats
 
 __all__ = ["Pipe", "dial"]

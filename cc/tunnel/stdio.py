@@ -28,7 +28,7 @@ import asyncssh
 
 from cc.log import get_logger
 from cc.protocol.remote import Remote
-from cc.ssh.compat import ChannelOpenError, open_chisel_channel
+from cc.ssh import ChannelOpenError, open_chisel_channel
 from cc.stats import RemoteStats, SessionStats
 
 __all__ = ["StdioBridge", "StdioHost", "serve_stdio"]

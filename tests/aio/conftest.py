@@ -6,6 +6,10 @@ when callbacks run (uvloop may deliver data before a ``pause_reading()`` issued 
 ``connection_made`` takes effect), and such differences are where tunnel bugs hide.
 pytest-asyncio 1.x offers the ``pytest_asyncio_loop_factories`` hook for this; a
 parametrized ``event_loop_policy`` fixture is deprecated there.
+
+Every test collected here is marked ``e2e``: CI runs ``pytest -m e2e`` once more with
+``CC_NO_EXTENSIONS=1`` so that the pure twin of the fast path moves real bytes too
+(selected by marker, not by path, so that moving these files keeps them in that run).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +36,16 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.SelectorEventLoop}
 if uvloop is not None:
     LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of this directory ``e2e`` (the hook sees the whole session's items)."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_asyncio_loop_factories(

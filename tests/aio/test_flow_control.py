@@ -22,7 +22,7 @@ import os
 import pytest
 
 from cc.gateway.gateway import Gateway
-from cc.ssh import compat as _asyncssh_compat
+from cc.ssh.flow import TransportFlowMixin
 from cc.transport.websocket import WRITE_HIGH_WATER
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 from tests.cipher_support import count_key_epochs
@@ -98,14 +98,14 @@ async def test_channels_hold_back_during_key_exchange(
     """
     count_key_epochs(monkeypatch, "aes128-gcm@openssh.com")
     deferred_peaks: list[int] = []
-    original = _asyncssh_compat._TransportFlowMixin._send_deferred_packets
+    original = TransportFlowMixin._send_deferred_packets
 
     def measuring(self: object) -> None:
         pending = self._deferred_packets  # type: ignore[attr-defined]
         deferred_peaks.append(sum(len(arg) for _, args in pending for arg in args))
         original(self)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_asyncssh_compat._TransportFlowMixin, "_send_deferred_packets", measuring)
+    monkeypatch.setattr(TransportFlowMixin, "_send_deferred_packets", measuring)
     gateway = await harness.gateway()
     service = await harness.service(digest_sink)
     port = free_port()

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from cc.ssh import compat
+from cc.ssh import CHANNEL_MAX_PACKET, LARGE_CHANNEL_MAX_PACKET
 from tests.aio.harness import STEP, Harness
 from tests.aio.test_tunnel import Tunnel, echo
 
@@ -37,8 +37,8 @@ async def _channel_sizes(harness: Harness, *, announce: bool) -> set[tuple[int, 
 @pytest.mark.parametrize(
     ("announce", "expected"),
     [
-        (True, compat.LARGE_CHANNEL_MAX_PACKET),
-        (False, compat.CHANNEL_MAX_PACKET),
+        (True, LARGE_CHANNEL_MAX_PACKET),
+        (False, CHANNEL_MAX_PACKET),
     ],
     ids=["our-peers", "unannounced"],
 )

@@ -13,7 +13,7 @@ import pytest
 
 from cc.gateway.gateway import Gateway, GatewaySession
 from cc.protocol.remote import parse_remote
-from cc.ssh.compat import ChannelOpenError, open_chisel_channel
+from cc.ssh import ChannelOpenError, open_chisel_channel
 from tests.aio.conftest import LOOP_FACTORIES
 from tests.aio.harness import STEP, ChannelSink, Harness, free_port, wait_until
 

@@ -25,7 +25,7 @@ import pytest
 
 from cc.connector.connector import FatalError
 from cc.protocol.acl import parse_authfile
-from cc.ssh.compat import ChannelOpenError, open_chisel_channel
+from cc.ssh import ChannelOpenError, open_chisel_channel
 from tests import peers
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 

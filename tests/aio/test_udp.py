@@ -21,7 +21,7 @@ import pytest
 from cc.protocol.acl import parse_authfile
 from cc.protocol.remote import parse_outsystemscc_remote, parse_remote
 from cc.protocol.udp import GobDecoder, GobEncoder
-from cc.ssh.compat import ChannelOpenError, open_chisel_channel
+from cc.ssh import ChannelOpenError, open_chisel_channel
 from cc.tunnel.udp.common import UDPSettings, format_addr
 from cc.tunnel.udp.exit import UDPExit
 from cc.tunnel.udp.listener import UDPListener

@@ -14,7 +14,7 @@ import asyncssh
 
 from cc.protocol.udp import GobDecoder, GobEncoder, GobError
 from cc.protocol.udpmap import SenderTable
-from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.stats import RemoteStats
 from cc.tunnel.udp.common import (
     READS_PER_WAKEUP,

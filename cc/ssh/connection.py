@@ -1,0 +1,225 @@
+"""The chisel SSH connections: asyncssh's, with chisel's channel type and global requests.
+
+chisel opens ``chisel`` channels whose extra data is the raw target (``host:port``,
+no length prefix), sends ``config`` and ``ping`` global requests with raw payloads,
+and reads the error text of a REQUEST_FAILURE from its trailing bytes.  Our
+connection classes are injected where ``asyncssh.connect()`` would build its own,
+and the client checks the host key by fingerprint (its owner's callback) instead of
+known_hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+import asyncssh
+from asyncssh import (
+    MSG_REQUEST_FAILURE,
+    MSG_REQUEST_SUCCESS,
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    ChannelOpenError,
+    HostKeyNotVerifiable,
+    SSHClientConnection,
+    SSHClientConnectionOptions,
+    SSHServerConnection,
+    SSHServerConnectionOptions,
+)
+from asyncssh.packet import SSHPacket
+from asyncssh.public_key import decode_ssh_public_key
+
+from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION, ChiselVersionMixin
+from cc.ssh.fastrecv import FastReceiveMixin
+from cc.ssh.fastsend import FastSendMixin
+from cc.ssh.flow import TransportFlowMixin, new_channel
+
+__all__ = [
+    "ENCRYPTION_ALGS",
+    "REKEY_BYTES",
+    "ChiselClientConnection",
+    "ChiselServerConnection",
+    "new_client_connection",
+    "new_server_connection",
+    "open_chisel_channel",
+    "send_global_request",
+]
+
+#: AES-GCM first: it runs on AES-NI and is what Go offers first.
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+_MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-etm@openssh.com")
+
+#: Rekey after this many bytes each way (asyncssh's and Go's default is 1 GiB);
+#: tests lower it to prove the fast path survives key changes mid-transfer.
+REKEY_BYTES = 1 << 30
+
+
+class ChiselRequestsMixin:
+    """Accept ``chisel`` channels and answer chisel's global requests.
+
+    asyncssh finds ``_process_<type>_open`` and ``_process_<name>_global_request``
+    by name (``SSHConnection._process_channel_open`` / ``_process_global_request``).
+    """
+
+    def _process_chisel_open(self, packet: SSHPacket) -> tuple[Any, Any]:
+        conn: Any = self
+        target = packet.get_remaining_payload()
+        owner = conn._owner
+        if owner is None or not hasattr(owner, "chisel_channel_requested"):
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "channels not accepted")
+        session = owner.chisel_channel_requested(target)
+        chan = new_channel(conn)
+        return chan, session
+
+    def reply_global_request(self, ok: bool, payload: bytes = b"") -> None:
+        """Answer the oldest pending global request; failure may carry text (chisel does).
+
+        asyncssh 2.24.1 ``SSHConnection._report_global_response``, whose failure
+        reply is always empty.
+        """
+        conn: Any = self
+        _, _, want_reply = conn._global_request_queue.pop(0)
+        if want_reply:
+            conn.send_packet(MSG_REQUEST_SUCCESS if ok else MSG_REQUEST_FAILURE, payload)
+        if conn._global_request_queue:
+            conn._service_next_global_request()
+
+    def _process_ping_global_request(self, packet: SSHPacket) -> None:
+        self.reply_global_request(True, b"pong")
+
+
+class ChiselServerConnection(
+    ChiselVersionMixin,
+    FastReceiveMixin,
+    FastSendMixin,
+    TransportFlowMixin,
+    ChiselRequestsMixin,
+    SSHServerConnection,
+):
+    """The gateway side of one chisel session."""
+
+    _cc_version = SERVER_VERSION
+
+    def _process_config_global_request(self, packet: SSHPacket) -> None:
+        payload = packet.get_remaining_payload()
+        self.create_task(self._cc_answer_config(payload))
+
+    async def _cc_answer_config(self, payload: bytes) -> None:
+        owner: Any = self._owner
+        try:
+            error = await owner.config_requested(payload)
+        except Exception as exc:  # the reply must go out whatever happened
+            error = f"server error: {exc}"
+        if self._transport is not None:
+            self.reply_global_request(error is None, b"" if error is None else error.encode())
+
+
+class ChiselClientConnection(
+    ChiselVersionMixin,
+    FastReceiveMixin,
+    FastSendMixin,
+    TransportFlowMixin,
+    ChiselRequestsMixin,
+    SSHClientConnection,
+):
+    """The connector side of one chisel session."""
+
+    _cc_version = CLIENT_VERSION
+
+    def validate_server_host_key(self, key_data: bytes) -> asyncssh.SSHKey:
+        owner: Any = self._owner
+        try:
+            owner.host_key_received(key_data)
+            key = decode_ssh_public_key(key_data)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise HostKeyNotVerifiable(str(exc)) from None
+        self._server_host_key = key
+        return key
+
+
+def _common_options() -> dict[str, Any]:
+    return {
+        "config": None,
+        "encryption_algs": ENCRYPTION_ALGS,
+        "mac_algs": _MAC_ALGS,
+        "compression_algs": None,
+        "keepalive_interval": 0,
+        "rekey_bytes": REKEY_BYTES,
+        "login_timeout": 30,
+    }
+
+
+def new_server_connection(
+    host_key: asyncssh.SSHKey, server_factory: Callable[[], asyncssh.SSHServer]
+) -> Callable[[], ChiselServerConnection]:
+    """Build options once; return a factory for gateway-side connections."""
+    options = SSHServerConnectionOptions(
+        server_factory=server_factory,
+        server_host_keys=[host_key],
+        allow_pty=False,
+        x11_forwarding=False,
+        agent_forwarding=False,
+        **_common_options(),
+    )
+    loop = asyncio.get_running_loop()
+    return lambda: ChiselServerConnection(loop, options)
+
+
+async def new_client_connection(
+    client_factory: Callable[[], asyncssh.SSHClient],
+    attach: Callable[[ChiselClientConnection], None],
+    *,
+    username: str,
+    password: str,
+) -> ChiselClientConnection:
+    """Run the SSH client over the transport that ``attach`` wires it to.
+
+    Returns once the peer accepted our password (asyncssh's ``wait='auth'``).
+    """
+    loop = asyncio.get_running_loop()
+    options = SSHClientConnectionOptions(
+        client_factory=client_factory,
+        username=username or "",
+        password=password,
+        preferred_auth="password",
+        known_hosts=None,
+        client_keys=None,
+        agent_path=None,
+        host="chisel",
+        port=22,
+        **_common_options(),
+    )
+    options.waiter = loop.create_future()
+    conn = ChiselClientConnection(loop, options, wait="auth")
+    try:
+        attach(conn)
+        await options.waiter
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
+
+
+async def send_global_request(
+    conn: SSHClientConnection | SSHServerConnection, name: str, payload: bytes
+) -> tuple[bool, bytes]:
+    """Send a global request with a raw payload; return (success, raw reply payload)."""
+    pkttype, packet = await conn._make_global_request(name.encode("ascii"), payload)
+    return pkttype == MSG_REQUEST_SUCCESS, packet.get_remaining_payload()
+
+
+async def open_chisel_channel(
+    conn: SSHClientConnection | SSHServerConnection,
+    target: bytes,
+    session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
+) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
+    """Open a ``chisel`` channel to ``target`` (raw extra data); raises ChannelOpenError."""
+    chan = new_channel(conn)
+    session = await chan._open_forward(session_factory, b"chisel", target)
+    return chan, cast(asyncssh.SSHTCPSession[bytes], session)
