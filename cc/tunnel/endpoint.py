@@ -20,7 +20,7 @@ from typing import Any
 import asyncssh
 
 from cc.protocol.remote import Remote, split_target
-from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
+from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
 from cc.stats import RemoteStats, SessionStats
 from cc.tunnel.pipe import Pipe, dial
 from cc.tunnel.socks import SocksSession

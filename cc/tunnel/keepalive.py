@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from cc.protocol.keepalive import Keepalive
-from cc.ssh.compat import send_global_request
+from cc.ssh import send_global_request
 from cc.transport.websocket import RECEIVE_CLOCK_INFO
 
 __all__ = ["KeepaliveDriver", "ReceiveClock"]

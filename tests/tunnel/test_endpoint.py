@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from cc.ssh.compat import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.tunnel.endpoint import ChannelTarget
 from tests.aio.harness import STEP, Harness, free_port, wait_until
 from tests.tunnel.inprocess import LOOPS, run_on
