@@ -30,6 +30,7 @@ from tests.cli_support import (
     start_gateway,
 )
 from tests.peers import free_port
+from tests.support.vectors import outsystemscc_usage
 
 CHISEL_SERVER_OPTIONS = (
     "--host",
@@ -328,28 +329,8 @@ def test_outsystemscc_help_names_its_options(usage_results: Results) -> None:
         assert f"    {option}" in result.stdout
 
 
-def _seed_usage_block() -> str | None:
-    """The indented usage block of the outsystemscc README (the project's seed), dedented."""
-    seeds = Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"
-    found = sorted(seeds.glob("000_*.txt"))
-    if not found:
-        return None
-    lines = found[0].read_text(encoding="utf-8").splitlines()
-    start = next(
-        i for i, line in enumerate(lines) if line.strip().startswith("Usage: outsystemscc")
-    )
-    end = next(i for i, line in enumerate(lines) if "short-circuit the client reconnect" in line)
-    indent = len(lines[start]) - len(lines[start].lstrip(" "))
-    block = [
-        line[indent:] if line[:indent].strip() == "" else line for line in lines[start : end + 1]
-    ]
-    return "\n".join(block)
-
-
 def test_outsystemscc_help_is_the_seed_usage_text(usage_results: Results) -> None:
-    expected = _seed_usage_block()
-    if expected is None:
-        pytest.skip("shared/seeds/000_*.txt (the outsystemscc README) is not next to the repo")
+    expected = outsystemscc_usage()
     for flag in ("--help", "-help"):
         result = usage_results[f"outsystemscc {flag}"]
         assert result.returncode == 0, result.stderr

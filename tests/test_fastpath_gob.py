@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,6 +18,7 @@ from cc.protocol.udp import (
     encode_type_definition,
     encode_value,
 )
+from tests.support.vectors import udp_gob_messages
 
 try:
     from cc import _fastpath as _compiled
@@ -26,8 +26,6 @@ except ImportError:  # not built: the twin-agreement tests skip
     _compiled = None
 
 __all__: list[str] = []
-
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
 
 needs_both = pytest.mark.skipif(
     "cython" not in fastpath.implementations(), reason="cc._fastpath is not built (or disabled)"
@@ -39,20 +37,6 @@ GO_EMPTY_PAYLOAD = bytes.fromhex("0eff820109312e322e332e343a3500")  # ("1.2.3.4:
 GO_EMPTY_SRC = bytes.fromhex("06ff8202017800")  # ("", "x")
 GO_BOTH_EMPTY = bytes.fromhex("03ff8200")  # udpPacket{}
 GO_BIG = bytes.fromhex("fe0138ff820103683a3101fe012c") + b"\x07" * 300 + b"\x00"  # ("h:1", ...)
-
-
-def load_vector() -> tuple[bytes, bytes]:
-    """The definition and value messages from shared/vectors/udp_gob.txt."""
-    path = VECTORS / "udp_gob.txt"
-    if not path.is_file():
-        pytest.skip(f"shared vectors not found at {path}")
-    lines = [
-        line.strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    definition, value = (bytes.fromhex(line) for line in lines[:2])
-    return definition, value
 
 
 def body_start(message: bytes) -> int:
@@ -91,11 +75,11 @@ def test_udp_maps_the_twins_value_errors() -> None:
             encode_value(bad, "a:1", b"")
 
 
-# --- the shared vector and Go's own bytes ---------------------------------------------
+# --- the Go vector and Go's own bytes ------------------------------------------------
 
 
-def test_shared_vector_byte_for_byte(fastpath_impl: ModuleType) -> None:
-    definition, value = load_vector()
+def test_go_vector_byte_for_byte(fastpath_impl: ModuleType) -> None:
+    definition, value = udp_gob_messages()
     assert fastpath_impl.gob_encode_value(65, SRC, b"hi") == value
     start = body_start(value)
     assert fastpath_impl.gob_decode_value(value, 65, 0, 1, start) == (SRC, b"hi")

@@ -1,5 +1,5 @@
 """``outsystemscc`` on the wire and in its log, as the seed README and the captured
-requests in shared/vectors/upgrade_requests.txt describe it.
+requests in tests/vectors/upgrade_requests.txt describe it.
 
 A plain TCP listener (``RecordingServer``) plays the Private Gateway, so each test
 sees the exact request bytes; the gateway refusing the upgrade makes the
@@ -30,10 +30,10 @@ from tests.cli_support import (
     start_gateway,
 )
 from tests.peers import free_port
+from tests.support.vectors import read_text
 
 REMOTES = ["R:8081:127.0.0.1:8393", "R:8082:127.0.0.1:587"]
 UPGRADE_TARGET = r"/sg_123\?id=(\d{9})&ports=8081,8082"
-VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
 #: Header names of outsystemscc 2.0.11's upgrade request, in wire order (from the vectors).
 UPGRADE_HEADER_ORDER = [
     "Host",
@@ -129,10 +129,7 @@ def test_preflight_then_upgrade_exactly_as_outsystemscc(tmp_path: Path) -> None:
 
 def test_upgrade_matches_captured_vector(tmp_path: Path) -> None:
     """Compare with the request captured from the real outsystemscc 2.0.11."""
-    vector_file = VECTORS / "upgrade_requests.txt"
-    if not vector_file.exists():
-        pytest.skip("shared/vectors/upgrade_requests.txt is not next to the repo")
-    text = vector_file.read_text(encoding="utf-8")
+    text = read_text("upgrade_requests.txt")
     block = text.split("# 2) the WebSocket upgrade\n", 1)[1].split("\n\n", 1)[0]
     vector = RecordedRequest.parse(block.replace("\n", "\r\n").encode())
     with RecordingServer() as gateway:
