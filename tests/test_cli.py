@@ -21,15 +21,9 @@ from cc.cli.client import HELP as client_help
 from cc.cli.client import main as client_main
 from cc.cli.server import HELP as server_help
 from cc.cli.server import main as server_main
-from tests.cli_support import (
-    CC,
-    LOG_PREFIX,
-    OSCC,
-    assert_one_line_error,
-    run_cli,
-    start_gateway,
-)
-from tests.peers import free_port
+from tests.support.cli import LOG_PREFIX, assert_one_line_error, run_cli, start_gateway
+from tests.support.net import free_port
+from tests.support.processes import CC, OSCC
 from tests.support.vectors import outsystemscc_usage
 
 CHISEL_SERVER_OPTIONS = (
@@ -347,8 +341,8 @@ def test_gateway_json_logs_and_ready_line(tmp_path: Path) -> None:
         assert set(record) == {"time", "level", "logger", "msg"}
         assert record["logger"] == "server"
         assert record["msg"] == f"Listening on http://127.0.0.1:{port}"
-        gateway.proc.terminate()
-        assert gateway.wait(10) == 0
+        gateway.popen.terminate()
+        assert gateway.wait_exit(10) == 0
     for line in gateway.lines():
         json.loads(line)
 

@@ -16,20 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_support import (
-    CC,
+from tests.support.cli import (
     GO_DURATION,
     LOG_PREFIX,
-    OSCC,
-    LiveProcess,
     RecordedRequest,
     RecordingServer,
     assert_one_line_error,
-    clean_env,
     run_cli,
     start_gateway,
 )
-from tests.peers import free_port
+from tests.support.net import free_port
+from tests.support.processes import CC, OSCC, CliProcess, clean_env
 from tests.support.vectors import read_text
 
 REMOTES = ["R:8081:127.0.0.1:8393", "R:8082:127.0.0.1:587"]
@@ -308,30 +305,30 @@ def test_token_checked_by_gateway(tmp_path: Path) -> None:
     tokens.write_text(json.dumps({"goodtoken": [""]}))
     with start_gateway(tmp_path, "--tokens", str(tokens)) as (_gateway, port):
         url = f"http://127.0.0.1:{port}/sg_123"
-        with LiveProcess(
+        with CliProcess(
             "good",
             [*OSCC, "--header", "token: goodtoken", url, f"R:{free_port()}:127.0.0.1:9"],
             cwd=tmp_path,
             logdir=tmp_path,
         ) as good:
             good.wait_for_line(r"client: Connected \(Latency ", 15)
-            good.proc.terminate()
-            assert good.wait(10) == 0
+            good.popen.terminate()
+            assert good.wait_exit(10) == 0
 
-        with LiveProcess(
+        with CliProcess(
             "wrong",
             [*OSCC, "--header", "token: wrongtoken", url, f"R:{free_port()}:127.0.0.1:9"],
             cwd=tmp_path,
             logdir=tmp_path,
         ) as wrong:
             try:
-                status = wrong.proc.wait(timeout=10)
+                status = wrong.popen.wait(timeout=10)
             except Exception:
-                pytest.fail(f"a refused token must stop the connector\n{wrong.describe()}")
+                pytest.fail(f"a refused token must stop the connector\n{wrong.report()}")
             assert status != 0
-            assert "Traceback" not in wrong.stderr
-            stderr = wrong.stderr.strip()
+            assert "Traceback" not in wrong.stderr()
+            stderr = wrong.stderr().strip()
             assert len(stderr.splitlines()) == 1, stderr
             assert "401" in stderr or "token" in stderr.lower(), stderr
-            assert "wrongtoken" not in wrong.stdout + wrong.stderr
-            assert len(re.findall("Connecting to", wrong.stdout)) == 1, wrong.stdout
+            assert "wrongtoken" not in wrong.stdout() + wrong.stderr()
+            assert len(re.findall("Connecting to", wrong.stdout())) == 1, wrong.stdout()

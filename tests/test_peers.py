@@ -1,4 +1,4 @@
-"""Prove each real peer in tests/peers.py starts and behaves as later interop tests assume.
+"""Prove each real peer in tests/support/peers.py starts and behaves as later interop tests assume.
 
 If a fixture silently started a misconfigured proxy (auth off, CONNECT port-restricted,
 sshd refusing our key), interop tests of our client would fail for the wrong reason;
@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -22,7 +22,15 @@ import pytest
 from python_socks import ProxyError
 from python_socks.sync import Proxy
 
-from tests import peers
+from tests.support import peers
+from tests.support.net import (
+    EchoServer,
+    PeerStartError,
+    free_port,
+    http_echo_server,
+    read_exactly,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -31,30 +39,14 @@ IO_TIMEOUT = 10.0
 ProxyFactory = Callable[..., AbstractContextManager[peers.ProxyPeer]]
 
 
-@pytest.fixture
-def echo() -> Iterator[peers.EchoServer]:
-    with peers.tcp_echo_server() as server:
-        yield server
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
 def _assert_echoes(sock: socket.socket, payload: bytes = b"hello through the peer\n") -> None:
     sock.sendall(payload)
-    assert _recv_exact(sock, len(payload)) == payload
+    assert read_exactly(sock, len(payload)) == payload
 
 
 def _http_connect(
     proxy: peers.ProxyPeer,
-    target: peers.EchoServer,
+    target: EchoServer,
     auth: tuple[str, str] | None = None,
 ) -> tuple[int, bytes, socket.socket]:
     """Send a raw CONNECT and return (status, response head, socket)."""
@@ -88,9 +80,7 @@ SOCKS_PROXIES = [
 
 
 @pytest.mark.parametrize("factory", HTTP_PROXIES)
-def test_http_connect_without_auth(
-    factory: ProxyFactory, tmp_path: Path, echo: peers.EchoServer
-) -> None:
+def test_http_connect_without_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoServer) -> None:
     with factory(tmp_path) as proxy:
         status, head, sock = _http_connect(proxy, echo)
         with sock:
@@ -99,9 +89,7 @@ def test_http_connect_without_auth(
 
 
 @pytest.mark.parametrize("factory", HTTP_PROXIES)
-def test_http_connect_with_auth(
-    factory: ProxyFactory, tmp_path: Path, echo: peers.EchoServer
-) -> None:
+def test_http_connect_with_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoServer) -> None:
     with factory(tmp_path, user="alice", password="s3cret-pw") as proxy:
         status, head, sock = _http_connect(proxy, echo)
         sock.close()
@@ -119,18 +107,18 @@ def test_http_connect_with_auth(
             _assert_echoes(sock)
 
 
-def _socks_connect(url: str, target: peers.EchoServer) -> socket.socket:
+def _socks_connect(url: str, target: EchoServer) -> socket.socket:
     return Proxy.from_url(url).connect(target.host, target.port, timeout=IO_TIMEOUT)
 
 
 @pytest.mark.parametrize("factory", SOCKS_PROXIES)
-def test_socks5_without_auth(factory: ProxyFactory, tmp_path: Path, echo: peers.EchoServer) -> None:
+def test_socks5_without_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoServer) -> None:
     with factory(tmp_path) as proxy, _socks_connect(proxy.url, echo) as sock:
         _assert_echoes(sock)
 
 
 @pytest.mark.parametrize("factory", SOCKS_PROXIES)
-def test_socks5_with_auth(factory: ProxyFactory, tmp_path: Path, echo: peers.EchoServer) -> None:
+def test_socks5_with_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoServer) -> None:
     user = "ccsockstest" if factory is peers.dante else "bob"
     with factory(tmp_path, user=user, password="pa55-word") as proxy:
         with _socks_connect(proxy.url, echo) as sock:
@@ -197,7 +185,7 @@ def test_iperf3_server_measures_loopback(tmp_path: Path) -> None:
 
 
 def test_http_echo_server_round_trip() -> None:
-    with peers.http_echo_server() as server:
+    with http_echo_server() as server:
         sock = socket.create_connection(server.address, timeout=IO_TIMEOUT)
         with sock:
             sock.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
@@ -229,5 +217,5 @@ def test_wait_for_port_reports_dead_process(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         proc.wait(timeout=10)
-    with pytest.raises(peers.PeerStartError, match="it-broke"):
-        peers.wait_for_port("127.0.0.1", peers.free_port(), 5, proc, log_path=log_path)
+    with pytest.raises(PeerStartError, match="it-broke"):
+        wait_for_port("127.0.0.1", free_port(), 5, proc, log_path=log_path)

@@ -3,7 +3,7 @@
 Each test starts our gateway (``cloud-connector server``) on loopback and runs
 ``cloud-connector client ... stdio:127.0.0.1:PORT`` as a child process: with pipes,
 with a regular file and ``/dev/null`` (descriptors the event loop cannot poll), and
-as OpenSSH's ProxyCommand against the sshd fixture of tests/peers.py.
+as OpenSSH's ProxyCommand against the sshd of tests/support/peers.py.
 """
 
 from __future__ import annotations
@@ -21,28 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import peers
-from tests.interop.chisel_support import (
-    CLOUD_CONNECTOR,
-    SEED,
-    SEED_FINGERPRINT,
-    Processes,
-    child_env,
-)
+from tests.support import peers
+from tests.support.chisel import SEED, SEED_FINGERPRINT
+from tests.support.net import STOP_TIMEOUT, free_port
+from tests.support.processes import CC, Processes, clean_env
 
 __all__: list[str] = []
 
 RUN_TIMEOUT = 60.0
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-        print(processes.report())
 
 
 @pytest.fixture
@@ -90,11 +76,11 @@ def answer_after_eof_service() -> Iterator[int]:
     finally:
         stopping.set()
         listener.close()
-        thread.join(timeout=peers.STOP_TIMEOUT)
+        thread.join(timeout=STOP_TIMEOUT)
 
 
 def client_argv(url: str, target: str) -> list[str]:
-    return [*CLOUD_CONNECTOR, "client", "--fingerprint", SEED_FINGERPRINT, url, f"stdio:{target}"]
+    return [*CC, "client", "--fingerprint", SEED_FINGERPRINT, url, f"stdio:{target}"]
 
 
 def test_stdio_pipes_with_half_close(gateway: str, tmp_path: Path) -> None:
@@ -106,7 +92,7 @@ def test_stdio_pipes_with_half_close(gateway: str, tmp_path: Path) -> None:
             input=data,
             stdout=subprocess.PIPE,
             stderr=err,
-            env=child_env(),
+            env=clean_env(),
             timeout=RUN_TIMEOUT,
             check=False,
         )
@@ -130,7 +116,7 @@ def test_stdio_with_files_and_devnull(gateway: str, tmp_path: Path) -> None:
                     stdin=stdin,
                     stdout=stdout,
                     stderr=subprocess.PIPE,
-                    env=child_env(),
+                    env=clean_env(),
                     timeout=RUN_TIMEOUT,
                     check=False,
                 )
@@ -141,10 +127,10 @@ def test_stdio_with_files_and_devnull(gateway: str, tmp_path: Path) -> None:
 def test_stdio_refused_target_ends_the_client(gateway: str) -> None:
     """Nothing listens at the target: the client says so on stderr and exits."""
     result = subprocess.run(
-        client_argv(gateway, f"127.0.0.1:{peers.free_port()}"),
+        client_argv(gateway, f"127.0.0.1:{free_port()}"),
         input=b"hello",
         capture_output=True,
-        env=child_env(),
+        env=clean_env(),
         timeout=RUN_TIMEOUT,
         check=False,
     )
@@ -160,7 +146,7 @@ def test_ssh_proxycommand_through_stdio(gateway: str, tmp_path: Path) -> None:
         proxy = shlex.join(client_argv(gateway, "127.0.0.1:PORT")).replace("PORT", "%p")
         argv = sshd.ssh_argv("-o", f"ProxyCommand={proxy}", command=["echo", "hello"])
         result = subprocess.run(
-            argv, capture_output=True, env=child_env(), timeout=RUN_TIMEOUT, check=False
+            argv, capture_output=True, env=clean_env(), timeout=RUN_TIMEOUT, check=False
         )
         assert result.returncode == 0, (result.stderr.decode(errors="replace"), sshd.log())
         assert result.stdout == b"hello\n"

@@ -26,15 +26,13 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
-import pytest
 
-from tests import peers
-from tests.interop.chisel_support import SEED, SEED_FINGERPRINT, Processes
-from tests.udp_support import udp_echo
+from tests.support.chisel import SEED, SEED_FINGERPRINT
+from tests.support.net import STOP_TIMEOUT, free_port
+from tests.support.processes import Processes
+from tests.support.udp import udp_echo
 
 __all__: list[str] = []
 
@@ -47,16 +45,6 @@ STEADY_GROWTH = 4 * 1024 * 1024
 TOTAL_GROWTH = 16 * 1024 * 1024
 #: Datagrams may be lost on a busy loopback; nearly all must come back.
 MIN_ANSWERED = 0.97
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    processes = Processes(tmp_path)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-        print(processes.report())
 
 
 class Sampler(threading.Thread):
@@ -79,7 +67,7 @@ class Sampler(threading.Thread):
 
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
-        self.join(timeout=peers.STOP_TIMEOUT)
+        self.join(timeout=STOP_TIMEOUT)
 
 
 def send_batch(port: int, first: int, count: int, deadline: float = 5.0) -> int:
@@ -119,7 +107,7 @@ def test_10k_udp_senders_stay_within_the_cap(procs: Processes) -> None:
     cap = str(CAP)
     with udp_echo() as echo:
         server, url = procs.our_server("--key", SEED, "--udp-max-senders", cap)
-        port = peers.free_port()
+        port = free_port()
         client = procs.our_client(
             "--fingerprint",
             SEED_FINGERPRINT,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,32 +20,22 @@ import psutil
 import pytest
 
 from cc.cli.workers import AUTO_WORKERS_CAP
-from tests.cli_support import CC, LOOPBACK, LiveProcess, clean_env, run_cli, start_gateway
-from tests.peers import free_port, tcp_echo_server, wait_for_port
+from tests.support.cli import run_cli, start_gateway
+from tests.support.net import LOOPBACK, echo_back, free_port, tcp_echo_server, wait_for_port
+from tests.support.processes import CC, CliProcess, clean_env
 
 FINGERPRINT = re.compile(r"server: Fingerprint (\S+)")
 
 
-def _workers(control: LiveProcess, count: int, timeout: float = 15.0) -> list[int]:
+def _workers(control: CliProcess, count: int, timeout: float = 15.0) -> list[int]:
     """The control process's children once ``count`` of them serve."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children = psutil.Process(control.pid).children()
-        if len(children) == count and len(FINGERPRINT.findall(control.stdout)) >= count:
+        if len(children) == count and len(FINGERPRINT.findall(control.stdout())) >= count:
             return sorted(c.pid for c in children)
         time.sleep(0.05)
-    raise AssertionError(f"expected {count} workers\n{control.describe()}")
-
-
-def _echo_through(port: int, payload: bytes) -> None:
-    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
-        sock.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = sock.recv(65536)
-            assert chunk, "tunnel closed early"
-            got += chunk
-    assert got == payload
+    raise AssertionError(f"expected {count} workers\n{control.report()}")
 
 
 @contextmanager
@@ -63,15 +52,15 @@ def _connector(
         f"http://{LOOPBACK}:{gateway_port}",
         remote,
     ]
-    with LiveProcess(f"connector-{port}", argv, cwd=tmp_path, logdir=tmp_path) as proc:
-        wait_for_port(LOOPBACK, port, 15.0, proc.proc)
+    with CliProcess(f"connector-{port}", argv, cwd=tmp_path, logdir=tmp_path) as proc:
+        wait_for_port(LOOPBACK, port, 15.0, proc.popen)
         yield port
 
 
 def test_workers_share_the_port_and_the_host_key(tmp_path: Path) -> None:
     with start_gateway(tmp_path, "--workers", "2") as (control, port), tcp_echo_server() as echo:
         workers = _workers(control, 2)
-        prints = FINGERPRINT.findall(control.stdout)
+        prints = FINGERPRINT.findall(control.stdout())
         assert len(set(prints)) == 1, "a generated key must be the same in every worker"
         # several connectors; each tunnel works whichever worker holds its session
         with ExitStack() as stack:
@@ -80,7 +69,8 @@ def test_workers_share_the_port_and_the_host_key(tmp_path: Path) -> None:
                 for _ in range(4)
             ]
             for tunnel_port in ports:
-                _echo_through(tunnel_port, os.urandom(100_000))
+                payload = os.urandom(100_000)
+                assert echo_back(tunnel_port, payload) == payload
             sessions = {
                 pid: sum(
                     1
@@ -107,7 +97,7 @@ def test_sigusr2_sums_the_workers_and_sigterm_stops_all(tmp_path: Path) -> None:
         for pid in workers:  # and each worker printed its own block
             control.wait_for_line(rf"stats: pid={pid} processes=1 ", 10.0, after=mark)
         os.kill(control.pid, signal.SIGTERM)
-        assert control.wait(20.0) == 0
+        assert control.wait_exit(20.0) == 0
         for pid in workers:
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
@@ -124,11 +114,11 @@ def test_a_killed_worker_is_restarted(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         else:
-            raise AssertionError(f"worker not restarted\n{control.describe()}")
-        fingerprint = FINGERPRINT.findall(control.stdout)[0]
-        wait_for_port(LOOPBACK, port, 10.0, control.proc)
+            raise AssertionError(f"worker not restarted\n{control.report()}")
+        fingerprint = FINGERPRINT.findall(control.stdout())[0]
+        wait_for_port(LOOPBACK, port, 10.0, control.popen)
         with _connector(tmp_path, port, echo.port, fingerprint) as tunnel_port:
-            _echo_through(tunnel_port, b"after the restart")
+            assert echo_back(tunnel_port, b"after the restart") == b"after the restart"
 
 
 @pytest.mark.parametrize(
@@ -171,9 +161,9 @@ def _wait_listeners(pids: list[int], port: int, total: int, timeout: float = 15.
 
 def _client_workers(
     tmp_path: Path, gateway_port: int, remote: str, *extra: str, name: str = "connector"
-) -> LiveProcess:
+) -> CliProcess:
     argv = [*CC, "client", "--workers", "2", *extra, f"http://{LOOPBACK}:{gateway_port}", remote]
-    return LiveProcess(name, argv, cwd=tmp_path, logdir=tmp_path)
+    return CliProcess(name, argv, cwd=tmp_path, logdir=tmp_path)
 
 
 def test_connector_workers_share_a_reverse_port_across_gateway_workers(tmp_path: Path) -> None:
@@ -188,7 +178,8 @@ def test_connector_workers_share_a_reverse_port_across_gateway_workers(tmp_path:
             # one listening socket per session, whichever gateway worker holds it
             _wait_listeners(gateway_workers, tunnel, 2)
             for _ in range(20):
-                _echo_through(tunnel, os.urandom(10_000))
+                payload = os.urandom(10_000)
+                assert echo_back(tunnel, payload) == payload
             # a connector worker dies: the port stays up on the other session
             first = sorted(c.pid for c in psutil.Process(connector.pid).children())
             assert len(first) == 2
@@ -196,12 +187,12 @@ def test_connector_workers_share_a_reverse_port_across_gateway_workers(tmp_path:
             connector.wait_for_line(r"worker \d \(pid \d+\) exited with status -9; restarting", 10)
             _wait_listeners(gateway_workers, tunnel, 1)
             for _ in range(10):
-                _echo_through(tunnel, b"still served")
+                assert echo_back(tunnel, b"still served") == b"still served"
             # ... and comes back, sharing the port again
             _wait_listeners(gateway_workers, tunnel, 2, timeout=20.0)
-            _echo_through(tunnel, b"restarted")
+            assert echo_back(tunnel, b"restarted") == b"restarted"
             os.kill(connector.pid, signal.SIGTERM)
-            assert connector.wait(20.0) == 0
+            assert connector.wait_exit(20.0) == 0
 
 
 def test_another_connector_cannot_take_a_shared_port(tmp_path: Path) -> None:
@@ -214,10 +205,10 @@ def test_another_connector_cannot_take_a_shared_port(tmp_path: Path) -> None:
             with _client_workers(
                 tmp_path, port, remote, "--max-retry-count", "1", name="intruder"
             ) as intruder:
-                assert intruder.wait(30.0) == 1
-                assert "Server cannot listen" in intruder.stdout + intruder.stderr
+                assert intruder.wait_exit(30.0) == 1
+                assert "Server cannot listen" in intruder.stdout() + intruder.stderr()
             _wait_listeners([gateway.pid], tunnel, 2)
-            _echo_through(tunnel, b"owner keeps it")
+            assert echo_back(tunnel, b"owner keeps it") == b"owner keeps it"
 
 
 def test_a_fatal_worker_error_stops_the_connector(tmp_path: Path) -> None:
@@ -226,10 +217,10 @@ def test_a_fatal_worker_error_stops_the_connector(tmp_path: Path) -> None:
         with _client_workers(
             tmp_path, port, f"R:{LOOPBACK}:{free_port()}:{LOOPBACK}:1", "--fingerprint", wrong
         ) as connector:
-            assert connector.wait(20.0) == 1
-            assert "Invalid fingerprint" in connector.stderr
-            assert "restarting" not in connector.stdout, "a refused worker is not restarted"
-            assert connector.stderr.count("Invalid fingerprint") <= 2
+            assert connector.wait_exit(20.0) == 1
+            assert "Invalid fingerprint" in connector.stderr()
+            assert "restarting" not in connector.stdout(), "a refused worker is not restarted"
+            assert connector.stderr().count("Invalid fingerprint") <= 2
 
 
 def test_auto_workers_is_the_cpu_count(tmp_path: Path) -> None:
@@ -238,8 +229,8 @@ def test_auto_workers_is_the_cpu_count(tmp_path: Path) -> None:
     expected = min(len(os.sched_getaffinity(0)), AUTO_WORKERS_CAP)
     port = free_port()
     argv = [*CC, "server", "--host", LOOPBACK, "--port", str(port)]
-    with LiveProcess("auto", argv, cwd=tmp_path, logdir=tmp_path, env=env) as control:
-        wait_for_port(LOOPBACK, port, 15.0, control.proc)
+    with CliProcess("auto", argv, cwd=tmp_path, logdir=tmp_path, env=env) as control:
+        wait_for_port(LOOPBACK, port, 15.0, control.popen)
         if expected == 1:
             assert not psutil.Process(control.pid).children()
         else:
@@ -269,7 +260,7 @@ def test_connector_control_sums_workers_and_stops_them(tmp_path: Path) -> None:
             for pid in workers:
                 connector.wait_for_line(rf"stats: pid={pid} processes=1 ", 10.0, after=mark)
             os.kill(connector.pid, signal.SIGTERM)
-            assert connector.wait(20.0) == 0
+            assert connector.wait_exit(20.0) == 0
             for pid in workers:
                 assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
             assert not (tmp_path / "cloud-connector.pid").exists()

@@ -26,7 +26,7 @@ from cc.protocol.acl import UserTable, parse_authfile, parse_tokens_file
 from cc.protocol.remote import Remote, parse_remote
 from cc.runtime.filewatch import FileWatcher
 from cc.ssh.compat import ChannelOpenError, open_chisel_channel
-from tests.aio.harness import (
+from tests.support.harness import (
     STEP,
     ChannelSink,
     Harness,

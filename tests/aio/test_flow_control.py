@@ -24,8 +24,9 @@ import pytest
 from cc.gateway.gateway import Gateway
 from cc.ssh import compat as _asyncssh_compat
 from cc.transport.websocket import WRITE_HIGH_WATER
-from tests.aio.harness import STEP, Harness, free_port, wait_until
-from tests.cipher_support import count_key_epochs
+from tests.support.ciphers import count_key_epochs
+from tests.support.harness import STEP, Harness, wait_until
+from tests.support.net import free_port
 
 __all__: list[str] = []
 

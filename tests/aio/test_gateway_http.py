@@ -13,7 +13,7 @@ import pytest
 
 from cc.gateway import gateway as gateway_module
 from cc.protocol.http import MAX_HEAD_SIZE
-from tests.aio.harness import (
+from tests.support.harness import (
     STEP,
     Harness,
     free_port,

@@ -12,12 +12,12 @@ import asyncio
 import pytest
 
 from cc.ssh import compat
-from tests.aio.harness import STEP, Harness
-from tests.aio.test_tunnel import Tunnel, echo
+from tests.support.harness import STEP, Harness, Tunnel
+from tests.support.streams import echo_handler
 
 
 async def _channel_sizes(harness: Harness, *, announce: bool) -> set[tuple[int, int]]:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     tunnel = Tunnel(harness, service, reverse=True)
     gateway = await harness.gateway()
     await harness.connect(gateway, [tunnel.remote], announce=announce)

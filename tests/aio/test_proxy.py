@@ -1,8 +1,8 @@
 """The connector's ``proxy=`` through real proxies: tinyproxy, squid, microsocks, dante.
 
 Each proxy is the Debian package's program, started once per module by
-``tests.peers`` (with and without credentials).  Each test runs an in-process
-gateway and connector (``tests.aio.harness``) and sends bytes through a reverse
+``tests.support.peers`` (with and without credentials).  Each test runs an in-process
+gateway and connector (``tests.support.harness``) and sends bytes through a reverse
 remote to a local echo service.
 
 Proof that the proxy really carried the connection, not just that data flowed:
@@ -36,9 +36,11 @@ from cc.connector.connector import Connector
 from cc.gateway.gateway import Gateway
 from cc.transport.dial import TLSOptions
 from cc.transport.proxy import ProxyURLError, parse_proxy_url
-from tests import peers
-from tests.aio.harness import Harness, free_port
-from tests.aio.tls_helpers import Pki, assert_echoes, echo
+from tests.support import peers
+from tests.support.harness import Harness
+from tests.support.net import free_port
+from tests.support.streams import assert_echoes, echo_handler
+from tests.support.tls import Pki
 
 __all__: list[str] = []
 
@@ -189,7 +191,7 @@ async def tunnel_via(
 ) -> Witness:
     """Gateway, connector through ``url``, bytes through a reverse remote; what it saw."""
     gateway = await harness.gateway(**kw.pop("gateway", {}))
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     exposed = free_port()
     witness = Witness(gateway, proxy)
     await harness.connect(gateway, [f"R:127.0.0.1:{exposed}:127.0.0.1:{service}"], proxy=url, **kw)
@@ -352,7 +354,7 @@ async def test_tls_gateway_through_proxy(
     proxy = proxies.get("squid", auth=True)
     gateway = await harness.gateway(tls=server.context)
     witness = Witness(gateway, proxy)
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     exposed = free_port()
     await harness.connect(
         gateway,

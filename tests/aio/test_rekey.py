@@ -15,9 +15,9 @@ import asyncio
 
 import pytest
 
-from tests.aio.harness import Harness
-from tests.aio.test_tunnel import Blob, Tunnel, bulk_exchange, digest_service
-from tests.cipher_support import FAST_CIPHERS, cipher_id, count_key_epochs
+from tests.support.ciphers import FAST_CIPHERS, cipher_id, count_key_epochs
+from tests.support.harness import MODES, Harness, Tunnel
+from tests.support.streams import Blob, bulk_exchange, digest_service
 
 SIZE = 16 * 1024 * 1024
 
@@ -27,7 +27,7 @@ def key_epochs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return count_key_epochs(monkeypatch, request.param)
 
 
-@pytest.mark.parametrize("reverse", [True, False], ids=["reverse", "forward"])
+@pytest.mark.parametrize("reverse", MODES)
 async def test_transfer_survives_many_rekeys(
     harness: Harness, key_epochs: list[int], reverse: bool
 ) -> None:

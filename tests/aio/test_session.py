@@ -14,8 +14,10 @@ import pytest
 from cc.gateway.gateway import Gateway, GatewaySession
 from cc.protocol.remote import parse_remote
 from cc.ssh.compat import ChannelOpenError, open_chisel_channel
-from tests.aio.conftest import LOOP_FACTORIES
-from tests.aio.harness import STEP, ChannelSink, Harness, free_port, wait_until
+from tests.support.harness import STEP, ChannelSink, Harness, wait_until
+from tests.support.inprocess import LOOP_FACTORIES
+from tests.support.net import free_port
+from tests.support.streams import echo_handler, round_trip
 
 __all__: list[str] = []
 
@@ -30,12 +32,6 @@ async def test_runs_on_the_loop_in_its_name(request: pytest.FixtureRequest) -> N
     expected = request.node.callspec.id.split("-")[0]
     actual = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
     assert actual == expected
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while chunk := await reader.read(1 << 16):
-        writer.write(chunk)
-        await writer.drain()
 
 
 def only_session(gateway: Gateway) -> GatewaySession:
@@ -59,7 +55,7 @@ def only_session(gateway: Gateway) -> GatewaySession:
 async def test_connector_refuses_undeclared_targets(
     harness: Harness, caplog: pytest.LogCaptureFixture, target: str
 ) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     await harness.connect(gateway, [f"R:127.0.0.1:{free_port()}:127.0.0.1:{service}"])
     session = only_session(gateway)
@@ -78,7 +74,7 @@ async def test_connector_refuses_undeclared_targets(
 
 
 async def test_connector_accepts_its_declared_target(harness: Harness) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     remote = parse_remote(f"R:127.0.0.1:{free_port()}:127.0.0.1:{service}")
     await harness.connect(gateway, [remote])
@@ -110,18 +106,8 @@ def can_listen(port: int) -> bool:
         return True
 
 
-async def round_trip(port: int, payload: bytes) -> bytes:
-    async with asyncio.timeout(STEP):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(payload)
-        writer.write_eof()
-        answer = await reader.read(-1)
-        writer.close()
-        return answer
-
-
 async def test_reverse_port_released_when_connector_stops(harness: Harness) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
@@ -137,7 +123,7 @@ async def test_reverse_port_released_when_connector_stops(harness: Harness) -> N
 
 
 async def test_reverse_port_released_when_gateway_drops_session(harness: Harness) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     port = free_port()
     running = await harness.connect(
@@ -151,7 +137,7 @@ async def test_reverse_port_released_when_gateway_drops_session(harness: Harness
 
 
 async def test_session_end_closes_its_live_connections(harness: Harness) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     port = free_port()
     running = await harness.connect(
@@ -171,7 +157,7 @@ async def test_session_end_closes_its_live_connections(harness: Harness) -> None
 
 
 async def test_connector_reconnects_after_the_session_drops(harness: Harness) -> None:
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     gateway = await harness.gateway()
     port = free_port()
     running = await harness.connect(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:{service}"])

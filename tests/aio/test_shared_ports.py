@@ -15,25 +15,11 @@ import socket
 from cc.gateway.gateway import Gateway
 from cc.gateway.ports import WorkerPortRegistry, serve_worker_claims
 from cc.protocol.workers import PortClaims
-from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.support.harness import STEP, Harness, wait_until
+from tests.support.net import free_port
+from tests.support.streams import echo_handler, round_trip
 
 __all__: list[str] = []
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while chunk := await reader.read(1 << 16):
-        writer.write(chunk)
-        await writer.drain()
-
-
-async def round_trip(port: int, payload: bytes) -> bytes:
-    async with asyncio.timeout(STEP):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(payload)
-        await writer.drain()
-        got = await reader.readexactly(len(payload))
-        writer.close()
-        return got
 
 
 def holders(gateway: Gateway, port: int) -> int:
@@ -42,7 +28,7 @@ def holders(gateway: Gateway, port: int) -> int:
 
 async def test_one_connectors_sessions_share_a_reverse_port(harness: Harness) -> None:
     gateway = await harness.gateway()
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
     group = secrets.token_urlsafe(32)
@@ -50,18 +36,18 @@ async def test_one_connectors_sessions_share_a_reverse_port(harness: Harness) ->
     second = await harness.connect(gateway, [remote], worker_count=2, worker_index=1, group=group)
     assert holders(gateway, port) == 2
     for _ in range(20):  # whichever session the kernel picks, the tunnel works
-        assert await round_trip(port, b"both") == b"both"
+        assert await round_trip(port, b"both", half_close=False) == b"both"
     served = [c.stats.remotes[f"R:127.0.0.1:{port}=>{service}"].total for c in (first, second)]
     assert sum(served) == 20
     await first.stop()
     await wait_until(lambda: holders(gateway, port) == 1)
     for _ in range(5):
-        assert await round_trip(port, b"still up") == b"still up"
+        assert await round_trip(port, b"still up", half_close=False) == b"still up"
 
 
 async def test_another_secret_cannot_join_the_port(harness: Harness) -> None:
     gateway = await harness.gateway()
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
     await harness.connect(
@@ -76,7 +62,7 @@ async def test_another_secret_cannot_join_the_port(harness: Harness) -> None:
 
 async def test_an_exclusive_holder_is_not_joined_and_does_not_join(harness: Harness) -> None:
     gateway = await harness.gateway()
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port, other = free_port(), free_port()
     await harness.connect(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:{service}"])
     await harness.expect_fatal(
@@ -98,7 +84,7 @@ async def test_an_exclusive_holder_is_not_joined_and_does_not_join(harness: Harn
 async def test_a_short_group_header_is_ignored(harness: Harness) -> None:
     """A guessable secret would let anyone join: below 32 characters it is not used."""
     gateway = await harness.gateway()
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
     await harness.connect(gateway, [remote], worker_count=2, group="short")
@@ -141,7 +127,7 @@ async def test_a_silent_partner_is_closed_when_its_connector_rejoins(harness: Ha
     25 s keepalive would have noticed.
     """
     gateway = await harness.gateway(keepalive_timeout=0.5)
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
     group = secrets.token_urlsafe(32)
@@ -150,12 +136,12 @@ async def test_a_silent_partner_is_closed_when_its_connector_rejoins(harness: Ha
     await harness.connect(gateway, [remote], worker_count=2, group=group)
     await wait_until(lambda: holders(gateway, port) == 1, timeout=5.0)
     for _ in range(10):  # every connection reaches the live session
-        assert await round_trip(port, b"fresh") == b"fresh"
+        assert await round_trip(port, b"fresh", half_close=False) == b"fresh"
 
 
 async def test_healthy_partners_are_kept(harness: Harness) -> None:
     gateway = await harness.gateway(keepalive_timeout=0.5)
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     port = free_port()
     remote = f"R:127.0.0.1:{port}:127.0.0.1:{service}"
     group = secrets.token_urlsafe(32)

@@ -17,7 +17,6 @@ import random
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import asyncssh
@@ -26,19 +25,13 @@ import pytest
 from cc.connector.connector import FatalError
 from cc.protocol.acl import parse_authfile
 from cc.ssh.compat import ChannelOpenError, open_chisel_channel
-from tests import peers
-from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.support.harness import STEP, Harness, wait_until
+from tests.support.net import EchoServer, free_port
+from tests.support.streams import answer_after_eof
 
 __all__: list[str] = []
 
 CURL_TIMEOUT = 20.0
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[peers.EchoServer]:
-    """A local HTTP server whose body is ``"METHOD PATH\\n"``."""
-    with peers.http_echo_server() as server:
-        yield server
 
 
 def curl_binary() -> str:
@@ -111,7 +104,7 @@ async def forward_socks(harness: Harness, **gateway: Any) -> tuple[int, Any, Any
 # -- 1. curl through forward and reverse SOCKS -------------------------------------------------
 
 
-async def test_curl_through_forward_socks(harness: Harness, http: peers.EchoServer) -> None:
+async def test_curl_through_forward_socks(harness: Harness, http: EchoServer) -> None:
     port, gateway, _ = await forward_socks(harness)
     for host in ("127.0.0.1", "localhost"):  # an address, and a name the gateway resolves
         result = await curl(port, f"http://{host}:{http.port}/hello")
@@ -122,7 +115,7 @@ async def test_curl_through_forward_socks(harness: Harness, http: peers.EchoServ
     await wait_until(lambda: stats.open == 0)
 
 
-async def test_curl_through_reverse_socks(harness: Harness, http: peers.EchoServer) -> None:
+async def test_curl_through_reverse_socks(harness: Harness, http: EchoServer) -> None:
     """R:<port>:socks: the gateway listens, the connector runs SOCKS and dials."""
     port = free_port()
     gateway = await harness.gateway()
@@ -137,7 +130,7 @@ async def test_curl_through_reverse_socks(harness: Harness, http: peers.EchoServ
 
 
 async def test_acl_checks_the_real_socks_target(
-    harness: Harness, http: peers.EchoServer, caplog: pytest.LogCaptureFixture
+    harness: Harness, http: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """chisel lets SOCKS past the ACL; here the target must be allowed like any remote."""
     acl = b'{"u:p": ["socks", "127\\\\.0\\\\.0\\\\.1:%d"]}' % http.port
@@ -194,13 +187,6 @@ async def test_socks_reply_codes(harness: Harness) -> None:
         code, _, writer = await socks_connect(port, "no-such-host.invalid", 80)
         writer.close()
         assert code == 4, "host unreachable"
-
-
-async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Reads until EOF, only then answers with the size and sha256 of what it read."""
-    data = await reader.read(-1)
-    writer.write(b"%d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
-    await writer.drain()
 
 
 async def test_socks_keeps_half_close_and_early_data(harness: Harness) -> None:

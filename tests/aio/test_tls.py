@@ -1,6 +1,6 @@
 """TLS between connector and gateway: verification, SNI, client certificates, the CLI.
 
-Every certificate comes from a trustme CA made for the test (``tls_helpers.Pki``);
+Every certificate comes from a trustme CA made for the test (``tests.support.tls.Pki``);
 the gateway runs in-process with ``GatewayConfig.tls`` set to a server context whose
 ``sni_callback`` records each handshake, so a test can tell how many TLS handshakes
 reached the gateway and which server name each carried.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,9 +29,12 @@ import pytest
 
 from cc.gateway.gateway import Gateway
 from cc.transport.dial import DialError, TLSOptions, TLSVerifyError
-from tests import peers
-from tests.aio.harness import Harness, free_port
-from tests.aio.tls_helpers import Pki, ServerTLS, assert_echoes, echo
+from tests.support import peers
+from tests.support.harness import Harness
+from tests.support.net import EchoServer, echo_roundtrip, free_port
+from tests.support.processes import CC, CliProcess, stop_process
+from tests.support.streams import assert_echoes, echo_handler
+from tests.support.tls import Pki, ServerTLS
 
 __all__: list[str] = []
 
@@ -66,7 +68,7 @@ async def tls_tunnel(
 ) -> None:
     """Gateway with ``server``, connector with ``tls``: bytes must cross a reverse remote."""
     gateway = await harness.gateway(tls=server.context)
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     exposed = free_port()
     await harness.connect(
         gateway,
@@ -300,7 +302,7 @@ def openssl_server(tmp_path: Path, pki: Pki) -> Iterator[int]:
         peers.wait_for_log("ACCEPT", CLI_STEP, proc, log)
         yield port
     finally:
-        peers.stop_process(proc)
+        stop_process(proc)
         if proc.stdin is not None:
             proc.stdin.close()
 
@@ -415,100 +417,71 @@ async def test_peer_that_does_not_speak_tls_is_retried(
 CLI_STEP = 20.0
 
 
-@pytest.fixture
-def echo_server() -> Iterator[peers.EchoServer]:
-    with peers.tcp_echo_server() as server:
-        yield server
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cc.cli.main", *args]
-
-
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def _echo_once(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=CLI_STEP) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def test_cli_server_and_client_with_mutual_tls(
-    tmp_path: Path, pki: Pki, other_pki: Pki, echo_server: peers.EchoServer
+    tmp_path: Path, pki: Pki, other_pki: Pki, echo: EchoServer
 ) -> None:
     """``server --tls-cert --tls-key --tls-ca`` + ``client https://... --tls-ca --tls-cert``."""
     server_leaf = pki.issue("localhost", "127.0.0.1")
     client_leaf = pki.issue("connector.example")
     port, exposed = free_port(), free_port()
-    server_log, client_log, bad_log = (tmp_path / n for n in ("server.log", "client.log", "bad"))
-    server = _start(
-        _cli(
-            "server",
-            "--host=127.0.0.1",
-            f"--port={port}",
-            "--reverse",
-            f"--tls-cert={server_leaf.cert}",
-            f"--tls-key={server_leaf.key}",
-            f"--tls-ca={pki.ca_pem}",
-        ),
-        server_log,
-    )
-    client: subprocess.Popen[bytes] | None = None
-    try:
-        peers.wait_for_port("127.0.0.1", port, CLI_STEP, server, log_path=server_log)
-        client = _start(
-            _cli(
-                "client",
-                "--max-retry-count=0",
-                f"--tls-ca={pki.ca_pem}",
-                f"--tls-cert={client_leaf.cert}",
-                f"--tls-key={client_leaf.key}",
-                f"https://localhost:{port}",
-                f"R:127.0.0.1:{exposed}:127.0.0.1:{echo_server.port}",
-            ),
-            client_log,
-        )
-        peers.wait_for_port("127.0.0.1", exposed, CLI_STEP, client, log_path=client_log)
-        payload = os.urandom(100_000)
-        assert _echo_once(exposed, payload) == payload
-        assert "Connected" in client_log.read_text()
-        assert "Listening on https://127.0.0.1" in server_log.read_text()
+    bad_log = tmp_path / "bad"
+    server_argv = [
+        *CC,
+        "server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--reverse",
+        f"--tls-cert={server_leaf.cert}",
+        f"--tls-key={server_leaf.key}",
+        f"--tls-ca={pki.ca_pem}",
+    ]
+    client_argv = [
+        *CC,
+        "client",
+        "--max-retry-count=0",
+        f"--tls-ca={pki.ca_pem}",
+        f"--tls-cert={client_leaf.cert}",
+        f"--tls-key={client_leaf.key}",
+        f"https://localhost:{port}",
+        f"R:127.0.0.1:{exposed}:127.0.0.1:{echo.port}",
+    ]
+    client: CliProcess | None = None
+    with CliProcess("server", server_argv, cwd=tmp_path, logdir=tmp_path) as server:
+        try:
+            server.wait_listening(port, CLI_STEP)
+            with CliProcess("client", client_argv, cwd=tmp_path, logdir=tmp_path) as client:
+                client.wait_listening(exposed, CLI_STEP)
+                payload = os.urandom(100_000)
+                assert echo_roundtrip(exposed, payload, CLI_STEP) == payload
+                assert "Connected" in client.text("both")
+                assert "Listening on https://127.0.0.1" in server.text("both")
 
-        # a client that does not trust the gateway's CA stops at once, exit 1, with the reason
-        started = time.monotonic()
-        bad = subprocess.run(
-            _cli(
-                "client",
-                f"--tls-ca={other_pki.ca_pem}",
-                f"https://localhost:{port}",
-                f"R:127.0.0.1:{free_port()}:127.0.0.1:{echo_server.port}",
-            ),
-            capture_output=True,
-            timeout=CLI_STEP,
-        )
-        bad_log.write_bytes(bad.stdout + bad.stderr)
-        output = (bad.stdout + bad.stderr).decode()
-        assert bad.returncode == 1, output
-        assert time.monotonic() - started < CLI_STEP
-        assert f"cannot verify the certificate of localhost:{port}" in output
-        # the gateway sends its CA along (OpenSSL builds the chain from --tls-ca)
-        assert "self-signed certificate in certificate chain" in output
-        assert "Traceback" not in output
-        assert "Retrying" not in output
-    except BaseException:
-        for log in (server_log, client_log, bad_log):
-            if log.exists():
-                print(f"--- {log.name} ---\n{log.read_text(errors='replace')}", file=sys.stderr)
-        raise
-    finally:
-        if client is not None:
-            peers.stop_process(client)
-        peers.stop_process(server)
+            # a client that does not trust the gateway's CA stops at once, exit 1, with the reason
+            started = time.monotonic()
+            bad = subprocess.run(
+                [
+                    *CC,
+                    "client",
+                    f"--tls-ca={other_pki.ca_pem}",
+                    f"https://localhost:{port}",
+                    f"R:127.0.0.1:{free_port()}:127.0.0.1:{echo.port}",
+                ],
+                capture_output=True,
+                timeout=CLI_STEP,
+            )
+            bad_log.write_bytes(bad.stdout + bad.stderr)
+            output = (bad.stdout + bad.stderr).decode()
+            assert bad.returncode == 1, output
+            assert time.monotonic() - started < CLI_STEP
+            assert f"cannot verify the certificate of localhost:{port}" in output
+            # the gateway sends its CA along (OpenSSL builds the chain from --tls-ca)
+            assert "self-signed certificate in certificate chain" in output
+            assert "Traceback" not in output
+            assert "Retrying" not in output
+        except BaseException:
+            for proc in (server, client):
+                if proc is not None:
+                    print(proc.report(), file=sys.stderr)
+            if bad_log.exists():
+                print(f"--- bad client ---\n{bad_log.read_text(errors='replace')}", file=sys.stderr)
+            raise

@@ -1,6 +1,6 @@
 """Data through the tunnel, ours to ours: bulk, many connections, half-close, stats.
 
-Each test starts an in-process gateway and connector (see ``harness.Harness``) and
+Each test starts an in-process gateway and connector (see ``tests.support.harness``) and
 a local TCP service, then talks to the service through the tunnel, reverse (the
 gateway listens, the connector dials) and forward (the connector listens, the
 gateway dials).
@@ -13,119 +13,30 @@ import hashlib
 import random
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 
 import pytest
 
-from cc.protocol.remote import parse_remote
-from cc.stats import RemoteStats
-from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.support.harness import MODES, STEP, Harness, Tunnel, wait_until
+from tests.support.streams import (
+    DIGEST,
+    Blob,
+    answer_after_eof,
+    bulk_exchange,
+    digest_service,
+    echo_handler,
+    round_trip,
+    send_all,
+)
 
 __all__: list[str] = []
 
 BULK = 64 * 1024 * 1024
-CHUNK = 256 * 1024
-DIGEST = hashlib.sha256().digest_size
-
-
-class Blob:
-    """Seeded random bytes and their sha256, made once per run."""
-
-    def __init__(self, seed: int, size: int) -> None:
-        self.data = random.Random(seed).randbytes(size)
-        self.digest = hashlib.sha256(self.data).digest()
 
 
 @pytest.fixture(scope="module")
 def bulk() -> tuple[Blob, Blob]:
     """(what the client sends, what the service sends): 64 MiB each."""
     return Blob(1, BULK), Blob(2, BULK)
-
-
-async def send_all(writer: asyncio.StreamWriter, data: bytes, *, eof: bool) -> None:
-    view = memoryview(data)
-    for offset in range(0, len(view), CHUNK):
-        writer.write(view[offset : offset + CHUNK])
-        await writer.drain()
-    if eof:
-        writer.write_eof()
-
-
-async def hash_exactly(reader: asyncio.StreamReader, size: int) -> bytes:
-    """sha256 of the next ``size`` bytes (IncompleteReadError if the stream ends early)."""
-    digest = hashlib.sha256()
-    left = size
-    while left:
-        chunk = await reader.read(min(left, 1 << 20))
-        if not chunk:
-            raise asyncio.IncompleteReadError(b"", left)
-        digest.update(chunk)
-        left -= len(chunk)
-    return digest.digest()
-
-
-def digest_service(
-    answer: bytes,
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """Sends ``answer`` while reading to EOF, then sends the sha256 of what it read."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sender = asyncio.ensure_future(send_all(writer, answer, eof=False))
-        digest = hashlib.sha256()
-        while chunk := await reader.read(1 << 20):
-            digest.update(chunk)
-        await sender
-        writer.write(digest.digest())
-        await writer.drain()
-
-    return handle
-
-
-async def bulk_exchange(port: int, bulk: tuple[Blob, Blob]) -> None:
-    """64 MiB each way at once through one connection, then the digest after our EOF."""
-    mine, theirs = bulk
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        sender = asyncio.ensure_future(send_all(writer, mine.data, eof=True))
-        received = await hash_exactly(reader, len(theirs.data))
-        their_digest = await reader.readexactly(DIGEST)
-        assert await reader.read() == b"", "the service closes after its digest"
-        await sender
-    finally:
-        writer.close()
-    assert received == theirs.digest, "bytes from the service arrived changed"
-    assert their_digest == mine.digest, "the service read something other than we sent"
-
-
-class Tunnel:
-    """A connector with one remote to ``service``; ``port`` is where clients connect.
-
-    ``reverse``: the gateway listens on ``port`` and the connector dials the service.
-    Forward: the connector listens on ``port`` and the gateway dials the service.
-    """
-
-    def __init__(self, harness: Harness, service: int, *, reverse: bool) -> None:
-        self.harness = harness
-        self.port = free_port()
-        prefix = "R:" if reverse else ""
-        self.remote = parse_remote(f"{prefix}127.0.0.1:{self.port}:127.0.0.1:{service}")
-        self.reverse = reverse
-
-    async def start(self, **gateway_options: object) -> Tunnel:
-        self.gateway = await self.harness.gateway(**gateway_options)
-        self.connector = await self.harness.connect(self.gateway, [self.remote])
-        return self
-
-    def connector_stats(self) -> RemoteStats:
-        return self.connector.stats.remotes[str(self.remote)]
-
-    def gateway_stats(self) -> RemoteStats:
-        # the gateway counts reverse remotes by name and forward channels by target
-        key = str(self.remote) if self.reverse else self.remote.target()
-        return self.gateway.stats.remotes[key]
-
-
-MODES = [pytest.param(True, id="reverse"), pytest.param(False, id="forward")]
 
 
 # -- 1. bulk --------------------------------------------------------------------
@@ -157,32 +68,16 @@ async def test_bulk_64mib_each_way_one_connection(
 # -- 2. many connections ----------------------------------------------------------
 
 
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Echo until EOF, then close: a half-close-aware echo service."""
-    while chunk := await reader.read(1 << 16):
-        writer.write(chunk)
-        await writer.drain()
-
-
-async def echo_exchange(port: int, payload: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        sender = asyncio.ensure_future(send_all(writer, payload, eof=True))
-        answer = await reader.read(-1)
-        await sender
-    finally:
-        writer.close()
-    return answer
-
-
 async def test_200_concurrent_connections_reverse(harness: Harness) -> None:
     """200 connections at once through one session, each echoing its own 64 KiB."""
-    service = await harness.service(echo)
+    service = await harness.service(echo_handler)
     tunnel = await Tunnel(harness, service, reverse=True).start()
     rng = random.Random(3)
     payloads = [i.to_bytes(4, "big") + rng.randbytes(64 * 1024 - 4) for i in range(200)]
     async with asyncio.timeout(30):
-        answers = await asyncio.gather(*(echo_exchange(tunnel.port, p) for p in payloads))
+        answers = await asyncio.gather(
+            *(round_trip(tunnel.port, p, timeout=None) for p in payloads)
+        )
     bad = [i for i, (p, a) in enumerate(zip(payloads, answers, strict=True)) if p != a]
     assert not bad, f"{len(bad)} connections got a wrong echo, e.g. #{bad[0]}"
     stats = tunnel.connector_stats()
@@ -237,13 +132,6 @@ async def test_slow_reader_stalls_the_sender(harness: Harness, reverse: bool) ->
 
 
 # -- 3. half-close ------------------------------------------------------------------
-
-
-async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Reads until EOF, only then answers with the size and sha256 of what it read."""
-    data = await reader.read(-1)
-    writer.write(b"%d %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
-    await writer.drain()
 
 
 @pytest.mark.parametrize("reverse", MODES)

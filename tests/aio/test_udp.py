@@ -25,12 +25,9 @@ from cc.ssh.compat import ChannelOpenError, open_chisel_channel
 from cc.tunnel.udp.common import UDPSettings, format_addr
 from cc.tunnel.udp.exit import UDPExit
 from cc.tunnel.udp.listener import UDPListener
-from tests.aio.harness import STEP, Harness, wait_until
+from tests.support.harness import MODES, STEP, Harness, wait_until
 
 __all__: list[str] = []
-
-MODES = [pytest.param(True, id="reverse"), pytest.param(False, id="forward")]
-
 
 # -- UDP helpers -------------------------------------------------------------------------
 

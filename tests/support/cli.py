@@ -1,45 +1,35 @@
-"""Helpers for the command-line tests: run our CLIs as real processes and watch them.
+"""Helpers for the command-line tests: run our CLIs to completion, or keep a gateway up.
 
 The CLIs are what operators run, so they are tested as subprocesses (exit status,
 stdout, stderr, signals, pid files) rather than by calling ``main()``; a
 ``RecordingServer`` stands in for the Private Gateway where a test needs to see
-the exact bytes a connector sends.
+the exact bytes a connector sends.  Long-running children are
+:class:`tests.support.processes.CliProcess`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from tests.peers import LOOPBACK, free_port, stop_process, wait_for_port
+from tests.support.net import LOOPBACK, free_port
+from tests.support.processes import CC, CliProcess, clean_env
 
 __all__ = [
-    "CC",
     "GO_DURATION",
     "LOG_PREFIX",
-    "OSCC",
-    "LiveProcess",
     "RecordedRequest",
     "RecordingServer",
     "assert_one_line_error",
-    "clean_env",
     "run_cli",
     "start_gateway",
 ]
-
-#: ``cloud-connector`` and ``outsystemscc`` as the installed console scripts run them.
-CC = [sys.executable, "-m", "cc.cli.main"]
-OSCC = [sys.executable, "-m", "cc.cli.outsystemscc"]
 
 #: Go's ``log`` timestamp (``2006/01/02 15:04:05``) at the start of every text log line.
 LOG_PREFIX = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} "
@@ -47,22 +37,6 @@ LOG_PREFIX = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} "
 GO_DURATION = r"(?:\d+h)?(?:\d+m)?\d+(?:\.\d+)?(?:ns|µs|ms|s)"
 
 RUN_TIMEOUT = 20.0
-
-# Options our CLIs read from the environment; a developer's shell must not change results.
-_ENV_OPTIONS = ("AUTH", "HOST", "PORT", "CHISEL_KEY", "CHISEL_KEY_FILE")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without the variables our CLIs take defaults from.
-
-    One worker per process unless a test passes ``--workers`` or ``CC_WORKERS``:
-    most tests read one session's log lines and pid.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_") and k not in _ENV_OPTIONS}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["CC_WORKERS"] = "1"
-    env.update(extra)
-    return env
 
 
 def run_cli(
@@ -95,113 +69,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int 
     return lines[0]
 
 
-class LiveProcess:
-    """A long-running CLI process whose stdout/stderr go to files we can poll.
-
-    Files, not pipes, so a chatty process never blocks on a full pipe while the
-    test is busy; ``close()`` always stops it (SIGTERM, bounded wait, SIGKILL).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        cwd: Path,
-        logdir: Path,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.stdout_path = logdir / f"{name}.stdout"
-        self.stderr_path = logdir / f"{name}.stderr"
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=env if env is not None else clean_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-    def describe(self) -> str:
-        """Everything it printed, for assertion messages."""
-        return (
-            f"--- {self.name} (rc={self.proc.poll()}) stdout ---\n{self.stdout}"
-            f"--- stderr ---\n{self.stderr}"
-        )
-
-    def wait_for_line(self, pattern: str, timeout: float, *, after: int = 0) -> tuple[int, str]:
-        """Index and text of the first stdout line at or after ``after`` matching ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.lines()
-            for index in range(after, len(lines)):
-                if regex.search(lines[index]):
-                    return index, lines[index]
-            if self.proc.poll() is not None:
-                # One last read: the line may have landed just before the exit.
-                lines = self.lines()
-                for index in range(after, len(lines)):
-                    if regex.search(lines[index]):
-                        return index, lines[index]
-                raise AssertionError(f"exited before logging {pattern!r}\n{self.describe()}")
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no {pattern!r} within {timeout}s\n{self.describe()}")
-            time.sleep(0.02)
-
-    def wait(self, timeout: float) -> int:
-        """Exit status, waiting at most ``timeout`` seconds."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout}s\n{self.describe()}") from None
-
-    def close(self) -> None:
-        stop_process(self.proc)
-
-    def __enter__(self) -> LiveProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 @contextlib.contextmanager
 def start_gateway(
     tmp_path: Path, *extra: str, name: str = "gateway", timeout: float = 15.0
-) -> Iterator[tuple[LiveProcess, int]]:
+) -> Iterator[tuple[CliProcess, int]]:
     """``cloud-connector server --reverse`` on a free loopback port, in its own directory."""
     port = free_port()
     workdir = tmp_path / name
     workdir.mkdir(exist_ok=True)
     argv = [*CC, "server", "--reverse", "--host", LOOPBACK, "--port", str(port), *extra]
-    with LiveProcess(name, argv, cwd=workdir, logdir=tmp_path) as gateway:
-        try:
-            wait_for_port(LOOPBACK, port, timeout, gateway.proc)
-        except Exception as exc:
-            raise AssertionError(f"{exc}\n{gateway.describe()}") from None
+    with CliProcess(name, argv, cwd=workdir, logdir=tmp_path) as gateway:
+        gateway.wait_listening(port, timeout)
         yield gateway, port
 
 

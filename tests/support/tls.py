@@ -1,6 +1,5 @@
-"""Helpers for test_tls.py and test_proxy.py: certificates and the end-to-end echo check.
-
-Certificates: a throwaway trustme CA per test, files under ``tmp_path``.
+"""Certificates for the TLS and proxy tests: a throwaway trustme CA per test, files
+under ``tmp_path``.
 
 trustme covers every certificate these tests need (it takes ``not_before`` and
 ``not_after``, so an expired leaf needs no hand-built X.509).  The gateway side is
@@ -11,19 +10,14 @@ handshake the gateway saw, so tests can count attempts and check the SNI.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import random
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
 
-__all__ = ["LeafFiles", "Pki", "ServerTLS", "assert_echoes", "echo"]
-
-#: Bound for one echo exchange through a tunnel.
-ECHO_TIMEOUT = 10.0
+__all__ = ["LeafFiles", "Pki", "ServerTLS"]
 
 
 @dataclass(frozen=True)
@@ -91,29 +85,3 @@ class Pki:
 
         ctx.sni_callback = record_sni
         return tls
-
-
-# --------------------------------------------------------------------------- data check
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A TCP echo service (for ``Harness.service``): echoes until EOF."""
-    while chunk := await reader.read(1 << 16):
-        writer.write(chunk)
-        await writer.drain()
-
-
-async def assert_echoes(port: int, size: int = 256 * 1024, seed: int = 0) -> None:
-    """Send ``size`` random bytes to 127.0.0.1:``port`` and require them back unchanged."""
-    payload = random.Random(seed).randbytes(size)
-    async with asyncio.timeout(ECHO_TIMEOUT):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(payload)
-            await writer.drain()
-            writer.write_eof()
-            answer = await reader.read(-1)
-        finally:
-            writer.close()
-    assert len(answer) == len(payload), f"{len(answer)} of {len(payload)} bytes came back"
-    assert answer == payload, "the bytes came back changed"

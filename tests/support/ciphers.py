@@ -1,10 +1,12 @@
-"""Rekey tests' shared setup: one fast cipher on offer, a low rekey limit, keys counted."""
+"""Rekey tests' setup: one fast cipher on offer, a low rekey limit, keys counted."""
 
 from __future__ import annotations
 
 import pytest
 
 from cc.ssh import compat as _asyncssh_compat
+
+__all__ = ["FAST_CIPHERS", "REKEY_LIMIT", "cipher_id", "count_key_epochs"]
 
 #: The ciphers the fast path seals and opens, and the asyncssh Encryption that wraps each.
 FAST_CIPHERS = {

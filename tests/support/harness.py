@@ -2,7 +2,8 @@
 
 :class:`Harness` starts gateways (127.0.0.1, port 0, the given host key,
 ``reverse=True``), connectors against them and TCP services, and stops all of
-them in ``aclose()``, every wait bounded by :data:`STEP`.
+them in ``aclose()``, every wait bounded by :data:`STEP`.  :class:`Tunnel` is one
+connector with one remote to a service, reverse or forward.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,31 +21,25 @@ import pytest
 from cc.connector.connector import Connector, ConnectorConfig, FatalError
 from cc.gateway.gateway import Gateway, GatewayConfig
 from cc.protocol.remote import Remote, parse_remote
-from cc.stats import SessionStats
+from cc.stats import RemoteStats, SessionStats
+from tests.support.net import free_port
+from tests.support.streams import STEP, ServiceHandler
 
 __all__ = [
+    "MODES",
     "STEP",
     "ChannelSink",
     "Harness",
     "RunningConnector",
-    "free_port",
+    "Tunnel",
     "http_exchange",
     "split_response",
     "upgrade_request",
     "wait_until",
 ]
 
-#: Upper bound for one step of a test (connect, one exchange, one shutdown).
-STEP = 10.0
-
-ServiceHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (for listeners that need a number)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: Parametrize a test over both directions of a remote.
+MODES = [pytest.param(True, id="reverse"), pytest.param(False, id="forward")]
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = STEP) -> None:
@@ -123,16 +117,23 @@ class Harness:
         settings.update(overrides)
         return ConnectorConfig(**settings)
 
-    async def connect(
-        self, gateway: Gateway, remotes: list[Remote | str], **overrides: Any
+    def start(
+        self, gateway: Gateway | str, remotes: list[Remote | str], **overrides: Any
     ) -> RunningConnector:
-        """Run a connector and return once it is connected; its failure is raised here."""
+        """Run a connector without waiting for it; ``aclose()`` stops it."""
         connector = Connector(self.connector_config(gateway, remotes, **overrides))
         running = RunningConnector(
             connector, asyncio.get_running_loop().create_task(connector.run())
         )
         self.connectors.append(running)
-        connected = asyncio.ensure_future(connector.connected.wait())
+        return running
+
+    async def connect(
+        self, gateway: Gateway, remotes: list[Remote | str], **overrides: Any
+    ) -> RunningConnector:
+        """Run a connector and return once it is connected; its failure is raised here."""
+        running = self.start(gateway, remotes, **overrides)
+        connected = asyncio.ensure_future(running.connector.connected.wait())
         try:
             async with asyncio.timeout(STEP):
                 await asyncio.wait({running.task, connected}, return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +192,34 @@ class Harness:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+class Tunnel:
+    """A connector with one remote to ``service``; ``port`` is where clients connect.
+
+    ``reverse``: the gateway listens on ``port`` and the connector dials the service.
+    Forward: the connector listens on ``port`` and the gateway dials the service.
+    """
+
+    def __init__(self, harness: Harness, service: int, *, reverse: bool) -> None:
+        self.harness = harness
+        self.port = free_port()
+        prefix = "R:" if reverse else ""
+        self.remote = parse_remote(f"{prefix}127.0.0.1:{self.port}:127.0.0.1:{service}")
+        self.reverse = reverse
+
+    async def start(self, **gateway_options: object) -> Tunnel:
+        self.gateway = await self.harness.gateway(**gateway_options)
+        self.connector = await self.harness.connect(self.gateway, [self.remote])
+        return self
+
+    def connector_stats(self) -> RemoteStats:
+        return self.connector.stats.remotes[str(self.remote)]
+
+    def gateway_stats(self) -> RemoteStats:
+        # the gateway counts reverse remotes by name and forward channels by target
+        key = str(self.remote) if self.reverse else self.remote.target()
+        return self.gateway.stats.remotes[key]
 
 
 def upgrade_request(path: str = "/", *extra: str, protocol: str = "chisel-v3") -> bytes:

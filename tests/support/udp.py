@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from tests import peers
+from tests.support.net import LOOPBACK, STOP_TIMEOUT
 
 __all__ = [
+    "address_for",
     "dns_query",
     "dns_service",
     "many_dns_queries",
@@ -28,7 +29,6 @@ __all__ = [
     "udp_probe",
 ]
 
-LOOPBACK = "127.0.0.1"
 IO_TIMEOUT = 10.0
 
 
@@ -58,7 +58,7 @@ def _udp_service(answer: Callable[[bytes], bytes | None]) -> Iterator[int]:
         yield int(sock.getsockname()[1])
     finally:
         stopping.set()
-        thread.join(timeout=peers.STOP_TIMEOUT)
+        thread.join(timeout=STOP_TIMEOUT)
         sock.close()
 
 

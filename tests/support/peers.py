@@ -14,32 +14,39 @@ import getpass
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from bench import peers as bench_peers
+from tests.support.net import LOOPBACK, PeerStartError, free_port, read_log, wait_for_port
+from tests.support.processes import stop_process
 
-LOOPBACK = "127.0.0.1"
+__all__ = [
+    "Iperf3Peer",
+    "ProxyPeer",
+    "SshdPeer",
+    "dante",
+    "iperf3_server",
+    "microsocks",
+    "require_binary",
+    "squid",
+    "sshd",
+    "tinyproxy",
+    "wait_for_log",
+]
+
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 
 # Daemons live in sbin, which a non-root PATH often lacks; helpers live in lib dirs.
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _SQUID_HELPER_DIRS = ("/usr/lib/squid", "/usr/lib64/squid", "/usr/libexec/squid")
-
-
-class PeerStartError(RuntimeError):
-    """A peer process died or never listened; the message carries its log."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -66,57 +73,6 @@ def require_binary(name: str, package: str, *, extra_dirs: Sequence[str] = ()) -
     return path
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """Ask the kernel for an unused port; racy in theory but fine for one-machine tests."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _read_log(log_path: Path | None) -> str:
-    if log_path is None or not log_path.exists():
-        return "<no log>"
-    text = log_path.read_text(errors="replace")
-    return text[-8000:] if text else "<empty log>"
-
-
-def wait_for_port(
-    host: str,
-    port: int,
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-    *,
-    log_path: Path | None = None,
-) -> None:
-    """Poll until ``host:port`` accepts, so tests never race a peer's startup.
-
-    Raises PeerStartError (with the peer's log) if ``proc`` exits or time runs out.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    deadline = time.monotonic() + timeout
-    last_err: OSError | None = None
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise PeerStartError(
-                f"{proc.args!r} exited with {proc.returncode} before listening on "
-                f"{host}:{port}\n--- log ---\n{_read_log(log_path)}"
-            )
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.settimeout(1.0)
-                s.connect((host, port))
-                return
-        except OSError as exc:
-            last_err = exc
-        if time.monotonic() >= deadline:
-            raise PeerStartError(
-                f"nothing listening on {host}:{port} after {timeout}s ({last_err}); "
-                f"process {getattr(proc, 'args', None)!r}\n--- log ---\n{_read_log(log_path)}"
-            )
-        time.sleep(0.05)
-
-
 def wait_for_log(
     marker: str,
     timeout: float,
@@ -130,24 +86,19 @@ def wait_for_log(
     """
     deadline = time.monotonic() + timeout
     while True:
-        if marker in _read_log(log_path):
+        if marker in read_log(log_path):
             return
         if proc.poll() is not None:
             raise PeerStartError(
                 f"{proc.args!r} exited with {proc.returncode} before logging {marker!r}"
-                f"\n--- log ---\n{_read_log(log_path)}"
+                f"\n--- log ---\n{read_log(log_path)}"
             )
         if time.monotonic() >= deadline:
             raise PeerStartError(
                 f"{proc.args!r} did not log {marker!r} within {timeout}s"
-                f"\n--- log ---\n{_read_log(log_path)}"
+                f"\n--- log ---\n{read_log(log_path)}"
             )
         time.sleep(0.05)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, bounded wait, then SIGKILL: the PID we started and its descendants."""
-    bench_peers.stop_process(proc, timeout)
 
 
 @contextlib.contextmanager
@@ -187,7 +138,7 @@ def _run_peer(
             wait_for_log(ready_marker, start_timeout, proc, log_path)
         yield proc, log_path
     except BaseException:
-        print(f"--- {name} log ({log_path}) ---\n{_read_log(log_path)}", file=sys.stderr)
+        print(f"--- {name} log ({log_path}) ---\n{read_log(log_path)}", file=sys.stderr)
         raise
     finally:
         stop_process(proc)
@@ -237,7 +188,7 @@ class ProxyPeer:
 
     def log(self) -> str:
         """The peer's output so far, for assertion messages."""
-        return _read_log(self.log_path)
+        return read_log(self.log_path)
 
 
 @contextlib.contextmanager
@@ -487,7 +438,7 @@ class SshdPeer:
         ]
 
     def log(self) -> str:
-        return _read_log(self.log_path)
+        return read_log(self.log_path)
 
 
 def _ensure_privsep_dir() -> None:
@@ -519,31 +470,9 @@ def sshd(tmp_path: Path) -> Iterator[SshdPeer]:
     user = getpass.getuser()
     port = free_port()
     conf = workdir / "sshd_config"
-    conf.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                f"ListenAddress {LOOPBACK}",
-                f"HostKey {host_key}",
-                "PidFile none",
-                "UsePAM no",
-                "StrictModes no",
-                f"AuthorizedKeysFile {authorized}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "AllowTcpForwarding yes",
-                "GatewayPorts no",
-                "X11Forwarding no",
-                "PrintMotd no",
-                "LogLevel VERBOSE",
-                f"AllowUsers {user}",
-                "Subsystem sftp internal-sftp",
-            ]
-        )
-        + "\n"
-    )
+    # VERBOSE: sshd logs "Server listening" (our readiness mark) and each key it accepts.
+    lines = bench_peers.sshd_config(port, host_key, authorized, user, log_level="VERBOSE")
+    conf.write_text("\n".join([*lines, "Subsystem sftp internal-sftp"]) + "\n")
     argv = [exe, "-D", "-e", "-f", str(conf)]
     # A probe connection would leave a per-connection child that may still hold the
     # listening socket when the test ends; sshd announces readiness on stderr instead.
@@ -581,128 +510,3 @@ def iperf3_server(tmp_path: Path, *, one_off: bool = False) -> Iterator[Iperf3Pe
     marker = f"Server listening on {port}"
     with _run_peer("iperf3", argv, tmp_path, port, ready_marker=marker) as (proc, log):
         yield Iperf3Peer(LOOPBACK, port, exe, proc, log)
-
-
-# --------------------------------------------------------------------------- pure-Python targets
-
-
-@dataclass(frozen=True)
-class EchoServer:
-    """Where a pure-Python test target listens."""
-
-    host: str
-    port: int
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-
-class _TcpEcho:
-    """Thread-per-connection echo server that closes every socket it opened on stop."""
-
-    def __init__(self, host: str) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, 0))
-        self.listener.listen(128)
-        self.listener.settimeout(0.2)
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.conns: set[socket.socket] = set()
-        self.threads: list[threading.Thread] = []
-
-    def serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            with self.lock:
-                self.conns.add(conn)
-            t = threading.Thread(target=self._echo, args=(conn,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _echo(self, conn: socket.socket) -> None:
-        try:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self.lock:
-                self.conns.discard(conn)
-            conn.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.listener.close()
-        with self.lock:
-            for conn in list(self.conns):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-        for t in self.threads:
-            t.join(timeout=STOP_TIMEOUT)
-
-
-@contextlib.contextmanager
-def tcp_echo_server(host: str = LOOPBACK) -> Iterator[EchoServer]:
-    """A byte-exact TCP echo target, so proxy/tunnel tests need no external service."""
-    server = _TcpEcho(host)
-    thread = threading.Thread(target=server.serve, name="tcp-echo", daemon=True)
-    thread.start()
-    try:
-        yield EchoServer(host, int(server.listener.getsockname()[1]))
-    finally:
-        server.stop()
-        thread.join(timeout=STOP_TIMEOUT)
-
-
-class _EchoHTTPHandler(BaseHTTPRequestHandler):
-    """Answers every request with its method, path and body, to check what got through."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _reply(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        payload = f"{self.command} {self.path}\n".encode() + body
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _reply
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Keep test output quiet."""
-
-
-class _HTTPServer4(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _HTTPServer6(_HTTPServer4):
-    address_family = socket.AF_INET6
-
-
-@contextlib.contextmanager
-def http_echo_server(host: str = LOOPBACK) -> Iterator[EchoServer]:
-    """A plain HTTP/1.1 server whose response body is ``"METHOD PATH\\n" + request body``."""
-    server_cls = _HTTPServer6 if ":" in host else _HTTPServer4
-    server = server_cls((host, 0), _EchoHTTPHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield EchoServer(host, int(server.server_address[1]))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=STOP_TIMEOUT)
