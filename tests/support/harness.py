@@ -77,8 +77,13 @@ class Harness:
         self.servers: list[asyncio.Server] = []
 
     # -- gateway ------------------------------------------------------------
-    async def gateway(self, **overrides: Any) -> Gateway:
-        """An in-process gateway on 127.0.0.1 with a free port; ``overrides`` go to its config."""
+    async def gateway(
+        self, *, before_start: Callable[[Gateway], None] | None = None, **overrides: Any
+    ) -> Gateway:
+        """An in-process gateway on 127.0.0.1 with a free port; ``overrides`` go to its config.
+
+        ``before_start`` may change the gateway object before it listens (a test hook).
+        """
         settings: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
@@ -87,6 +92,8 @@ class Harness:
         }
         settings.update(overrides)
         gateway = Gateway(GatewayConfig(**settings))
+        if before_start is not None:
+            before_start(gateway)
         await gateway.start()
         self.gateways.append(gateway)
         return gateway
@@ -118,10 +125,18 @@ class Harness:
         return ConnectorConfig(**settings)
 
     def start(
-        self, gateway: Gateway | str, remotes: list[Remote | str], **overrides: Any
+        self,
+        gateway: Gateway | str,
+        remotes: list[Remote | str],
+        *,
+        rng: Callable[[], float] | None = None,
+        **overrides: Any,
     ) -> RunningConnector:
-        """Run a connector without waiting for it; ``aclose()`` stops it."""
-        connector = Connector(self.connector_config(gateway, remotes, **overrides))
+        """Run a connector without waiting for it; ``aclose()`` stops it.
+
+        ``rng`` is the backoff's random source (see ``Connector``).
+        """
+        connector = Connector(self.connector_config(gateway, remotes, **overrides), rng=rng)
         running = RunningConnector(
             connector, asyncio.get_running_loop().create_task(connector.run())
         )
