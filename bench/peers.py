@@ -1,8 +1,9 @@
 """Child programs of a bench run: start them logged, wait until ready, always stop them.
 
 Everything listens on 127.0.0.1 and keeps its files in a caller-given work directory.
-A few lines are replicated from ``tests/peers.py`` (sshd's configuration, the process
-stopping) because the bench must run without pytest. Each child gets SIGTERM from the
+The tests start their peers with pytest's help (``tests/support/peers.py``) but take
+sshd's configuration, the ssh command line and the process stopping from here, so
+that the bench runs without pytest and each of those exists once. Each child gets SIGTERM from the
 kernel if the bench itself dies (Linux ``PR_SET_PDEATHSIG``), so nothing outlives a run.
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "python_service",
     "spawn",
     "sshd",
+    "sshd_config",
     "stop_process",
     "wait_listening",
     "wait_shared",
@@ -141,7 +143,7 @@ def stop_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) 
 
     Daemons leave children behind when their parent goes (sshd's per-connection
     processes keep the listening socket briefly, squid's auth helpers, danted's
-    workers), so they are collected before the parent is signalled.  tests/peers.py
+    workers), so they are collected before the parent is signalled.  tests/support/peers.py
     uses this one too.
     """
     try:
@@ -321,6 +323,31 @@ def make_ssh_key(ssh_keygen: str, path: Path, comment: str) -> None:
     )
 
 
+def sshd_config(
+    port: int, host_key: Path, authorized: Path, user: str, *, log_level: str = "ERROR"
+) -> list[str]:
+    """An sshd_config on 127.0.0.1:``port``: ``user`` by public key only, TCP forwarding on."""
+    return [
+        f"Port {port}",
+        f"ListenAddress {LOOPBACK}",
+        f"HostKey {host_key}",
+        "PidFile none",
+        "UsePAM no",
+        "StrictModes no",
+        f"AuthorizedKeysFile {authorized}",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "AllowTcpForwarding yes",
+        "GatewayPorts no",
+        "X11Forwarding no",
+        "PrintMotd no",
+        f"LogLevel {log_level}",
+        f"AllowUsers {user}",
+    ]
+
+
 @contextlib.contextmanager
 def sshd(workdir: Path) -> Iterator[SshdPeer]:
     """OpenSSH sshd in the foreground on 127.0.0.1 with its own host and client keys."""
@@ -343,25 +370,7 @@ def sshd(workdir: Path) -> Iterator[SshdPeer]:
     authorized.chmod(0o600)
     user = getpass.getuser()
     port = free_port()
-    config = [
-        f"Port {port}",
-        f"ListenAddress {LOOPBACK}",
-        f"HostKey {host_key}",
-        "PidFile none",
-        "UsePAM no",
-        "StrictModes no",
-        f"AuthorizedKeysFile {authorized}",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PermitRootLogin prohibit-password",
-        "AllowTcpForwarding yes",
-        "GatewayPorts no",
-        "X11Forwarding no",
-        "PrintMotd no",
-        "LogLevel ERROR",
-        f"AllowUsers {user}",
-    ]
+    config = sshd_config(port, host_key, authorized, user)
     conf = keydir / "sshd_config"
     conf.write_text("\n".join(config) + "\n")
     with spawn("sshd", [exe, "-D", "-e", "-f", str(conf)], workdir) as child:

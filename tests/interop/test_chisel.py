@@ -19,25 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from tests import peers
-from tests.interop.chisel_support import (
+from tests.support.chisel import (
     CONNECTED_RE,
     FINGERPRINT_RE,
     IO_TIMEOUT,
-    LOOPBACK,
     SEED,
     SEED_FINGERPRINT,
     SEED_MD5_FINGERPRINT,
     WRONG_FINGERPRINT,
     CountingRelay,
-    Proc,
-    Processes,
     check_tunnel,
     parallel_roundtrips,
-    ready,
     small_exchange,
     socks_connect,
 )
+from tests.support.net import LOOPBACK, EchoServer, free_port
+from tests.support.processes import CliProcess, Processes, stop_process
 
 pytestmark = pytest.mark.interop
 
@@ -47,16 +44,16 @@ FATAL_EXIT_TIMEOUT = 15.0
 KEEPALIVE_SOAK = 2.5
 
 
-def _reverse(port: int, target: peers.EchoServer) -> str:
+def _reverse(port: int, target: EchoServer) -> str:
     """A reverse remote that listens on loopback only (chisel's default host is 0.0.0.0)."""
     return f"R:{LOOPBACK}:{port}:{target.host}:{target.port}"
 
 
-def _forward(port: int, target: peers.EchoServer) -> str:
+def _forward(port: int, target: EchoServer) -> str:
     return f"{LOOPBACK}:{port}:{target.host}:{target.port}"
 
 
-def _port_of(server: Proc) -> int:
+def _port_of(server: CliProcess) -> int:
     """The listening port from a server's ``--port``/``-p`` argument."""
     for flag in ("--port", "-p"):
         if flag in server.argv:
@@ -77,11 +74,11 @@ def _idle_traffic(relay: CountingRelay) -> tuple[int, int]:
 
 
 def test_our_client_against_chisel_server(
-    chisel: str, procs: Processes, echo: peers.EchoServer, payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, payload: bytes
 ) -> None:
     server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
     server.wait_for(rf"server: Fingerprint {re.escape(SEED_FINGERPRINT)}", stream="stderr")
-    rport, fport = peers.free_port(), peers.free_port()
+    rport, fport = free_port(), free_port()
     client = procs.our_client(
         "--fingerprint",
         SEED_FINGERPRINT,
@@ -90,7 +87,7 @@ def test_our_client_against_chisel_server(
         _forward(fport, echo),
     )
     client.wait_for(CONNECTED_RE, stream="stdout")
-    ready(rport, server)
+    server.wait_listening(rport)
     check_tunnel(rport, payload)
     check_tunnel(fport, payload)
     parallel_roundtrips(rport, payload[: 16 << 20])
@@ -102,12 +99,12 @@ def test_our_client_against_chisel_server(
 
 
 def test_our_client_workers_split_reverse_remotes_against_chisel(
-    chisel: str, procs: Processes, echo: peers.EchoServer, payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, payload: bytes
 ) -> None:
     """A chisel server cannot share a port: each reverse remote goes to one session."""
     server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
     server.wait_for(rf"server: Fingerprint {re.escape(SEED_FINGERPRINT)}", stream="stderr")
-    first, second, fport = peers.free_port(), peers.free_port(), peers.free_port()
+    first, second, fport = free_port(), free_port(), free_port()
     client = procs.our_client(
         "--workers",
         "2",
@@ -122,7 +119,7 @@ def test_our_client_workers_split_reverse_remotes_against_chisel(
         client.wait_for(rf"\[worker {worker}\] client: Connected", stream="stdout")
     client.wait_for(r"2 of 3 remotes on this session \(the gateway cannot share", stream="stdout")
     for port in (first, second, fport):
-        ready(port, server)
+        server.wait_listening(port)
         check_tunnel(port, payload[: 4 << 20])
     # two sessions at chisel, each binding one of the reverse ports
     binders = {
@@ -138,10 +135,10 @@ def test_our_client_workers_split_reverse_remotes_against_chisel(
 
 
 def test_outsystemscc_against_chisel_server(
-    chisel: str, procs: Processes, echo: peers.EchoServer, payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, payload: bytes
 ) -> None:
     server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
-    rport = peers.free_port()
+    rport = free_port()
     # chisel ignores the path and the ?id=&ports= query that outsystemscc appends, and
     # answers the preflight GET of /sg_123 with 404, which is not a redirect.  The
     # remote names 127.0.0.1 as its local host (R:127.0.0.1:LPORT:...) because the
@@ -152,7 +149,7 @@ def test_outsystemscc_against_chisel_server(
         stream="stdout",
     )
     client.wait_for(CONNECTED_RE, stream="stdout")
-    ready(rport, server)
+    server.wait_listening(rport)
     check_tunnel(rport, payload)
     assert client.popen.poll() is None, client.report()
     client.assert_no_traceback()
@@ -162,12 +159,12 @@ def test_outsystemscc_against_chisel_server(
 
 
 def test_chisel_client_against_our_server(
-    chisel: str, procs: Processes, echo: peers.EchoServer, payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, payload: bytes
 ) -> None:
     server, url = procs.our_server("--key", SEED, "--reverse")
     # Same seed, same key derivation, same fingerprint as chisel prints.
     server.wait_for(rf"server: Fingerprint {re.escape(SEED_FINGERPRINT)}\n", stream="stdout")
-    rport, fport = peers.free_port(), peers.free_port()
+    rport, fport = free_port(), free_port()
     client = procs.chisel_client(
         chisel,
         "--fingerprint",
@@ -179,8 +176,8 @@ def test_chisel_client_against_our_server(
         _forward(fport, echo),
     )
     client.wait_for(CONNECTED_RE, stream="stderr")
-    ready(rport, server)
-    ready(fport, client)
+    server.wait_listening(rport)
+    client.wait_listening(fport)
     check_tunnel(rport, payload)
     check_tunnel(fport, payload)
     parallel_roundtrips(rport, payload[: 16 << 20])
@@ -194,18 +191,18 @@ def test_chisel_client_against_our_server(
 
 
 def test_our_client_auth_against_chisel_server(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes
 ) -> None:
     server, url = procs.chisel_server(chisel, "--key", SEED, "--auth", "user:pass")
     server.wait_for("server: User authentication enabled", stream="stderr")
 
-    wrong = procs.our_client("--auth", "user:wrong", url, _forward(peers.free_port(), echo))
+    wrong = procs.our_client("--auth", "user:wrong", url, _forward(free_port(), echo))
     assert wrong.wait_exit(FATAL_EXIT_TIMEOUT) != 0, wrong.report()
     assert "authentication failed" in wrong.stderr().lower(), wrong.report()
     assert "Retrying" not in wrong.stdout(), wrong.report()
     wrong.assert_no_traceback()
 
-    fport = peers.free_port()
+    fport = free_port()
     right = procs.our_client("--auth", "user:pass", url, _forward(fport, echo))
     right.wait_for(CONNECTED_RE, stream="stdout")
     check_tunnel(fport, small_payload)
@@ -215,11 +212,11 @@ def test_our_client_auth_against_chisel_server(
 def test_chisel_client_against_our_authfile(
     chisel: str,
     procs: Processes,
-    echo: peers.EchoServer,
+    echo: EchoServer,
     small_payload: bytes,
     tmp_path: Path,
 ) -> None:
-    rport, fport, denied_port = peers.free_port(), peers.free_port(), peers.free_port()
+    rport, fport, denied_port = free_port(), free_port(), free_port()
     users = {
         "alice:secret": [
             rf"^R:127\.0\.0\.1:{rport}$",
@@ -241,8 +238,8 @@ def test_chisel_client_against_our_authfile(
         _forward(fport, echo),
     )
     allowed.wait_for(CONNECTED_RE, stream="stderr")
-    ready(rport, server)
-    ready(fport, allowed)
+    server.wait_listening(rport)
+    allowed.wait_listening(fport)
     check_tunnel(rport, small_payload)
     check_tunnel(fport, small_payload)
 
@@ -271,7 +268,7 @@ def test_chisel_client_against_our_authfile(
         "--max-retry-count",
         "0",
         url,
-        f"{LOOPBACK}:{peers.free_port()}:{LOOPBACK}:{denied_port}",
+        f"{LOOPBACK}:{free_port()}:{LOOPBACK}:{denied_port}",
     )
     denied_fwd.wait_exit()
     assert re.search(rf"access to '127\.0\.0\.1:{denied_port}' denied", denied_fwd.stderr()), (
@@ -295,10 +292,10 @@ def test_chisel_client_against_our_authfile(
 
 
 def test_our_client_reports_chisel_config_rejection(
-    chisel: str, procs: Processes, echo: peers.EchoServer
+    chisel: str, procs: Processes, echo: EchoServer
 ) -> None:
     _, url = procs.chisel_server(chisel, "--key", SEED)  # no --reverse
-    client = procs.our_client(url, _reverse(peers.free_port(), echo))
+    client = procs.our_client(url, _reverse(free_port(), echo))
     started = time.monotonic()
     assert client.wait_exit(FATAL_EXIT_TIMEOUT) != 0, client.report()
     # chisel 1.11.5 spells it "forwaring"; accept the corrected spelling too.
@@ -310,13 +307,11 @@ def test_our_client_reports_chisel_config_rejection(
 
 
 def test_chisel_client_reports_our_config_rejection(
-    chisel: str, procs: Processes, echo: peers.EchoServer
+    chisel: str, procs: Processes, echo: EchoServer
 ) -> None:
     """The mirror: our gateway's REQUEST_FAILURE text is what chisel's client prints."""
     server, url = procs.our_server("--key", SEED)  # no --reverse
-    client = procs.chisel_client(
-        chisel, "--max-retry-count", "0", url, _reverse(peers.free_port(), echo)
-    )
+    client = procs.chisel_client(chisel, "--max-retry-count", "0", url, _reverse(free_port(), echo))
     client.wait_exit()
     assert re.search(
         r"Connection error: server: Reverse port forward?ing not enabled", client.stderr()
@@ -328,13 +323,9 @@ def test_chisel_client_reports_our_config_rejection(
 # --------------------------------------------------------------------------- 6. fingerprint
 
 
-def test_fingerprint_mismatch_is_fatal(
-    chisel: str, procs: Processes, echo: peers.EchoServer
-) -> None:
+def test_fingerprint_mismatch_is_fatal(chisel: str, procs: Processes, echo: EchoServer) -> None:
     server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
-    client = procs.our_client(
-        "--fingerprint", WRONG_FINGERPRINT, url, _forward(peers.free_port(), echo)
-    )
+    client = procs.our_client("--fingerprint", WRONG_FINGERPRINT, url, _forward(free_port(), echo))
     started = time.monotonic()
     assert client.wait_exit(FATAL_EXIT_TIMEOUT) != 0, client.report()
     elapsed = time.monotonic() - started
@@ -347,11 +338,11 @@ def test_fingerprint_mismatch_is_fatal(
 
 
 def test_legacy_md5_fingerprint_is_accepted(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes
 ) -> None:
     """chisel still takes the old ``aa:bb:..`` MD5 form (with a warning); so do we."""
     _, url = procs.chisel_server(chisel, "--key", SEED)
-    fport = peers.free_port()
+    fport = free_port()
     client = procs.our_client("--fingerprint", SEED_MD5_FINGERPRINT, url, _forward(fport, echo))
     client.wait_for(CONNECTED_RE, stream="stdout")
     assert "deprecated MD5 fingerprint" in client.stdout(), client.report()
@@ -364,7 +355,7 @@ def test_legacy_md5_fingerprint_is_accepted(
 
 @pytest.mark.parametrize("pinger", ["client", "server"])
 def test_keepalive_with_chisel_server(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes, pinger: str
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes, pinger: str
 ) -> None:
     """One side pings every second and the other must answer.
 
@@ -374,7 +365,7 @@ def test_keepalive_with_chisel_server(
     """
     server_ka, client_ka = ("0s", "1s") if pinger == "client" else ("1s", "0s")
     server, _ = procs.chisel_server(chisel, "--key", SEED, "--keepalive", server_ka)
-    fport = peers.free_port()
+    fport = free_port()
     with CountingRelay(_port_of(server)) as relay:
         client = procs.our_client(
             "--keepalive",
@@ -397,11 +388,11 @@ def test_keepalive_with_chisel_server(
 
 @pytest.mark.parametrize("pinger", ["client", "server"])
 def test_keepalive_with_chisel_client(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes, pinger: str
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes, pinger: str
 ) -> None:
     server_ka, client_ka = ("0s", "1s") if pinger == "client" else ("1s", "0s")
     server, _ = procs.our_server("--key", SEED, "--keepalive", server_ka)
-    fport = peers.free_port()
+    fport = free_port()
     with CountingRelay(_port_of(server)) as relay:
         client = procs.chisel_client(
             chisel,
@@ -415,7 +406,7 @@ def test_keepalive_with_chisel_client(
         client.wait_for(CONNECTED_RE, stream="stderr")
         up, down = _idle_traffic(relay)
         assert up > 0 and down > 0, f"idle session carried {up}B up, {down}B down"
-        ready(fport, client)
+        client.wait_listening(fport)
         check_tunnel(fport, small_payload)
         assert client.popen.poll() is None, client.report()
         assert "Disconnected" not in client.stderr(), client.report()
@@ -423,21 +414,21 @@ def test_keepalive_with_chisel_client(
 
 
 def test_our_client_reconnects_after_chisel_restart(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes
 ) -> None:
     first, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
     port = int(url.rsplit(":", 1)[1])
-    rport = peers.free_port()
+    rport = free_port()
     client = procs.our_client("--fingerprint", SEED_FINGERPRINT, url, _reverse(rport, echo))
     client.wait_for(CONNECTED_RE, stream="stdout")
-    ready(rport, first)
+    first.wait_listening(rport)
     small_exchange(rport)
 
-    peers.stop_process(first.popen)
+    stop_process(first.popen)
     client.wait_for(r"client: (Disconnected|Connection error)", stream="stdout")
     second, _ = procs.chisel_server(chisel, "--key", SEED, "--reverse", port=port)
     client.wait_for(rf"(?s){CONNECTED_RE}.*{CONNECTED_RE}", stream="stdout")
-    ready(rport, second)
+    second.wait_listening(rport)
     check_tunnel(rport, small_payload)
     client.assert_no_traceback()
 
@@ -449,7 +440,7 @@ PAIRINGS = ["our-client+chisel-server", "chisel-client+our-server"]
 
 def _start_pair(
     pairing: str, chisel: str, procs: Processes, server_opts: list[str], remotes: list[str]
-) -> tuple[Proc, Proc]:
+) -> tuple[CliProcess, CliProcess]:
     """Server and connected client of one pairing, both on the seed key."""
     if pairing == "our-client+chisel-server":
         server, url = procs.chisel_server(chisel, "--key", SEED, *server_opts)
@@ -466,17 +457,17 @@ def _start_pair(
 
 @pytest.mark.parametrize("pairing", PAIRINGS)
 def test_socks_remotes(
-    chisel: str, procs: Processes, echo: peers.EchoServer, small_payload: bytes, pairing: str
+    chisel: str, procs: Processes, echo: EchoServer, small_payload: bytes, pairing: str
 ) -> None:
     """``socks`` ends at the server's SOCKS5 proxy, ``R:socks`` at the client's.
 
     (test_chisel_udp.py drives SOCKS with curl; this one pushes SHA-256-checked bulk.)
     """
-    fport, rport = peers.free_port(), peers.free_port()
+    fport, rport = free_port(), free_port()
     remotes = [f"{LOOPBACK}:{fport}:socks", f"R:{LOOPBACK}:{rport}:socks"]
     server, client = _start_pair(pairing, chisel, procs, ["--reverse", "--socks5"], remotes)
-    ready(rport, server)
-    ready(fport, client)
+    server.wait_listening(rport)
+    client.wait_listening(fport)
     for port in (fport, rport):
         check_tunnel(port, small_payload, connect=partial(socks_connect, port, *echo.address))
     assert client.popen.poll() is None, client.report()
@@ -486,7 +477,7 @@ def test_socks_remotes(
 def test_mutual_tls(
     chisel: str,
     procs: Processes,
-    echo: peers.EchoServer,
+    echo: EchoServer,
     small_payload: bytes,
     tmp_path: Path,
     pairing: str,
@@ -508,13 +499,13 @@ def test_mutual_tls(
     server_tls += ["--tls-ca", str(ca_pem)]
     client_tls = ["--tls-ca", str(ca_pem)]
     client_cert = ["--tls-cert", paths["client-crt"], "--tls-key", paths["client-key"]]
-    fport = peers.free_port()
+    fport = free_port()
 
     if pairing == "our-client+chisel-server":
         server, url = procs.chisel_server(chisel, "--key", SEED, *server_tls)
         server.wait_for(r"Listening on https://", stream="stderr")
         url = url.replace("http://", "https://")
-        without = procs.our_client(*client_tls, url, _forward(peers.free_port(), echo))
+        without = procs.our_client(*client_tls, url, _forward(free_port(), echo))
         assert without.wait_exit(FATAL_EXIT_TIMEOUT) != 0, without.report()
         assert "requires a client certificate" in without.stderr(), without.report()
         without.assert_no_traceback()
@@ -526,7 +517,7 @@ def test_mutual_tls(
         url = url.replace("http://", "https://")
         retries = ["--max-retry-count", "0"]
         without = procs.chisel_client(
-            chisel, *retries, *client_tls, url, _forward(peers.free_port(), echo)
+            chisel, *retries, *client_tls, url, _forward(free_port(), echo)
         )
         without.wait_exit()
         assert "Connected (Latency" not in without.stderr(), without.report()
@@ -535,14 +526,16 @@ def test_mutual_tls(
         )
         client.wait_for(CONNECTED_RE, stream="stderr")
     assert "wss://" in client.text("both"), client.report()
-    ready(fport, client)
+    client.wait_listening(fport)
     check_tunnel(fport, small_payload)
 
 
 # --------------------------------------------------------------------------- 7. keys
 
 
-def _chisel_fingerprint_of(chisel: str, procs: Processes, keyfile: str) -> tuple[Proc, str, str]:
+def _chisel_fingerprint_of(
+    chisel: str, procs: Processes, keyfile: str
+) -> tuple[CliProcess, str, str]:
     """Start ``chisel server --keyfile`` and return it, its URL and the fingerprint it prints."""
     server, url = procs.chisel_server(chisel, "--keyfile", keyfile)
     return server, url, server.wait_for(FINGERPRINT_RE, stream="stderr").group(1)
@@ -552,7 +545,7 @@ def _chisel_fingerprint_of(chisel: str, procs: Processes, keyfile: str) -> tuple
 def test_chisel_keygen_loads_in_our_server(
     chisel: str,
     procs: Processes,
-    echo: peers.EchoServer,
+    echo: EchoServer,
     small_payload: bytes,
     tmp_path: Path,
     seeded: bool,
@@ -577,7 +570,7 @@ def test_chisel_keygen_loads_in_our_server(
     assert ours == chisel_fp, f"chisel says {chisel_fp}, we say {ours}"
 
     # The key really is the one we serve: chisel's client verifies it end to end.
-    fport = peers.free_port()
+    fport = free_port()
     client = procs.chisel_client(
         chisel,
         "--fingerprint",
@@ -588,7 +581,7 @@ def test_chisel_keygen_loads_in_our_server(
         _forward(fport, echo),
     )
     client.wait_for(CONNECTED_RE, stream="stderr")
-    ready(fport, client)
+    client.wait_listening(fport)
     check_tunnel(fport, small_payload)
 
 
@@ -596,7 +589,7 @@ def test_chisel_keygen_loads_in_our_server(
 def test_our_keygen_loads_in_chisel(
     chisel: str,
     procs: Processes,
-    echo: peers.EchoServer,
+    echo: EchoServer,
     small_payload: bytes,
     tmp_path: Path,
     fmt: str,
@@ -614,7 +607,7 @@ def test_our_keygen_loads_in_chisel(
     _, url, chisel_fp = _chisel_fingerprint_of(chisel, procs, str(keyfile))
     assert chisel_fp == ours.group(1)
 
-    fport = peers.free_port()
+    fport = free_port()
     client = procs.our_client("--fingerprint", chisel_fp, url, _forward(fport, echo))
     client.wait_for(CONNECTED_RE, stream="stdout")
     check_tunnel(fport, small_payload)

@@ -16,9 +16,10 @@ import pytest
 
 from cc.connector.connector import Connector, ConnectorConfig
 from cc.protocol.remote import parse_remote
-from tests import peers
-from tests.cipher_support import FAST_CIPHERS, cipher_id, count_key_epochs
-from tests.interop.chisel_support import SEED_FINGERPRINT, Processes, check_tunnel
+from tests.support.chisel import SEED_FINGERPRINT, check_tunnel
+from tests.support.ciphers import FAST_CIPHERS, cipher_id, count_key_epochs
+from tests.support.net import EchoServer, free_port
+from tests.support.processes import Processes
 
 pytestmark = pytest.mark.interop
 
@@ -27,14 +28,14 @@ pytestmark = pytest.mark.interop
 async def test_our_connector_rekeys_with_chisel_mid_transfer(
     chisel: str,
     procs: Processes,
-    echo: peers.EchoServer,
+    echo: EchoServer,
     small_payload: bytes,
     monkeypatch: pytest.MonkeyPatch,
     cipher: str,
 ) -> None:
     epochs = count_key_epochs(monkeypatch, cipher)
     _, url = procs.chisel_server(chisel, "--reverse", "--key", "someseed")
-    port = peers.free_port()
+    port = free_port()
     remote = parse_remote(f"R:127.0.0.1:{port}:127.0.0.1:{echo.port}")
     connector = Connector(
         ConnectorConfig(

@@ -22,17 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import peers
-from tests.interop.chisel_support import (
-    CONNECTED_RE,
-    LOOPBACK,
-    SEED,
-    SEED_FINGERPRINT,
-    Proc,
-    Processes,
-    ready,
-)
-from tests.udp_support import dns_service, many_dns_queries, many_senders, udp_echo, udp_probe
+from tests.support.chisel import CONNECTED_RE, SEED, SEED_FINGERPRINT
+from tests.support.net import LOOPBACK, EchoServer, free_port
+from tests.support.processes import CliProcess, Processes
+from tests.support.udp import dns_service, many_dns_queries, many_senders, udp_echo, udp_probe
 
 pytestmark = pytest.mark.interop
 
@@ -63,7 +56,7 @@ def remotes(reverse: bool, services: tuple[int, int]) -> tuple[list[str], list[i
     return specs, ports
 
 
-def check_udp(ports: list[int], *procs: Proc) -> None:
+def check_udp(ports: list[int], *procs: CliProcess) -> None:
     echo_port, dns_port = ports
     udp_probe(echo_port)
     many_senders(echo_port, senders=20, rounds=3)
@@ -117,12 +110,6 @@ def test_udp_chisel_client_with_our_server(
 # --------------------------------------------------------------------------- SOCKS5
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[peers.EchoServer]:
-    with peers.http_echo_server() as server:
-        yield server
-
-
 def curl(socks_port: int, url: str) -> subprocess.CompletedProcess[bytes]:
     exe = shutil.which("curl")
     if exe is None:
@@ -142,13 +129,13 @@ def socks_reply(socks_port: int, host: str, port: int) -> int:
 
 
 def test_chisel_socks_client_with_our_socks5_server(
-    chisel: str, procs: Processes, http: peers.EchoServer
+    chisel: str, procs: Processes, http: EchoServer
 ) -> None:
     server, url = procs.our_server("--key", SEED, "--socks5")
-    port = peers.free_port()
+    port = free_port()
     client = procs.chisel_client(chisel, "--fingerprint", SEED_FINGERPRINT, url, f"{port}:socks")
     client.wait_for(r"client: Connected \(Latency", stream="stderr")
-    ready(port, client)
+    client.wait_listening(port)
     for host in (LOOPBACK, "localhost"):
         result = curl(port, f"http://{host}:{http.port}/via-chisel")
         assert result.returncode == 0, (result.stderr, procs.report())
@@ -157,18 +144,18 @@ def test_chisel_socks_client_with_our_socks5_server(
 
 
 def test_chisel_socks_client_meets_our_acl(
-    chisel: str, procs: Processes, http: peers.EchoServer, tmp_path: Path
+    chisel: str, procs: Processes, http: EchoServer, tmp_path: Path
 ) -> None:
     """chisel's own server would let SOCKS past the authfile; ours checks the real target."""
     authfile = tmp_path / "users.json"
     authfile.write_text(json.dumps({"u:p": ["socks", rf"127\.0\.0\.1:{http.port}"]}))
     server, url = procs.our_server("--key", SEED, "--socks5", "--authfile", str(authfile))
-    port = peers.free_port()
+    port = free_port()
     client = procs.chisel_client(
         chisel, "--fingerprint", SEED_FINGERPRINT, "--auth", "u:p", url, f"{port}:socks"
     )
     client.wait_for(r"client: Connected \(Latency", stream="stderr")
-    ready(port, client)
+    client.wait_listening(port)
     allowed = curl(port, f"http://{LOOPBACK}:{http.port}/ok")
     assert allowed.returncode == 0, (allowed.stderr, procs.report())
     denied = curl(port, f"http://{LOOPBACK}:{http.port + 1}/")
@@ -179,10 +166,10 @@ def test_chisel_socks_client_meets_our_acl(
 
 @pytest.mark.parametrize("ours", ["client", "server"])
 def test_reverse_socks_with_chisel(
-    chisel: str, procs: Processes, http: peers.EchoServer, ours: str
+    chisel: str, procs: Processes, http: EchoServer, ours: str
 ) -> None:
     """``R:<port>:socks``: the server listens, the client runs SOCKS5 and dials."""
-    port = peers.free_port()
+    port = free_port()
     remote = f"R:{port}:socks"
     if ours == "client":
         server, url = procs.chisel_server(chisel, "--key", SEED, "--reverse")
@@ -192,7 +179,7 @@ def test_reverse_socks_with_chisel(
         server, url = procs.our_server("--key", SEED, "--reverse")
         client = procs.chisel_client(chisel, "--fingerprint", SEED_FINGERPRINT, url, remote)
         client.wait_for(r"client: Connected \(Latency", stream="stderr")
-    ready(port, server)
+    server.wait_listening(port)
     result = curl(port, f"http://{LOOPBACK}:{http.port}/reverse")
     assert result.returncode == 0, (result.stderr, procs.report())
     assert result.stdout == b"GET /reverse\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,19 +12,11 @@ from hypothesis import strategies as st
 from cc.protocol.config import Config, decode_config, encode_config, go_json_string
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import parse_remote
-
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
-
-
-def _vector(name: str) -> bytes:
-    path = VECTORS / name
-    if not path.is_file():
-        pytest.skip(f"shared test vector {name} not found at {VECTORS}")
-    return path.read_bytes()
+from tests.support.vectors import read_bytes
 
 
 def test_encoding_the_decoded_vector_reproduces_its_bytes() -> None:
-    payload = _vector("config_request.json").rstrip(b"\n")  # the file's newline is not sent
+    payload = read_bytes("config_request.json").rstrip(b"\n")  # the file's newline is not sent
     cfg = decode_config(payload)
     assert cfg == Config("1.11.5", (parse_remote("R:8081:192.168.0.3:8393"),))
     assert encode_config(cfg) == payload

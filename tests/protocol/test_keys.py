@@ -37,8 +37,8 @@ from cc.protocol.keys import (
     public_key_wire,
     seed_private_key,
 )
+from tests.support.vectors import data_lines
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 SOMESEED_FINGERPRINT = "pdeCjHNkdSw2t8djM+QABRa1g2xXLXBGebxmcfXHAic="
 # Printed by the real chisel 1.11.5: `chisel server --keygen - --key someseed`.
 SOMESEED_CK = (
@@ -48,14 +48,10 @@ SOMESEED_CK = (
 
 
 def _fingerprint_vectors() -> list[tuple[str, str]]:
-    path = VECTORS / "fingerprints.txt"
-    if not path.is_file():
-        pytest.skip(f"shared test vector fingerprints.txt not found at {VECTORS}")
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            seed, fingerprint = line.split("\t")
-            rows.append((seed, fingerprint))
+    for line in data_lines("fingerprints.txt"):
+        seed, fingerprint = line.split("\t")
+        rows.append((seed, fingerprint))
     assert rows, "fingerprints.txt holds no vectors"
     return rows
 

@@ -1,5 +1,5 @@
 """cc.protocol.socks5: the SOCKS5 server handshake chisel runs on a ``socks`` channel,
-bytes in and events out (the I/O around it is tested in tests/aio/test_socks.py)."""
+bytes in and events out (the I/O around it is tested in tests/tunnel/test_socks.py)."""
 
 from __future__ import annotations
 

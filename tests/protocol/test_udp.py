@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,10 +24,9 @@ from cc.protocol.udp import (
     encode_uint,
     encode_value,
 )
+from tests.support.vectors import udp_gob_messages
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
-
-# Captured from Go 1.19.8's encoding/gob (the toolchain /opt/chisel/chisel v1.11.5 was
+# Captured from Go 1.19.8's encoding/gob (the toolchain chisel v1.11.5 was
 # built with), one fresh gob.Encoder per line, encoding chisel's
 # `type udpPacket struct { Src string; Payload []byte }`.
 GO_DEFINITION = bytes.fromhex(
@@ -67,20 +65,6 @@ GO_EXTRA_FIELDS = bytes.fromhex(
 
 UDP_FIELDS = [("Src", 6), ("Payload", 5)]
 EMPTY_65 = b"\x03\xff\x82\x00"  # a value of type 65 with every field omitted
-
-
-def load_vector() -> tuple[bytes, bytes]:
-    """The definition and value messages from shared/vectors/udp_gob.txt."""
-    path = VECTORS / "udp_gob.txt"
-    if not path.is_file():
-        pytest.skip(f"shared vectors not found at {path}")
-    lines = [
-        line.strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    definition, value = (bytes.fromhex(line) for line in lines[:2])
-    return definition, value
 
 
 def decode_all(data: bytes, **kwargs: int) -> list[tuple[str, bytes]]:
@@ -147,8 +131,8 @@ def test_primitive_errors() -> None:
 # ------------------------------------------------------------------ encoder
 
 
-def test_encoder_matches_shared_vector() -> None:
-    definition, value = load_vector()
+def test_encoder_matches_go_vector() -> None:
+    definition, value = udp_gob_messages()
     encoder = GobEncoder()
     assert encoder.encode("127.0.0.1:5000", b"hi") == definition + value
     # The definition goes once per stream; later calls are values only.
@@ -183,8 +167,8 @@ def test_encoder_stream_matches_go_and_other_type_ids() -> None:
 # ------------------------------------------------------------------ decoder: good input
 
 
-def test_decoder_reads_shared_vector() -> None:
-    definition, value = load_vector()
+def test_decoder_reads_go_vector() -> None:
+    definition, value = udp_gob_messages()
     decoder = GobDecoder()
     assert decoder.receive_data(definition) == []
     assert decoder.receive_data(value) == [("127.0.0.1:5000", b"hi")]

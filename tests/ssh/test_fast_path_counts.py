@@ -31,15 +31,12 @@ from cc.ssh import (
     connection,
     fast_path_counts,
 )
-from tests import peers
-from tests.aio.harness import STEP, Harness, free_port
-from tests.cipher_support import FAST_CIPHERS, cipher_id
-from tests.interop.chisel_support import (
-    SEED_FINGERPRINT,
-    Processes,
-    chisel_binary,
-    sha256_roundtrip,
-)
+from tests.support import net as peers
+from tests.support.chisel import SEED_FINGERPRINT, chisel_binary, sha256_roundtrip
+from tests.support.ciphers import FAST_CIPHERS, cipher_id
+from tests.support.harness import STEP, Harness
+from tests.support.net import free_port
+from tests.support.processes import Processes
 
 __all__: list[str] = []
 

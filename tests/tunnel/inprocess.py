@@ -1,7 +1,7 @@
 """Run an in-process test on each event loop without a conftest of this directory.
 
 Every test here runs on the stock asyncio loop and on uvloop, like the tests
-under ``tests/aio`` (whose conftest parametrizes them): the loops differ in when
+run by the I/O packages' conftests (tests/support/inprocess.py): the loops differ in when
 callbacks run, and such differences are where tunnel bugs hide.
 """
 
@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from cc.protocol import keys
-from tests.aio.harness import Harness
+from tests.support.harness import Harness
 
 try:
     import uvloop

@@ -15,7 +15,8 @@ import pytest
 
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.tunnel.endpoint import ChannelTarget
-from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.support.harness import STEP, Harness, wait_until
+from tests.support.net import free_port
 from tests.tunnel.inprocess import LOOPS, run_on
 
 __all__: list[str] = []

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from cc.gateway.gateway import Gateway, GatewaySession
-from tests.aio.harness import STEP, Harness, free_port, wait_until
+from tests.support.harness import STEP, Harness, wait_until
+from tests.support.net import free_port
 from tests.tunnel.inprocess import LOOPS, run_on
 
 __all__: list[str] = []
