@@ -32,11 +32,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import RemoteError
+from .hosts import canonical_host
 
 __all__ = [
     "MAX_REMOTE_LENGTH",
     "Proto",
     "Remote",
+    "canonical_target",
     "check_unique",
     "parse_outsystemscc_remote",
     "parse_remote",
@@ -122,7 +124,8 @@ class Remote:
         for name in ("local_proto", "remote_proto"):
             if not isinstance(getattr(self, name), Proto):
                 raise RemoteError(f"{name} must be a Proto")
-        validate_host(self.local_host)
+        # One spelling per address (cc.protocol.hosts), so ACL subjects name what is dialled.
+        object.__setattr__(self, "local_host", canonical_host(validate_host(self.local_host)))
         _check_port(self.local_port, "local port")
         if self.socks:
             if self.remote_host or self.remote_port:
@@ -130,7 +133,9 @@ class Remote:
             if self.remote_proto is not Proto.TCP:
                 raise RemoteError("only TCP SOCKS is supported")
         else:
-            validate_host(self.remote_host)
+            object.__setattr__(
+                self, "remote_host", canonical_host(validate_host(self.remote_host))
+            )
             _check_port(self.remote_port, "remote port")
         if self.local_proto is not self.remote_proto:
             raise RemoteError("cross-protocol remotes are not supported yet")
@@ -471,7 +476,11 @@ def _hosts_overlap(a: str, b: str) -> bool:
 
 
 def split_target(target: str) -> tuple[str, int]:
-    """A channel target ``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise."""
+    """A channel target ``host:port`` or ``[v6]:port`` -> (host, port); ValueError otherwise.
+
+    The host comes back canonical (cc.protocol.hosts): an IPv4 shorthand such as
+    ``127.0.011:80`` is refused, so what is dialled is what an ACL saw.
+    """
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"bad target {target!r}")
@@ -480,4 +489,10 @@ def split_target(target: str) -> tuple[str, int]:
     value = int(port)
     if not 0 < value < 65536:
         raise ValueError(f"bad port in {target!r}")
-    return host, value
+    return canonical_host(host), value
+
+
+def canonical_target(target: str) -> str:
+    """``target`` (``host:port``) in the one spelling ACLs are matched against; ValueError."""
+    host, port = split_target(target)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -13,8 +13,10 @@ Masking is checked strictly per RFC 6455 section 5.1: a server refuses unmasked 
 and a client refuses masked ones. Go peers (gorilla/websocket, which chisel uses) follow
 the RFC in both directions, so strictness costs no interoperability.
 
-Text frames are passed through as bytes without UTF-8 validation: chisel never sends
-them, and the tunnel treats every data frame as part of one byte stream.
+Text frames are passed through as bytes, because chisel reads every data frame as
+part of one byte stream whatever its type; but their UTF-8 is checked as it
+arrives (RFC 6455 section 8.1), so a peer sending invalid text is failed at once
+with close code 1007 instead of feeding garbage to the SSH layer.
 
 The byte crunching (header parse, masking, frame encoding) is in ``cc.fastpath``; pass
 ``fastpath=`` to run against a specific twin (the tests run both).
@@ -22,6 +24,7 @@ The byte crunching (header parse, masking, frame encoding) is in ``cc.fastpath``
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable
 from enum import IntEnum
@@ -166,6 +169,8 @@ class WebSocketStream:
         self._remaining = 0  # payload bytes still to come of the current data frame
         self._mask: bytes | None = None  # its mask, rotated to the next byte's phase
         self._in_message = False  # a fragmented message awaits continuation frames
+        #: checks the UTF-8 of the text message being received (None: binary or none)
+        self._text: codecs.IncrementalDecoder | None = None
         self._pending_pong: bytes | None = None
         self._pending_close: bytes | None = None
         self._error: WebSocketError | None = None
@@ -219,6 +224,8 @@ class WebSocketStream:
                         out.append(bytes(view[pos : pos + n]))
                     pos += n
                     self._remaining -= n
+                    if self._text is not None:
+                        self._check_text(out[-1])
                     continue
                 try:
                     header = fastpath.parse_header(view, pos)
@@ -253,11 +260,26 @@ class WebSocketStream:
                 self._remaining = length
                 self._mask = mask_key
                 pos = start
+                if opcode == Opcode.TEXT:
+                    self._text = _utf8_decoder()
+                if self._text is not None and not length:
+                    self._check_text(b"")
             if src is not buf and pos < size:
                 self._buf = bytearray(view[pos:])  # hold back the incomplete frame
         if src is buf and pos:
             del buf[:pos]  # O(1) in CPython: bytearray just moves its start pointer
         return out
+
+    def _check_text(self, piece: bytes) -> None:
+        """Validate the next piece of a text message; at its very end, that nothing dangles."""
+        assert self._text is not None
+        final = not self._remaining and not self._in_message
+        try:
+            self._text.decode(piece, final)
+        except UnicodeDecodeError:
+            raise WebSocketError(CloseCode.INVALID_DATA, "text frame is not valid UTF-8") from None
+        if final:
+            self._text = None
 
     def _check_header(self, flags: int, opcode: int, mask_key: bytes | None, length: int) -> None:
         """Refuse a frame from its header alone, before buffering any of its payload."""
@@ -375,6 +397,10 @@ class WebSocketStream:
             out += self._pending_close
             self._pending_close = None
         return out
+
+
+def _utf8_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")("strict")
 
 
 def _close_payload(code: CloseCode, reason: str) -> bytes:

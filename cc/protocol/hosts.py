@@ -1,0 +1,105 @@
+"""One spelling per address, so that ACLs see what the dialer will dial.
+
+The C resolver reads any string ``inet_aton`` accepts as an IPv4 address:
+``127.0.011`` is 127.0.0.9 (octal), ``127.1`` is 127.0.0.1, ``0x7f.1`` and
+``2130706433`` too.  An ACL regex is matched against the text, the dial goes to
+the number, so a target in one of these shorthands can reach an address the ACL
+never named (and chisel's unescaped ``.`` makes such mismatches easy).  IPv6 has
+the same problem in a milder form: ``[0:0::1]`` and ``[::1]`` are one address.
+
+The rule here, applied wherever a target or ACL subject is formed (remotes,
+channel targets, SOCKS requests):
+
+* a canonical dotted quad (``10.0.0.1``) and host names pass unchanged;
+* any other string the resolver would read as an IPv4 number is refused with a
+  message that names the address it stands for;
+* IPv6 literals are rewritten to RFC 5952 form (unambiguous, so no refusal).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .errors import RemoteError
+
+__all__ = ["HostError", "canonical_host", "inet_aton_value"]
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_NUMERIC_CHARS = frozenset("0123456789abcdefABCDEFxX.")
+#: Largest value of the last part for 1, 2, 3 and 4 parts (it fills the remaining bytes).
+_LAST_PART_MAX = (0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)
+
+
+class HostError(RemoteError):
+    """A host whose text and address disagree (a numeric shorthand)."""
+
+
+def _part_value(part: str) -> int | None:
+    """One ``inet_aton`` part: ``0x`` hex, leading-zero octal, or decimal; None if invalid."""
+    if part[:2] in ("0x", "0X"):
+        digits = part[2:]
+        if not digits or not all(ch in _HEX for ch in digits):
+            return None
+        return int(digits, 16)
+    if not part.isascii() or not part.isdigit():
+        return None
+    if len(part) > 1 and part[0] == "0":
+        if any(ch in "89" for ch in part):
+            return None
+        return int(part, 8)
+    return int(part)
+
+
+def inet_aton_value(text: str) -> int | None:
+    """The 32-bit address glibc's ``inet_aton`` reads from ``text``, or None if it reads none.
+
+    Pure Python (no socket call) so that the sans-I/O core can use it; the tests
+    check it against ``socket.inet_aton`` on random strings.
+    """
+    if not text or not set(text) <= _NUMERIC_CHARS or not text[0].isdigit():
+        return None
+    parts = text.split(".")
+    if len(parts) > 4 or any(not part for part in parts):
+        return None
+    values = [_part_value(part) for part in parts]
+    if any(value is None for value in values):
+        return None
+    numbers = [value for value in values if value is not None]
+    *head, last = numbers
+    if any(value > 0xFF for value in head) or last > _LAST_PART_MAX[len(head)]:
+        return None
+    address = 0
+    for index, value in enumerate(head):
+        address |= value << (24 - 8 * index)
+    return address | last
+
+
+def _canonical_ipv6(inner: str, original: str) -> str:
+    address, _, zone = inner.partition("%")
+    try:
+        parsed = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise HostError(f"invalid IPv6 literal {original!r}") from None
+    return f"{parsed.compressed}%{zone}" if zone else parsed.compressed
+
+
+def canonical_host(host: str) -> str:
+    """``host`` in its one accepted spelling; HostError for IPv4 shorthands.
+
+    Brackets are kept as given (``[::1]`` stays bracketed, a bare ``::1`` bare),
+    because remotes and channel targets carry them and SOCKS hosts do not.
+    """
+    if host.startswith("[") and host.endswith("]"):
+        return f"[{_canonical_ipv6(host[1:-1], host)}]"
+    if ":" in host:
+        return _canonical_ipv6(host, host)
+    value = inet_aton_value(host)
+    if value is None:
+        return host
+    canonical = str(ipaddress.IPv4Address(value))
+    if canonical != host:
+        raise HostError(
+            f"ambiguous numeric host {host!r}: the resolver reads it as {canonical}; "
+            f"write {canonical} (or a name)"
+        )
+    return host
