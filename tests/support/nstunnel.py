@@ -22,7 +22,6 @@ import queue
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,10 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.cli_support import clean_env
-from tests.resilience_helpers import GATEWAY_SEED, CliProcess, gateway_fingerprint
+from cc.protocol import keys
 from tests.support.impair import GATEWAY_ADDR, ImpairedLink
 from tests.support.netns import NetNamespace
+from tests.support.processes import CliProcess
 
 __all__ = [
     "SLACK",
@@ -63,6 +62,14 @@ CHUNK = 256 * 1024
 
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+
+
+#: The gateway's host key seed, so the connector can pin its fingerprint.
+GATEWAY_SEED = "fault-test-gateway"
+
+
+def gateway_fingerprint(seed: str = GATEWAY_SEED) -> str:
+    return keys.fingerprint_sha256(keys.public_key_wire(keys.seed_private_key(seed)))
 
 
 def _die_with_parent() -> None:
@@ -217,18 +224,13 @@ class Tunnel:
 
     # -- processes ----------------------------------------------------------------
     def _spawn(self, ns: NetNamespace, name: str, args: Sequence[str]) -> CliProcess:
-        out_path, err_path = self.workdir / f"{name}.out", self.workdir / f"{name}.err"
-        out, err = out_path.open("ab"), err_path.open("ab")
-        proc = subprocess.Popen(
+        process = CliProcess(
+            name,
             ns.command([sys.executable, "-m", "cc.cli.main", *args]),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
             cwd=self.workdir,
-            env=clean_env(),
+            logdir=self.workdir,
             preexec_fn=_die_with_parent,
         )
-        process = CliProcess(name, proc, out_path, err_path, [out, err])
         self.procs.append(process)
         return process
 
@@ -244,7 +246,7 @@ class Tunnel:
                 *("--key", GATEWAY_SEED, *gateway_flags),
             ],
         )
-        self.gateway.wait_for("Listening on", timeout=STEP)
+        self.gateway.wait_for_text("Listening on", timeout=STEP)
         self.connector = self._spawn(
             self.link.connector_ns,
             "connector",
@@ -253,7 +255,7 @@ class Tunnel:
                 *(f"http://{GATEWAY_ADDR}:{GATEWAY_PORT}", REMOTE),
             ],
         )
-        self.connector.wait_for("Connected (Latency", timeout=STEP)
+        self.connector.wait_for_text("Connected (Latency", timeout=STEP)
 
     def congestion_control(self) -> str:
         """The TCP congestion control the session's sockets get (the namespace default)."""
@@ -357,7 +359,7 @@ class Tunnel:
         for sock in [*self._sockets, self._listener]:
             sock.close()
         for process in self.procs:  # shown by pytest only when the test failed
-            print(process.describe(), file=sys.stderr)
+            print(process.report(), file=sys.stderr)
 
     def __enter__(self) -> Tunnel:
         return self

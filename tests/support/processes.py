@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -96,6 +96,7 @@ class CliProcess:
         cwd: Path,
         logdir: Path,
         env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -109,6 +110,7 @@ class CliProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                preexec_fn=preexec_fn,
             )
 
     @property

@@ -161,13 +161,15 @@ def test_blackhole_detected_on_both_ends_then_reconnect(tunnel: Tunnel, link: Im
     link.blackhole()
     down_at = time.monotonic()
     budget = KEEPALIVE + KEEPALIVE_TIMEOUT + SLACK
-    connector_at = tunnel.connector.wait_for("Keepalive: no answer", timeout=budget)
-    gateway_at = tunnel.gateway.wait_for("No keepalive answer", timeout=budget)
+    connector_at = tunnel.connector.wait_for_text("Keepalive: no answer", timeout=budget)
+    gateway_at = tunnel.gateway.wait_for_text("No keepalive answer", timeout=budget)
     freed_at = tunnel.wait_until(tunnel.reverse_port_free, budget)
     assert freed_at is not None, "the gateway still holds the reverse port"
     time.sleep(max(0.0, down_at + BLACKHOLE - time.monotonic()))
     lifted_at = link.lift()
-    back_at = tunnel.connector.wait_for("Connected (Latency", count=2, timeout=BLACKHOLE + STEP)
+    back_at = tunnel.connector.wait_for_text(
+        "Connected (Latency", count=2, timeout=BLACKHOLE + STEP
+    )
     print(
         f"\nblackhole {lifted_at - down_at:.1f} s, keepalive {KEEPALIVE:g}s + "
         f"{KEEPALIVE_TIMEOUT:g}s: connector detected it after {connector_at - down_at:.2f} s, "
@@ -194,8 +196,8 @@ def test_injected_reset_ends_the_session_and_the_connector_returns(
     assert tunnel.echo_ok(64 * 1024)
     link.reset()
     reset_at = time.monotonic()
-    tunnel.gateway.wait_for("Connection reset by peer", timeout=STEP)
-    back_at = tunnel.connector.wait_for("Connected (Latency", count=2, timeout=STEP)
+    tunnel.gateway.wait_for_text("Connection reset by peer", timeout=STEP)
+    back_at = tunnel.connector.wait_for_text("Connected (Latency", count=2, timeout=STEP)
     print(
         f"\nreset injected ({link.stats.resets_sent} RSTs): back after {back_at - reset_at:.2f} s"
     )
@@ -211,9 +213,9 @@ CAUSES = ("kill-connector", "kill-gateway", "reset", "blackhole")
 
 def _kill(tunnel: Tunnel, link: ImpairedLink, cause: str) -> None:
     if cause == "kill-connector":
-        tunnel.connector.proc.send_signal(signal.SIGKILL)
+        tunnel.connector.popen.send_signal(signal.SIGKILL)
     elif cause == "kill-gateway":
-        tunnel.gateway.proc.send_signal(signal.SIGKILL)
+        tunnel.gateway.popen.send_signal(signal.SIGKILL)
     elif cause == "reset":
         link.reset()
     else:
