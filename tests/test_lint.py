@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("cc", "tests", "bench")
+PATHS = ("cc", "tests", "bench", "fuzz")
 
 
 def _run(tool: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_ruff_format_is_clean() -> None:
 
 
 def test_mypy_is_clean() -> None:
-    result = _run("mypy", "cc", "bench")
+    result = _run("mypy", "cc", "bench", "fuzz")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

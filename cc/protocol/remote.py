@@ -133,9 +133,7 @@ class Remote:
             if self.remote_proto is not Proto.TCP:
                 raise RemoteError("only TCP SOCKS is supported")
         else:
-            object.__setattr__(
-                self, "remote_host", canonical_host(validate_host(self.remote_host))
-            )
+            object.__setattr__(self, "remote_host", canonical_host(validate_host(self.remote_host)))
             _check_port(self.remote_port, "remote port")
         if self.local_proto is not self.remote_proto:
             raise RemoteError("cross-protocol remotes are not supported yet")
