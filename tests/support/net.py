@@ -49,12 +49,52 @@ class PeerStartError(RuntimeError):
     """A process died or never listened; the message carries its log."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+#: Ports already handed out by this process: a test never gets another test's port.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """Ask the kernel for an unused port; racy in theory but fine for one-machine tests."""
+    """An unused port outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` comes from the ephemeral range, where every outgoing
+    connection also takes its source port: between the probe and the real bind, a
+    connection elsewhere in the suite could take it (CI failed once that way, with
+    "address already in use" on a port in 32768-60999). Ports below that range are
+    only ever taken by an explicit bind, and each is handed out once per process.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    low, _high = _ephemeral_range()
+    top = low - 1 if low > 20000 else 65535
+    bottom = 20000 if low > 20000 else _high + 1
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(bottom, top)
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind((host, port))
+            except OSError:
+                continue
+        with _handed_out_lock:
+            _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found in {bottom}-{top} on {host}")
 
 
 def port_is_free(port: int) -> bool:
