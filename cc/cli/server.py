@@ -38,6 +38,7 @@ from cc.protocol.acl import (
     parse_tokens_file,
     parse_user_pass,
 )
+from cc.protocol.admission import AdmissionPolicy
 from cc.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -135,6 +136,28 @@ HELP = f"""\
     recently used evicted; env CC_UDP_MAX_SENDERS), idle time before a
     mapping is closed ('15s', '0s' never; env CC_UDP_IDLE_TIMEOUT), and
     the largest datagram relayed (9012; env CC_UDP_MAX_SIZE).
+
+    --login-grace-time, How long an accepted connection may take to log
+    in (TLS, HTTP upgrade and SSH password together) before it is closed.
+    Defaults to '30s' (env CC_LOGIN_GRACE_TIME).
+
+    --max-unauthenticated, Connections that may wait for their login at
+    once; when full, the oldest waiting one is closed for the newcomer
+    (a real connector logs in within milliseconds, idle sockets do not).
+    Defaults to 512; 0 lifts the cap (env CC_MAX_UNAUTHENTICATED).
+
+    --max-unauthenticated-per-source, The same, per client address (an
+    IPv6 /64 counts as one address); more are refused at once. Defaults
+    to 32; 0 lifts the cap (env CC_MAX_UNAUTHENTICATED_PER_SOURCE).
+
+    --max-auth-tries, Wrong passwords one connection may try before it
+    is closed, like OpenSSH's MaxAuthTries. Whatever the connection, an
+    address that keeps failing (passwords or tokens) waits longer for
+    each answer after 3 failures (0.5s doubling to 8s), and 20 failures
+    within 10 minutes ban it for 5 minutes (doubling for repeat
+    offenders, at most an hour): its upgrades get HTTP 429 with
+    Retry-After. Failures are logged once, then summarised per address
+    every minute. Defaults to 3 (env CC_MAX_AUTH_TRIES).
 
     --reverse, Allow clients to ask for reverse port forwarding remotes
     ("R:..."), which listen on this server. outsystemscc uses only
@@ -236,6 +259,33 @@ def _reason(exc: OSError) -> str:
     return str(getattr(exc, "reason", None) or exc.strerror or exc)
 
 
+def count(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_duration(text: str) -> float:
+    """argparse type: a Go duration longer than 0s."""
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be longer than 0s")
+    return value
+
+
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     p.add_flag("--host", default=env_default("HOST", "0.0.0.0"))
@@ -276,6 +326,30 @@ def _parser() -> GoArgumentParser:
         help="allow reverse (R:) remotes",
     )
     add_udp_flags(p)
+    p.add_flag(
+        "--login-grace-time",
+        type=positive_duration,
+        default=env_default("CC_LOGIN_GRACE_TIME", "30s"),
+        help="close connections that have not logged in within this long",
+    )
+    p.add_flag(
+        "--max-unauthenticated",
+        type=count,
+        default=env_default("CC_MAX_UNAUTHENTICATED", "512"),
+        help="connections waiting to log in, at most (the oldest goes first)",
+    )
+    p.add_flag(
+        "--max-unauthenticated-per-source",
+        type=count,
+        default=env_default("CC_MAX_UNAUTHENTICATED_PER_SOURCE", "32"),
+        help="connections waiting to log in from one address, at most",
+    )
+    p.add_flag(
+        "--max-auth-tries",
+        type=positive_count,
+        default=env_default("CC_MAX_AUTH_TRIES", "3"),
+        help="wrong passwords per connection before it is closed",
+    )
     p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
     p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
     p.add_flag(
@@ -394,6 +468,9 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         keepalive_timeout=args.keepalive_timeout,
         tls=settings.tls,
         udp=udp_settings(args),
+        login_grace_time=args.login_grace_time,
+        admission=AdmissionPolicy(args.max_unauthenticated, args.max_unauthenticated_per_source),
+        max_auth_tries=args.max_auth_tries,
         reuse_port=worker,
         port_registry=registry_from_environment(),
     )

@@ -10,8 +10,9 @@ other request gets ``/health``, ``/version``, 404, or goes to ``--backend``.
 from __future__ import annotations
 
 import asyncio
-import socket
+import math
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,11 +20,14 @@ import asyncssh
 
 from cc import CHISEL_PROTOCOL, __version__
 from cc.gateway.backend import proxy_to_backend
+from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front, format_address
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
+from cc.protocol.admission import Admission, AdmissionPolicy
+from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
@@ -38,12 +42,16 @@ from cc.tunnel.udp.settings import UDPSettings
 __all__ = ["Gateway", "GatewayConfig"]
 
 log = get_logger("server")
+#: failed logins and bans have a logger of their own, to route or filter them
+auth_log = get_logger("server.auth")
 
 #: Largest WebSocket frame taken from a client (chisel has no bound).  Anyone may
 #: connect and send frames before authenticating, so the bound keeps what one
 #: connection can make us hold small; peers send one frame per SSH packet (at most
 #: 256 KiB plus framing), which leaves 4x headroom.
 MAX_FRAME_FROM_CLIENT = 1 << 20
+#: Seconds between the gateway's housekeeping rounds (log summaries that are due).
+HOUSEKEEPING_INTERVAL = 5.0
 
 
 @dataclass
@@ -66,6 +74,16 @@ class GatewayConfig:
     version: str = __version__
     #: --udp-max-senders, --udp-idle-timeout, --udp-max-size
     udp: UDPSettings = field(default_factory=UDPSettings)
+    #: --login-grace-time: from accept to a successful SSH login, whatever happens between
+    login_grace_time: float = 30.0
+    #: --max-unauthenticated / --max-unauthenticated-per-source
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    #: --max-auth-tries: wrong passwords one SSH connection may try before it is closed
+    max_auth_tries: int = 3
+    #: penalties for sources that keep failing (passwords and tokens alike)
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
+    #: failed logins and refusals are logged once, then summarised this often per source
+    log_summary_interval: float = 60.0
 
 
 class Gateway:
@@ -75,8 +93,12 @@ class Gateway:
         self.config = config
         self.stats = SessionStats(state="starting")
         self.sessions: set[GatewaySession] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._front: Front | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
         self._conn_factory: Any = None
+        self.admission = Admission(config.admission)
+        self.auth_guard = AuthGuard(config.guard)
+        self.failed_logins = FailureLog("failed logins", interval=config.log_summary_interval)
         self._session_ids = 0
         host_key = asyncssh.import_private_key(config.host_key_pem)
         self._host_key = host_key
@@ -89,46 +111,80 @@ class Gateway:
 
     @property
     def ports(self) -> list[int]:
-        assert self._server is not None
-        server: Any = self._server  # asyncio.Server or uvloop's Server: both have .sockets
-        return [s.getsockname()[1] for s in server.sockets]
+        assert self._front is not None
+        return self._front.ports
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._conn_factory = new_server_connection(self._host_key, self._new_session)
-        self._server = await loop.create_server(
-            lambda: _HTTPConnection(self),
-            self.config.host or None,
-            self.config.port,
-            ssl=self.config.tls,
-            reuse_address=True,
-            reuse_port=self.config.reuse_port or None,
-            backlog=1024,
+        front = Front(
+            lambda doorway: _HTTPConnection(self, doorway),
+            admission=self.admission,
+            grace_time=self.config.login_grace_time,
+            tls=self.config.tls,
+            summary_interval=min(SUMMARY_INTERVAL, self.config.log_summary_interval),
         )
+        front.listen(self.config.host, self.config.port, reuse_port=self.config.reuse_port)
+        self._front = front
+        self._schedule_housekeeping()
         self.stats.state = "listening"
         scheme = "https" if self.config.tls else "http"
         log.info("Fingerprint %s", self.fingerprint)
-        log.info("Listening on %s://%s:%d", scheme, self.config.host or "0.0.0.0", self.ports[0])
+        host = self.config.host or "0.0.0.0"
+        log.info("Listening on %s://%s", scheme, format_address(host, self.ports[0]))
 
     async def close(self, drain_timeout: float = 0.0) -> None:
         """Stop accepting, let open connections finish (bounded), then end every session."""
-        if self._server is not None:
-            self._server.close()
+        if self._front is not None:
+            self._front.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         for session in list(self.sessions):
             session.close_listeners()
         await drain(self.stats, drain_timeout)
         for session in list(self.sessions):
             session.close()
-        if self._server is not None:
-            await self._server.wait_closed()
         self.stats.state = "stopped"
+
+    def _schedule_housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(HOUSEKEEPING_INTERVAL, self.config.log_summary_interval / 2)
+        self._housekeeping = loop.call_later(interval, self._housekeep)
+
+    def _housekeep(self) -> None:
+        """Rate-limited log summaries that are due."""
+        for line in self.failed_logins.flush(time.monotonic()):
+            auth_log.warning("%s", line)
+        if self._front is not None:
+            self._front.flush_logs()
+        self._schedule_housekeeping()
+
+    # -- failed logins -----------------------------------------------------------
+    def banned_for(self, source: str) -> float:
+        """Seconds left of ``source``'s ban for repeated failed logins (0.0: none)."""
+        return self.auth_guard.banned_for(source, time.monotonic())
+
+    def login_failed(self, source: str, line: str) -> Penalty:
+        """Count a failed password or token; log it (rate-limited) and say what it costs."""
+        now = time.monotonic()
+        penalty = self.auth_guard.failed(source, now)
+        first = self.failed_logins.record(source, now, line)
+        if first is not None:
+            auth_log.warning("%s", first)
+        if penalty.banned_for is not None:
+            auth_log.warning(
+                "Banned %s for %.0f s after %d failed logins",
+                source,
+                penalty.banned_for,
+                penalty.failures,
+            )
+        return penalty
 
     def open_connections(self) -> int:
         return open_connections(self.stats)
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
-        await self._server.serve_forever()
+        assert self._front is not None
+        await self._front.serve_forever()
 
     def _new_session(self) -> GatewaySession:
         self._session_ids += 1
@@ -140,6 +196,14 @@ class Gateway:
         if request.is_websocket_upgrade():
             protocol = request.headers.get("Sec-WebSocket-Protocol") or ""
             if protocol == CHISEL_PROTOCOL:
+                banned = self.banned_for(conn.doorway.source)
+                if banned > 0:
+                    conn.respond(
+                        429,
+                        b"too many failed logins from your address\n",
+                        [("Retry-After", f"{math.ceil(banned)}")],
+                    )
+                    return
                 self._upgrade(conn, request, rest)
                 return
             log.info(
@@ -148,6 +212,7 @@ class Gateway:
                 CHISEL_PROTOCOL,
                 peer,
             )
+        conn.doorway.release()  # plain HTTP: served (or proxied) like any web server
         if self.config.backend:
             conn.hand_over(proxy_to_backend(conn.transport, self.config.backend, conn.head + rest))
             return
@@ -170,10 +235,11 @@ class Gateway:
             token = request.headers.get("token")
             token_permissions = self.config.tokens.lookup(token) if token else None
             if token_permissions is None:
-                log.warning(
-                    "Refused connection from %s: %s token", conn.peer, "wrong" if token else "no"
+                penalty = self.login_failed(
+                    conn.doorway.source,
+                    f"Refused connection from {conn.peer}: {'wrong' if token else 'no'} token",
                 )
-                conn.respond(401, b"unauthorized\n")
+                conn.respond_later(penalty.delay, 401, b"unauthorized\n")
                 return
         transport = conn.transport
         transport.write(answer.data)
@@ -182,7 +248,12 @@ class Gateway:
         )
         wst.set_extra_info(
             cc_context=PeerContext(
-                conn.peer, token_permissions, request, group=_group_secret(request)
+                conn.peer,
+                token_permissions,
+                request,
+                group=_group_secret(request),
+                source=conn.doorway.source,
+                authenticated=conn.doorway.release,
             ),
             cc_peer_is_ours=answer.peer_is_ours,
         )
@@ -202,26 +273,24 @@ def _group_secret(request: http.Request) -> str | None:
 
 
 class _HTTPConnection(asyncio.Protocol):
-    """Reads one bounded request head, then hands the socket to whoever serves it."""
+    """Reads one bounded request head, then hands the socket to whoever serves it.
 
-    def __init__(self, gateway: Gateway) -> None:
+    The head must arrive within the login grace time, which the front enforces.
+    """
+
+    def __init__(self, gateway: Gateway, doorway: Doorway) -> None:
         self.gateway = gateway
+        self.doorway = doorway
         self.buffer = bytearray()
         self.head = b""
-        self.peer = "?"
+        self.peer = doorway.peer
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._answer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Slow-loris guard: the head must arrive within 30 s.
-        self._timer = asyncio.get_running_loop().call_later(30.0, self.transport.abort)
+        self.doorway.transport = self.transport
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -237,26 +306,43 @@ class _HTTPConnection(asyncio.Protocol):
             return
         rest = bytes(self.buffer[end:])
         self.buffer.clear()
-        if self._timer is not None:
-            self._timer.cancel()
         self.transport.pause_reading()
         self.gateway.handle_request(self, request, rest)
-        if not self.transport.is_closing() and self.transport.get_protocol() is self:
+        if (
+            not self.transport.is_closing()
+            and self.transport.get_protocol() is self
+            and self._answer is None
+        ):
             self.transport.resume_reading()
 
-    def respond(self, status: int, body: bytes) -> None:
+    def respond(
+        self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         self.transport.write(
             http.build_response(
                 status,
-                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Connection", "close"),
+                    *(headers or []),
+                ],
                 body,
             )
         )
         self.transport.close()
 
+    def respond_later(self, delay: float, status: int, body: bytes) -> None:
+        """Answer after ``delay`` (a guesser's penalty); reading stays paused meanwhile."""
+        if delay <= 0:
+            self.respond(status, body)
+            return
+        self._answer = asyncio.get_running_loop().call_later(delay, self.respond, status, body)
+
     def hand_over(self, coro: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(coro)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._answer is not None:
+            self._answer.cancel()
+        if self.transport.get_protocol() is self:
+            self.doorway.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,6 +54,10 @@ class PeerContext:
     #: the connector's group secret (GROUP_HEADER), when it runs several sessions
     group: str | None = None
     started: float = field(default_factory=time.monotonic)
+    #: the unit of blame for failed logins (see cc.protocol.authguard.source_of)
+    source: str = "?"
+    #: tells the front this connection no longer counts as unauthenticated
+    authenticated: Callable[[], None] = field(default=lambda: None)
 
 
 class GatewaySession(asyncssh.SSHServer):
@@ -76,6 +81,7 @@ class GatewaySession(asyncssh.SSHServer):
         self._partner_checks: set[asyncio.Task[None]] = set()
         self._configured = False
         self._config_timer: asyncio.TimerHandle | None = None
+        self._failed_logins = 0
         #: pings the connector, and answers the other sessions' probes of this one
         self.keepalive: KeepaliveDriver | None = None
 
@@ -92,6 +98,8 @@ class GatewaySession(asyncssh.SSHServer):
         self.log.debug("Handshaking with %s...", self.context.peer if self.context else "?")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.context is not None:
+            self.context.authenticated()  # gone: it no longer counts as waiting either
         self.close_listeners()
         if self.keepalive is not None:
             self.keepalive.stop()
@@ -113,23 +121,46 @@ class GatewaySession(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
-    def validate_password(self, username: str, password: str) -> bool:
-        users = self.gateway.config.users
+    async def validate_password(self, username: str, password: str) -> bool:
+        """Check a password; a wrong one costs the source (see cc.protocol.authguard).
+
+        The answer to a failure is held back by the source's penalty, a banned source
+        is refused whatever it sends, and after ``--max-auth-tries`` failures the
+        connection is closed, like OpenSSH's MaxAuthTries.
+        """
+        gateway = self.gateway
+        users = gateway.config.users
         if users is None or users.is_empty:  # chisel: no users means any password will do
             self.permissions = Permissions.everything()
             self._auth_done(username)
             return True
-        permissions = users.authenticate(username, password)
+        context = self.context
+        source = context.source if context else "?"
+        peer = context.peer if context else "?"
+        banned = gateway.banned_for(source) > 0
+        permissions = None if banned else users.authenticate(username, password)
         if permissions is None:
-            peer = self.context.peer if self.context else "?"
-            self.log.warning("Login failed for user: %s (from %s)", username, peer)
+            self._failed_logins += 1
+            penalty = gateway.login_failed(
+                source, f"Login failed for user: {username} (from {peer})"
+            )
+            if penalty.delay > 0:
+                await asyncio.sleep(penalty.delay)
+            if self._failed_logins >= gateway.config.max_auth_tries:
+                raise asyncssh.DisconnectError(
+                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                    "Too many authentication failures",
+                )
             return False
+        gateway.auth_guard.succeeded(source)
         self.permissions = permissions
         self._auth_done(username)
         return True
 
     def _auth_done(self, username: str) -> None:
         self.user = username
+        if self.context is not None:
+            self.context.authenticated()
         loop = asyncio.get_running_loop()
         self._config_timer = loop.call_later(CONFIG_TIMEOUT, self._config_timeout)
 
