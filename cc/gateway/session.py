@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,23 @@ class GatewaySession(asyncssh.SSHServer):
         self.gateway.stats.sessions = len(self.gateway.sessions)
         if self._configured:
             self.log.info("Closed connection (%s)", exc or "normal close")
+        elif exc is not None and not self._we_closed(exc):
+            peer = self.context.peer if self.context else "?"
+            # a peer that just hangs up is no news; one that talks nonsense is
+            level = logging.DEBUG if isinstance(exc, asyncssh.ConnectionLost) else logging.WARNING
+            self.log.log(
+                level,
+                "Closed connection from %s before it was set up: %s",
+                peer,
+                _describe(exc),
+            )
+
+    @staticmethod
+    def _we_closed(exc: Exception) -> bool:
+        """Our own disconnects (too many tries, grace time) were logged when decided."""
+        return isinstance(exc, asyncssh.DisconnectError) and exc.code in (
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+        )
 
     def begin_auth(self, username: str) -> bool:
         users = self.gateway.config.users
@@ -420,3 +438,9 @@ class GatewaySession(asyncssh.SSHServer):
         return self.endpoint.route_channel(
             target, self.gateway.stats.remote(target.text), target.text
         )
+
+
+def _describe(exc: Exception) -> str:
+    """A protocol error as an operator can act on it: its kind and asyncssh's reason."""
+    reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {reason}"
