@@ -40,7 +40,7 @@ __all__ = [
 
 #: Largest WebSocket frame we take from the gateway (the connector's side; the
 #: gateway bounds unauthenticated peers tighter).
-MAX_FRAME = 4 << 20
+MAX_FRAME_FROM_GATEWAY = 4 << 20
 
 
 async def connect_socket(
@@ -146,7 +146,7 @@ async def open_websocket(
     if isinstance(event, UpgradeFailed):
         transport.abort()
         raise DialError(event.message)
-    wst = WebSocketTransport(transport, WebSocketStream(is_client=True, max_frame_size=MAX_FRAME))
+    wst = WebSocketTransport(transport, WebSocketStream(is_client=True, max_frame_size=MAX_FRAME_FROM_GATEWAY))
     wst.set_extra_info(cc_peer_is_ours=event.peer_is_ours)
     transport.set_protocol(wst)
     rest = event.leftover + bytes(exchange.late)
