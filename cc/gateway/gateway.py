@@ -25,6 +25,7 @@ from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.handshake import accept_upgrade
+from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.ssh import (
@@ -48,6 +49,7 @@ MAX_FRAME_FROM_CLIENT = 1 << 20
 
 @dataclass
 class GatewayConfig:
+    #: the interface to listen on; an IPv6 address with or without brackets
     host: str = "0.0.0.0"
     port: int = 8080
     host_key_pem: bytes = b""
@@ -96,9 +98,10 @@ class Gateway:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn_factory = new_server_connection(self._host_key, self._new_session)
+        host = bare_host(self.config.host)
         self._server = await loop.create_server(
             lambda: _HTTPConnection(self),
-            self.config.host or None,
+            host or None,
             self.config.port,
             ssl=self.config.tls,
             reuse_address=True,
@@ -108,7 +111,7 @@ class Gateway:
         self.stats.state = "listening"
         scheme = "https" if self.config.tls else "http"
         log.info("Fingerprint %s", self.fingerprint)
-        log.info("Listening on %s://%s:%d", scheme, self.config.host or "0.0.0.0", self.ports[0])
+        log.info("Listening on %s://%s", scheme, join_host_port(host or "0.0.0.0", self.ports[0]))
 
     async def close(self, drain_timeout: float = 0.0) -> None:
         """Stop accepting, let open connections finish (bounded), then end every session."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncssh
 
+from cc.protocol.hosts import bare_host
 from cc.protocol.remote import Remote, split_target
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
 from cc.stats import RemoteStats, SessionStats
@@ -112,11 +113,12 @@ class TunnelEndpoint:
 
         ``reuse_port`` lets other processes or sessions bind the same port
         (SO_REUSEPORT) when they are meant to share it.  OSError if it is taken.
+        An IPv6 local host is bound without the brackets the remote carries.
         """
         stats = self.stats.remote(str(remote))
         return await asyncio.get_running_loop().create_server(
             lambda: self.accept_into_channel(remote, stats),
-            remote.local_host or None,
+            bare_host(remote.local_host) or None,
             remote.local_port,
             reuse_address=True,
             reuse_port=reuse_port or None,
