@@ -40,6 +40,7 @@ from cc.protocol.acl import (
 )
 from cc.protocol.admission import AdmissionPolicy
 from cc.protocol.errors import ProtocolError
+from cc.protocol.hosts import join_host_port
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import GatewayConfig
@@ -441,7 +442,7 @@ async def _supervise(
         stdin_data=handoff.encode() if handoff is not None else None,
         pid_path="cloud-connector.pid" if args.pid else None,
         share_ports=True,
-        what=f" on {args.host}:{args.port} (SO_REUSEPORT)",
+        what=f" on {join_host_port(args.host, args.port)} (SO_REUSEPORT)",
     )
 
 
@@ -485,7 +486,8 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        fail(PROG, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        where = join_host_port(config.host, config.port)
+        fail(PROG, f"cannot listen on {where}: {exc.strerror or exc}")
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:
         watchers.append(

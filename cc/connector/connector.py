@@ -332,21 +332,30 @@ class Connector:
 
     # -- reverse remotes: channels from the gateway ---------------------------------
     def channel_requested(self, target_bytes: bytes) -> Any:
-        """Serve a channel the gateway opens, only to a target one of our remotes declares."""
-        target = target_bytes.decode("utf-8", "replace")
+        """Serve a channel the gateway opens, only to a target one of our remotes declares.
+
+        The target is compared in its canonical spelling (as our remotes are written);
+        a numeric shorthand (``127.0.011``) is refused with the address it stands for.
+        """
+        asked = target_bytes.decode("utf-8", "replace")
         if self._stopping:
             raise ChannelOpenError(OPEN_CONNECT_FAILED, "connector is shutting down")
-        remote = self._reverse_targets.get(target)
+        try:
+            target = ChannelTarget.parse(asked)
+        except ChannelOpenError as exc:
+            log.warning("Denied channel to %r: %s", asked[:200], exc.reason)
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, exc.reason) from None
+        remote = self._reverse_targets.get(target.text)
         if remote is None:
-            log.warning("Denied channel to %r: not one of our remotes", target[:200])
+            log.warning("Denied channel to %r: not one of our remotes", asked[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
         if remote.remote_proto != remote.local_proto and not remote.socks:
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target} not supported yet")
+            raise ChannelOpenError(
+                OPEN_ADMINISTRATIVELY_PROHIBITED, f"{target.text} not supported yet"
+            )
         # SOCKS only because our own remotes declare R:socks: the user chose to expose a
         # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
-        return self.endpoint.route_channel(
-            ChannelTarget.parse(target), self.stats.remote(str(remote)), str(remote)
-        )
+        return self.endpoint.route_channel(target, self.stats.remote(str(remote)), str(remote))
 
 
 class ConnectorSession(asyncssh.SSHClient):

@@ -32,8 +32,9 @@ from typing import Any
 from cc.log import get_logger
 from cc.protocol.admission import Admission, Refusal
 from cc.protocol.authguard import FailureLog, source_of
+from cc.protocol.hosts import join_host_port
 
-__all__ = ["Doorway", "Front", "format_address"]
+__all__ = ["Doorway", "Front"]
 
 log = get_logger("server")
 
@@ -43,11 +44,6 @@ ACCEPTS_PER_WAKEUP = 64
 SUMMARY_INTERVAL = 10.0
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def format_address(host: str, port: int) -> str:
-    """``host:port`` with IPv6 hosts in brackets, as URLs and chisel's logs write them."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def reset(sock: socket.socket) -> None:
@@ -196,7 +192,7 @@ class Front:
             self._admit(sock, address)
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
-        peer = format_address(str(address[0]), int(address[1])) if address else "?"
+        peer = join_host_port(str(address[0]), int(address[1])) if address else "?"
         source = source_of(peer)
         doorway = Doorway(self, peer, source, sock)
         decision = self.admission.admit(doorway, source)

@@ -20,7 +20,7 @@ import asyncssh
 
 from cc import CHISEL_PROTOCOL, __version__
 from cc.gateway.backend import proxy_to_backend
-from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front, format_address
+from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
 from cc.log import get_logger
@@ -29,6 +29,7 @@ from cc.protocol.acl import TokenTable, UserTable
 from cc.protocol.admission import Admission, AdmissionPolicy
 from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
 from cc.protocol.handshake import accept_upgrade
+from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.ssh import (
@@ -56,6 +57,7 @@ HOUSEKEEPING_INTERVAL = 5.0
 
 @dataclass
 class GatewayConfig:
+    #: the interface to listen on; an IPv6 address with or without brackets
     host: str = "0.0.0.0"
     port: int = 8080
     host_key_pem: bytes = b""
@@ -116,6 +118,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._conn_factory = new_server_connection(self._host_key, self._new_session)
+        host = bare_host(self.config.host)
         front = Front(
             lambda doorway: _HTTPConnection(self, doorway),
             admission=self.admission,
@@ -123,14 +126,13 @@ class Gateway:
             tls=self.config.tls,
             summary_interval=min(SUMMARY_INTERVAL, self.config.log_summary_interval),
         )
-        front.listen(self.config.host, self.config.port, reuse_port=self.config.reuse_port)
+        front.listen(host, self.config.port, reuse_port=self.config.reuse_port)
         self._front = front
         self._schedule_housekeeping()
         self.stats.state = "listening"
         scheme = "https" if self.config.tls else "http"
         log.info("Fingerprint %s", self.fingerprint)
-        host = self.config.host or "0.0.0.0"
-        log.info("Listening on %s://%s", scheme, format_address(host, self.ports[0]))
+        log.info("Listening on %s://%s", scheme, join_host_port(host or "0.0.0.0", self.ports[0]))
 
     async def close(self, drain_timeout: float = 0.0) -> None:
         """Stop accepting, let open connections finish (bounded), then end every session."""

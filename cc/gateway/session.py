@@ -417,11 +417,20 @@ class GatewaySession(asyncssh.SSHServer):
         """Serve a channel the client opens, if the user's and the token's ACLs allow it.
 
         chisel lets SOCKS requests past its ACL; here each SOCKS CONNECT's real
-        ``host:port`` must be allowed like any forward remote's target.
+        ``host:port`` must be allowed like any forward remote's target.  The ACLs see
+        the target's canonical spelling, the one that is dialled; a numeric shorthand
+        (``127.0.011``, read as 127.0.0.9) is refused and logged with its meaning.
         """
         if not self._configured:
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "config first")
-        target = ChannelTarget.parse(target_bytes.decode("utf-8", "replace"))
+        asked = target_bytes.decode("utf-8", "replace")
+        try:
+            target = ChannelTarget.parse(asked)
+        except ChannelOpenError as exc:
+            self.log.warning(
+                "Refused channel to %r for user '%s': %s", asked[:200], self.user, exc.reason
+            )
+            raise
         if target.socks:
             if not self.gateway.config.socks5:
                 self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)

@@ -13,7 +13,12 @@ channel targets, SOCKS requests):
 * a canonical dotted quad (``10.0.0.1``) and host names pass unchanged;
 * any other string the resolver would read as an IPv4 number is refused with a
   message that names the address it stands for;
-* IPv6 literals are rewritten to RFC 5952 form (unambiguous, so no refusal).
+* IPv6 literals are rewritten to RFC 5952 form (unambiguous, so no refusal),
+  IPv4-mapped ones as ``::ffff:1.2.3.4`` (section 5) on every Python: 3.11 writes
+  ``::ffff:102:304``, 3.13 the dotted form, and an ACL must not change meaning with it.
+
+Sockets want hosts without brackets and people read ``[::1]:80``, so the two small
+converters between those spellings (``bare_host``, ``join_host_port``) live here too.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import ipaddress
 
 from .errors import RemoteError
 
-__all__ = ["HostError", "canonical_host", "inet_aton_value"]
+__all__ = [
+    "AmbiguousHostError",
+    "HostError",
+    "bare_host",
+    "canonical_host",
+    "inet_aton_value",
+    "join_host_port",
+]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _NUMERIC_CHARS = frozenset("0123456789abcdefABCDEFxX.")
@@ -31,7 +43,11 @@ _LAST_PART_MAX = (0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)
 
 
 class HostError(RemoteError):
-    """A host whose text and address disagree (a numeric shorthand)."""
+    """A host with no accepted spelling: an invalid IPv6 literal, or a numeric shorthand."""
+
+
+class AmbiguousHostError(HostError):
+    """A numeric shorthand: its text and the address the resolver dials disagree."""
 
 
 def _part_value(part: str) -> int | None:
@@ -80,11 +96,13 @@ def _canonical_ipv6(inner: str, original: str) -> str:
         parsed = ipaddress.IPv6Address(address)
     except ValueError:
         raise HostError(f"invalid IPv6 literal {original!r}") from None
-    return f"{parsed.compressed}%{zone}" if zone else parsed.compressed
+    mapped = parsed.ipv4_mapped
+    text = f"::ffff:{mapped}" if mapped is not None else parsed.compressed
+    return f"{text}%{zone}" if zone else text
 
 
 def canonical_host(host: str) -> str:
-    """``host`` in its one accepted spelling; HostError for IPv4 shorthands.
+    """``host`` in its one accepted spelling; AmbiguousHostError for IPv4 shorthands.
 
     Brackets are kept as given (``[::1]`` stays bracketed, a bare ``::1`` bare),
     because remotes and channel targets carry them and SOCKS hosts do not.
@@ -98,8 +116,19 @@ def canonical_host(host: str) -> str:
         return host
     canonical = str(ipaddress.IPv4Address(value))
     if canonical != host:
-        raise HostError(
+        raise AmbiguousHostError(
             f"ambiguous numeric host {host!r}: the resolver reads it as {canonical}; "
             f"write {canonical} (or a name)"
         )
     return host
+
+
+def bare_host(host: str) -> str:
+    """``host`` without IPv6 brackets (``[::1]`` -> ``::1``): what bind() and connect() take."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port`` as chisel and Go's ``net.JoinHostPort`` write it: ``[::1]:80`` for IPv6."""
+    host = bare_host(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

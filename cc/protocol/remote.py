@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import RemoteError
-from .hosts import canonical_host
+from .hosts import canonical_host, join_host_port
 
 __all__ = [
     "MAX_REMOTE_LENGTH",
@@ -493,4 +493,4 @@ def split_target(target: str) -> tuple[str, int]:
 def canonical_target(target: str) -> str:
     """``target`` (``host:port``) in the one spelling ACLs are matched against; ValueError."""
     host, port = split_target(target)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(host, port)

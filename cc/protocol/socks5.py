@@ -7,6 +7,12 @@ knows nothing of ACLs, dialing or timers: it turns the client's bytes into
 ``MethodsOffered`` (answer it with ``reply``), then ``ConnectRequested`` or a
 ``Refusal`` (send its ``reply`` when not empty, then close).  ``cc.tunnel.socks``
 does the I/O around it.
+
+A ``ConnectRequested`` names its host in the one spelling of cc.protocol.hosts, so
+an ACL judges what is dialled: a DOMAINNAME that is a numeric shorthand
+(``127.0.011``, read by the resolver as 127.0.0.9) is refused with reply 0x02
+"not allowed by ruleset" (go-socks5 would dial it), an IPv6 literal sent as a name
+is rewritten to RFC 5952 form.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import enum
 import ipaddress
 import struct
 from dataclasses import dataclass
+
+from .hosts import AmbiguousHostError, HostError, canonical_host, join_host_port
 
 __all__ = [
     "MAX_HANDSHAKE",
@@ -54,7 +62,7 @@ class Reply(enum.IntEnum):
 
 def socks_target(host: str, port: int) -> str:
     """``host:port`` as ACLs and remotes write it (IPv6 in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(host, port)
 
 
 def encode_reply(code: Reply, bound: tuple[str, int] | None = None) -> bytes:
@@ -90,10 +98,14 @@ class ConnectRequested:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """End the handshake: send ``reply`` when it is not empty, then close; ``reason`` to log."""
+    """End the handshake: send ``reply`` when it is not empty, then close; ``reason`` to log.
+
+    ``denied``: refused by policy (an ambiguous host), worth a warning like an ACL denial.
+    """
 
     reply: bytes
     reason: str
+    denied: bool = False
 
 
 Event = MethodsOffered | ConnectRequested | Refusal
@@ -104,9 +116,10 @@ class _Incomplete(Exception):
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, reply: bytes = b"") -> None:
+    def __init__(self, reason: str, reply: bytes = b"", *, denied: bool = False) -> None:
         super().__init__(reason)
         self.reply = reply
+        self.denied = denied
 
 
 class SocksServer:
@@ -137,7 +150,7 @@ class SocksServer:
         except _Incomplete:
             pass
         except _Refused as exc:
-            events.append(self._finish(Refusal(exc.reply, str(exc))))
+            events.append(self._finish(Refusal(exc.reply, str(exc), exc.denied)))
         return events
 
     def _finish(self, event: Event) -> Event:
@@ -186,6 +199,8 @@ class SocksServer:
             raise _Refused(
                 f"command {command} not supported", encode_reply(Reply.COMMAND_NOT_SUPPORTED)
             )
+        if atyp == ATYP_DOMAIN:
+            host = _canonical_name(host, port)
         event = ConnectRequested(host, port, socks_target(host, port), early)
         self._finish(event)
         return event
@@ -197,6 +212,27 @@ def _host_name(name: bytes) -> str:
         host = name.decode("ascii")
     except UnicodeDecodeError:
         raise _Refused("non-ASCII host name", encode_reply(Reply.HOST_UNREACHABLE)) from None
-    if not host or any(c in host for c in "\x00/\\@ ") or not host.isprintable():
+    if not host or any(c in host for c in "\x00/\\@ []") or not host.isprintable():
         raise _Refused(f"bad host name {host[:60]!r}", encode_reply(Reply.HOST_UNREACHABLE))
     return host
+
+
+def _canonical_name(host: str, port: int) -> str:
+    """A DOMAINNAME in its one spelling (cc.protocol.hosts), so the ACL sees what is dialled.
+
+    A numeric shorthand (``127.0.011``, which the resolver reads as 127.0.0.9) is
+    refused with "connection not allowed by ruleset" (0x02), not dialled: the ACL
+    would have judged one text while the dial went to another address, so this is
+    a policy refusal, not an unreachable host.  An IPv6 literal sent as a name comes
+    back in RFC 5952 form; an invalid one is an unreachable host, as a bad name is.
+    """
+    try:
+        return canonical_host(host)
+    except AmbiguousHostError as exc:
+        raise _Refused(
+            f"CONNECT {join_host_port(host, port)} refused: {exc}",
+            encode_reply(Reply.NOT_ALLOWED),
+            denied=True,
+        ) from None
+    except HostError as exc:
+        raise _Refused(str(exc), encode_reply(Reply.HOST_UNREACHABLE)) from None

@@ -146,7 +146,9 @@ async def open_websocket(
     if isinstance(event, UpgradeFailed):
         transport.abort()
         raise DialError(event.message)
-    wst = WebSocketTransport(transport, WebSocketStream(is_client=True, max_frame_size=MAX_FRAME_FROM_GATEWAY))
+    wst = WebSocketTransport(
+        transport, WebSocketStream(is_client=True, max_frame_size=MAX_FRAME_FROM_GATEWAY)
+    )
     wst.set_extra_info(cc_peer_is_ours=event.peer_is_ours)
     transport.set_protocol(wst)
     rest = event.leftover + bytes(exchange.late)

@@ -19,8 +19,14 @@ from typing import Any
 
 import asyncssh
 
+from cc.protocol.hosts import AmbiguousHostError, bare_host, join_host_port
 from cc.protocol.remote import Remote, split_target
-from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
+from cc.ssh import (
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_CONNECT_FAILED,
+    ChannelOpenError,
+    open_chisel_channel,
+)
 from cc.stats import RemoteStats, SessionStats
 from cc.tunnel.pipe import Pipe, dial
 from cc.tunnel.socks import SocksSession
@@ -51,7 +57,12 @@ async def drain(stats: SessionStats, timeout: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ChannelTarget:
-    """An incoming channel's target: ``socks``, ``host:port`` or ``host:port/udp``."""
+    """An incoming channel's target: ``socks``, ``host:port`` or ``host:port/udp``.
+
+    ``text`` is the target in its one spelling (cc.protocol.hosts), which may differ
+    from what the peer sent (``[0:0::1]:22`` is ``[::1]:22``): ACLs, declared remotes,
+    stats and logs all see what will be dialled.
+    """
 
     text: str
     host: str = ""
@@ -69,15 +80,24 @@ class ChannelTarget:
 
     @classmethod
     def parse(cls, text: str) -> ChannelTarget:
-        """Split ``text``; a target that is not ``host:port`` is refused as connect-failed."""
+        """Split and canonicalise ``text``, or refuse it (ChannelOpenError, to log and send).
+
+        A target that is not ``host:port`` is refused as connect-failed.  A numeric host
+        the resolver reads as another address (``127.0.011`` is 127.0.0.9) is refused as
+        prohibited, with the address it stands for in the reason: dialling it would
+        reach an address no ACL or declared remote named.
+        """
         if text == "socks":
             return cls(text)
         address = text.removesuffix("/udp")
         try:
             host, port = split_target(address)
+        except AmbiguousHostError as exc:
+            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, str(exc)) from None
         except ValueError:
             raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        return cls(text, host, port, udp=address != text)
+        udp = address != text
+        return cls(join_host_port(host, port) + ("/udp" if udp else ""), host, port, udp=udp)
 
 
 class TunnelEndpoint:
@@ -112,11 +132,12 @@ class TunnelEndpoint:
 
         ``reuse_port`` lets other processes or sessions bind the same port
         (SO_REUSEPORT) when they are meant to share it.  OSError if it is taken.
+        An IPv6 local host is bound without the brackets the remote carries.
         """
         stats = self.stats.remote(str(remote))
         return await asyncio.get_running_loop().create_server(
             lambda: self.accept_into_channel(remote, stats),
-            remote.local_host or None,
+            bare_host(remote.local_host) or None,
             remote.local_port,
             reuse_address=True,
             reuse_port=reuse_port or None,

@@ -60,8 +60,9 @@ def _failure_code(exc: BaseException) -> Reply:
 class SocksSession(asyncssh.SSHTCPSession[bytes]):
     """The session of one ``socks`` channel: handshake, authorize, dial, then pipe.
 
-    ``authorize(target)`` gets ``host:port`` (IPv6 hosts in brackets, names as the
-    client sent them) and returns whether the CONNECT may proceed; None allows all.
+    ``authorize(target)`` gets ``host:port`` (IPv6 hosts in brackets and RFC 5952
+    form, names as the client sent them; numeric shorthands never get this far) and
+    returns whether the CONNECT may proceed; None allows all.
     """
 
     def __init__(
@@ -102,7 +103,11 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
             if isinstance(event, MethodsOffered):
                 self._write(event.reply)
             elif isinstance(event, Refusal):
-                self._refuse(event.reason, event.reply)
+                if event.denied:  # a policy refusal is a warning, as the ACL's is
+                    self.log.warning("%s: %s", self.label, event.reason)
+                    self._refuse("", event.reply)
+                else:
+                    self._refuse(event.reason, event.reply)
             else:
                 self._connect_requested(event)
 

@@ -70,11 +70,25 @@ def test_canonical_quads_and_names_pass_unchanged(text: str) -> None:
         ("[::1]", "[::1]"),
         ("[2001:DB8::0:1]", "[2001:db8::1]"),
         ("2001:db8:0:0:0:0:0:1", "2001:db8::1"),
-        ("[::ffff:127.0.0.1]", "[::ffff:7f00:1]"),
         ("[fe80::1%eth0]", "[fe80::1%eth0]"),
     ],
 )
 def test_ipv6_is_rewritten_to_rfc5952(text: str, canonical: str) -> None:
+    assert canonical_host(text) == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("[::ffff:127.0.0.1]", "[::ffff:127.0.0.1]"),
+        ("[::ffff:7f00:1]", "[::ffff:127.0.0.1]"),
+        ("[0:0:0:0:0:FFFF:0A00:0001]", "[::ffff:10.0.0.1]"),
+        ("::ffff:7f00:9", "::ffff:127.0.0.9"),
+    ],
+)
+def test_ipv4_mapped_ipv6_is_dotted_on_every_python(text: str, canonical: str) -> None:
+    """RFC 5952 section 5; Python 3.11's ipaddress writes ``::ffff:7f00:1``, 3.13 the
+    dotted form, and an ACL must not change meaning with the interpreter."""
     assert canonical_host(text) == canonical
 
 
@@ -102,5 +116,9 @@ def test_every_canonical_quad_is_accepted(value: int) -> None:
 @given(st.ip_addresses(v=6))
 def test_every_ipv6_canonical_form_is_a_fixed_point(address: ipaddress.IPv6Address) -> None:
     once = canonical_host(f"[{address.exploded}]")
-    assert once == f"[{address.compressed}]"
+    if address.ipv4_mapped is None:
+        assert once == f"[{address.compressed}]"
+    else:
+        assert once == f"[::ffff:{address.ipv4_mapped}]"
+    assert ipaddress.IPv6Address(once[1:-1]) == address
     assert canonical_host(once) == once

@@ -141,11 +141,48 @@ def test_unknown_address_type(atyp: int) -> None:
         (b"user@host", "bad host name 'user@host'"),
         (b"nul\x00", "bad host name 'nul\\x00'"),
         (b"tab\t", "bad host name 'tab\\t'"),
+        (b"[::1]", "bad host name '[::1]'"),
+        (b"a:b", "invalid IPv6 literal 'a:b'"),
     ],
 )
 def test_bad_host_names_are_host_unreachable(name: bytes, reason: str) -> None:
     events = feed(GREETING, domain(name, 80))
     assert events[-1] == Refusal(failure(Reply.HOST_UNREACHABLE), reason)
+
+
+@pytest.mark.parametrize(
+    ("name", "meaning"),
+    [
+        (b"127.0.011", "127.0.0.9"),
+        (b"127.1", "127.0.0.1"),
+        (b"0x7f.1", "127.0.0.1"),
+        (b"2130706433", "127.0.0.1"),
+        (b"010.0.0.1", "8.0.0.1"),
+    ],
+)
+def test_numeric_shorthand_names_are_not_allowed(name: bytes, meaning: str) -> None:
+    """The resolver would dial ``meaning`` while an ACL judged the text: reply 2, a denial."""
+    (event,) = feed(GREETING, domain(name, 80))[1:]
+    assert isinstance(event, Refusal)
+    assert event.reply == failure(Reply.NOT_ALLOWED)
+    assert event.denied
+    assert event.reason.startswith(f"CONNECT {name.decode()}:80 refused: ambiguous numeric host")
+    assert f"reads it as {meaning};" in event.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "target"),
+    [
+        (b"0:0:0:0:0:0:0:1", "::1", "[::1]:80"),
+        (b"2001:DB8::0:1", "2001:db8::1", "[2001:db8::1]:80"),
+        (b"::ffff:7f00:1", "::ffff:127.0.0.1", "[::ffff:127.0.0.1]:80"),
+        (b"10.0.0.1", "10.0.0.1", "10.0.0.1:80"),
+    ],
+)
+def test_numeric_names_come_in_their_canonical_spelling(
+    name: bytes, host: str, target: str
+) -> None:
+    assert feed(GREETING, domain(name, 80))[1:] == [ConnectRequested(host, 80, target, b"")]
 
 
 @pytest.mark.parametrize("size", [MAX_HANDSHAKE + 1, 64 * 1024])

@@ -22,7 +22,7 @@ from cc.connector.connector import Connector, ConnectorConfig, FatalError
 from cc.gateway.gateway import Gateway, GatewayConfig
 from cc.protocol.remote import Remote, parse_remote
 from cc.stats import RemoteStats, SessionStats
-from tests.support.net import free_port
+from tests.support.net import LOOPBACK, free_port
 from tests.support.streams import STEP, ServiceHandler
 
 __all__ = [
@@ -176,8 +176,8 @@ class Harness:
         return info.value
 
     # -- services -------------------------------------------------------------
-    async def service(self, handler: ServiceHandler) -> int:
-        """A TCP service on 127.0.0.1 running ``handler`` per connection; returns its port."""
+    async def service(self, handler: ServiceHandler, host: str = LOOPBACK) -> int:
+        """A TCP service on ``host`` running ``handler`` per connection; returns its port."""
 
         async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -187,7 +187,7 @@ class Harness:
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(guarded, "127.0.0.1", 0, backlog=1024)
+        server = await asyncio.start_server(guarded, host, 0, backlog=1024)
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -22,6 +22,7 @@ from pathlib import Path
 __all__ = [
     "IO_TIMEOUT",
     "LOOPBACK",
+    "LOOPBACK6",
     "STOP_TIMEOUT",
     "EchoServer",
     "PeerStartError",
@@ -30,6 +31,7 @@ __all__ = [
     "echo_roundtrip",
     "free_port",
     "http_echo_server",
+    "ipv6_loopback_missing",
     "port_is_free",
     "port_refuses",
     "read_exactly",
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+#: The IPv6 loopback, for the tests that need IPv6 on both ends (see ipv6_loopback_missing).
+LOOPBACK6 = "::1"
 #: Bound on one blocking exchange with a tunnel or a target.
 IO_TIMEOUT = 10.0
 #: Bound on stopping a server thread or a process.
@@ -95,6 +99,18 @@ def free_port(host: str = LOOPBACK) -> int:
             _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port found in {bottom}-{top} on {host}")
+
+
+def ipv6_loopback_missing() -> str | None:
+    """Why IPv6 tests cannot run here (a skip reason), or None when ``::1`` can be bound."""
+    if not socket.has_ipv6:
+        return "this Python was built without IPv6 (socket.has_ipv6 is False)"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK6, 0))
+    except OSError as exc:
+        return f"no IPv6 loopback: cannot bind [::1] ({exc.strerror or exc})"
+    return None
 
 
 def port_is_free(port: int) -> bool:

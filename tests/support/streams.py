@@ -105,16 +105,21 @@ async def hash_exactly(reader: asyncio.StreamReader, size: int) -> bytes:
 
 
 async def round_trip(
-    port: int, payload: bytes, *, half_close: bool = True, timeout: float | None = STEP
+    port: int,
+    payload: bytes,
+    *,
+    half_close: bool = True,
+    timeout: float | None = STEP,
+    host: str = LOOPBACK,
 ) -> bytes:
-    """``payload`` through an echo service behind 127.0.0.1:``port``; what came back.
+    """``payload`` through an echo service behind ``host``:``port``; what came back.
 
     ``half_close``: send it all, then EOF, and read until the echo's EOF (which
     proves the half-close crossed).  Otherwise read back exactly as many bytes
     with the connection still open both ways.
     """
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        reader, writer = await asyncio.open_connection(host, port)
         try:
             if not half_close:
                 writer.write(payload)
@@ -128,10 +133,12 @@ async def round_trip(
             writer.close()
 
 
-async def assert_echoes(port: int, size: int = 256 * 1024, seed: int = 0) -> None:
-    """Send ``size`` random bytes to 127.0.0.1:``port`` and require them back unchanged."""
+async def assert_echoes(
+    port: int, size: int = 256 * 1024, seed: int = 0, *, host: str = LOOPBACK
+) -> None:
+    """Send ``size`` random bytes to ``host``:``port`` and require them back unchanged."""
     payload = blob(size, seed)
-    answer = await round_trip(port, payload)
+    answer = await round_trip(port, payload, host=host)
     assert len(answer) == len(payload), f"{len(answer)} of {len(payload)} bytes came back"
     assert answer == payload, "the bytes came back changed"
 

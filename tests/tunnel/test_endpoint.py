@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.ssh import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, ChannelOpenError
 from cc.tunnel.endpoint import ChannelTarget
 from tests.support.harness import STEP, Harness, wait_until
 from tests.support.net import free_port
@@ -37,6 +37,25 @@ def test_channel_target_splits_host_port_and_udp(
     assert (target.host, target.port, target.udp, target.address) == (host, port, udp, address)
     assert not target.socks
     assert target.text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [("[0:0:0:0:0:0:0:1]:22", "[::1]:22"), ("[2001:DB8::0:1]:53/udp", "[2001:db8::1]:53/udp")],
+)
+def test_channel_target_is_canonical(text: str, canonical: str) -> None:
+    """ACLs, declared remotes and stats see the spelling that is dialled."""
+    assert ChannelTarget.parse(text).text == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "meaning"), [("127.0.011:80", "127.0.0.9"), ("0x7f.1:22/udp", "127.0.0.1")]
+)
+def test_channel_target_in_shorthand_is_prohibited(text: str, meaning: str) -> None:
+    with pytest.raises(ChannelOpenError) as info:
+        ChannelTarget.parse(text)
+    assert info.value.code == OPEN_ADMINISTRATIVELY_PROHIBITED
+    assert f"reads it as {meaning};" in info.value.reason
 
 
 def test_channel_target_socks() -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncssh
 
+from cc.protocol.hosts import join_host_port
 from cc.tunnel.udp.settings import DEFAULT_MAX_SIZE, MAX_DATAGRAM, UDPSettings
 
 __all__ = [
@@ -58,14 +59,7 @@ ChannelOpener = Callable[[bytes, Callable[[], asyncssh.SSHTCPSession[bytes]]], A
 
 def format_addr(addr: Any) -> str:
     """A socket address as Go's ``UDPAddr.String()``: ``1.2.3.4:53``, ``[::1]:53``."""
-    host, port = addr[0], addr[1]
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
-def _strip_brackets(host: str) -> str:
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return join_host_port(addr[0], addr[1])
 
 
 class _Drops:

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncssh
 
+from cc.protocol.hosts import bare_host
 from cc.protocol.remote import Remote
 from cc.protocol.udp import GobDecoder, GobEncoder, GobError
 from cc.protocol.udpmap import SenderTable
@@ -20,7 +21,6 @@ from cc.tunnel.udp.common import (
     ChannelOpener,
     UDPSettings,
     _Drops,
-    _strip_brackets,
     format_addr,
 )
 
@@ -65,7 +65,7 @@ class UDPListener(asyncio.AbstractServer):
     # -- AbstractServer ---------------------------------------------------------
     async def start(self) -> None:
         """Bind the local socket; OSError if the address is taken."""
-        host = _strip_brackets(self.remote.local_host)
+        host = bare_host(self.remote.local_host)
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _ListenerProtocol(self), local_addr=(host, self.remote.local_port)
         )
