@@ -488,16 +488,25 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     except OSError as exc:
         where = join_host_port(config.host, config.port)
         fail(PROG, f"cannot listen on {where}: {exc.strerror or exc}")
+    # Every worker watches the files itself and re-checks its own live sessions.
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:
         watchers.append(
             FileWatcher(
-                args.authfile, parse_authfile, lambda users: setattr(config, "users", users), log
+                args.authfile,
+                parse_authfile,
+                lambda users: gateway.apply_credentials(users, config.tokens),
+                log,
             )
         )
     if args.tokens:
         watchers.append(
-            FileWatcher(args.tokens, parse_tokens_file, lambda t: setattr(config, "tokens", t), log)
+            FileWatcher(
+                args.tokens,
+                parse_tokens_file,
+                lambda tokens: gateway.apply_credentials(config.users, tokens),
+                log,
+            )
         )
     for watcher in watchers:
         watcher.start()
