@@ -231,6 +231,10 @@ class GatewaySession(asyncssh.SSHServer):
         error = self._refusal(config.remotes)
         if error is None:
             error = await self._open_listeners([r for r in config.remotes if r.reverse])
+        if error is None:  # revoked, narrowed or gone while the listeners opened?
+            error = "server: closed" if self.conn.is_closed() else self._refusal(config.remotes)
+            if error is not None:
+                self.close_listeners()
         if error is not None:
             return error
         self._start(config)

@@ -20,6 +20,7 @@ import asyncssh
 import pytest
 
 from cc.connector.connector import FatalError
+from cc.gateway.ports import LocalPortRegistry
 from cc.protocol.acl import TokenTable, UserTable, parse_authfile, parse_tokens_file
 from cc.ssh import ChannelOpenError, open_chisel_channel
 from tests.support.harness import STEP, ChannelSink, Harness, wait_until
@@ -271,3 +272,49 @@ async def test_unrelated_edit_leaves_the_session_alone(
     assert alice.gateway.sessions == {alice.session}
     assert alice.session.listeners == listeners
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+# -- a reload while the session's listeners are still opening ------------------------------
+
+
+class HeldRegistry(LocalPortRegistry):
+    """Port claims wait until ``go`` is set: the window between ACL check and bind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def claim(self, port: int, key: str | None, owner: int) -> bool:
+        self.asked.set()
+        await self.go.wait()
+        return await super().claim(port, key, owner)
+
+
+@pytest.mark.parametrize(
+    ("after", "refusal"),
+    [
+        pytest.param({"bob:pw": [""]}, "authentication failed", id="revoked"),
+        pytest.param({"alice:pw": [], "bob:pw": [""]}, "access to 'R:127.0.0.1:", id="narrowed"),
+    ],
+)
+async def test_reload_while_listeners_open_leaves_no_listener(
+    harness: Harness, after: dict[str, list[str]], refusal: str
+) -> None:
+    """A reverse port whose bind was under way when the ACL changed is not left open."""
+    registry = HeldRegistry()
+    gateway = await harness.gateway(
+        users=users({"alice:pw": [""], "bob:pw": [""]}), port_registry=registry
+    )
+    port = free_port()
+    running = harness.start(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:9"], auth=("alice", "pw"))
+    async with asyncio.timeout(STEP):
+        await registry.asked.wait()
+    gateway.apply_credentials(users(after), None)
+    registry.go.set()
+    with pytest.raises(FatalError, match=re.escape(refusal)):
+        async with asyncio.timeout(STEP):
+            await running.task
+    await wait_until(lambda: not gateway.sessions)
+    assert await refuses(port)
+    assert registry.claims.holders(port) == 0
