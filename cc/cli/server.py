@@ -93,7 +93,10 @@ HELP = f"""\
     are matched as "<remote-host>:<remote-port>" for normal remotes and
     "R:<local-interface>:<local-port>" for reverse ones; "" or "*"
     allows everything, an empty list nothing. The file is reloaded when
-    it changes (env CC_AUTHFILE).
+    it changes, and sessions already in are held to it: a removed user
+    or a changed password closes the user's sessions, narrower regexes
+    close the reverse ports and refuse the channels they no longer
+    allow (env CC_AUTHFILE).
 
     --auth, A single user with full access, in the form <user:pass>;
     the same as an authfile holding {{"<user:pass>": [""]}}. Defaults to
@@ -110,7 +113,8 @@ HELP = f"""\
     header (what the Cloud Connector sends with --header "token: ...");
     a missing or unknown token is refused with HTTP 401 before any SSH
     state exists, and the token's regexes limit its remotes as above.
-    Reloaded when it changes (env CC_TOKENS).
+    Reloaded when it changes, like --authfile: a removed token closes
+    the sessions that came with it (env CC_TOKENS).
 
     --keepalive, How often the server pings each client. Since the
     underlying transport is HTTP, proxies on the way often close idle
@@ -488,16 +492,25 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     except OSError as exc:
         where = join_host_port(config.host, config.port)
         fail(PROG, f"cannot listen on {where}: {exc.strerror or exc}")
+    # Every worker watches the files itself and re-checks its own live sessions.
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:
         watchers.append(
             FileWatcher(
-                args.authfile, parse_authfile, lambda users: setattr(config, "users", users), log
+                args.authfile,
+                parse_authfile,
+                lambda users: gateway.apply_credentials(users, config.tokens),
+                log,
             )
         )
     if args.tokens:
         watchers.append(
-            FileWatcher(args.tokens, parse_tokens_file, lambda t: setattr(config, "tokens", t), log)
+            FileWatcher(
+                args.tokens,
+                parse_tokens_file,
+                lambda tokens: gateway.apply_credentials(config.users, tokens),
+                log,
+            )
         )
     for watcher in watchers:
         watcher.start()

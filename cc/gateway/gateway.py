@@ -25,7 +25,7 @@ from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
 from cc.log import get_logger
 from cc.protocol import http
-from cc.protocol.acl import TokenTable, UserTable
+from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
 from cc.protocol.admission import Admission, AdmissionPolicy
 from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
 from cc.protocol.handshake import accept_upgrade
@@ -188,6 +188,17 @@ class Gateway:
         assert self._front is not None
         await self._front.serve_forever()
 
+    def apply_credentials(self, users: UserTable | None, tokens: TokenTable | None) -> None:
+        """Reloaded users or tokens: new logins use them, and live sessions are re-checked.
+
+        chisel only checks at login, so a revoked user kept its tunnels; here each
+        session is held to what a login with its credentials would get now.
+        """
+        self.config.users = users
+        self.config.tokens = tokens
+        for session in list(self.sessions):
+            session.recheck_credentials(users, tokens)
+
     def _new_session(self) -> GatewaySession:
         self._session_ids += 1
         return GatewaySession(self, self._session_ids)
@@ -232,10 +243,12 @@ class Gateway:
             conn.transport.write(answer.data)
             conn.transport.close()
             return
-        token_permissions = None
+        token_permissions: Permissions | None = None
+        digest: bytes | None = None
         if self.config.tokens is not None:
             token = request.headers.get("token")
-            token_permissions = self.config.tokens.lookup(token) if token else None
+            digest = token_digest(token) if token else None
+            token_permissions = self.config.tokens.lookup_digest(digest) if digest else None
             if token_permissions is None:
                 penalty = self.login_failed(
                     conn.doorway.source,
@@ -256,6 +269,7 @@ class Gateway:
                 group=_group_secret(request),
                 source=conn.doorway.source,
                 authenticated=conn.doorway.release,
+                token_digest=digest,
             ),
             cc_peer_is_ours=answer.peer_is_ours,
         )

@@ -20,10 +20,11 @@ import asyncssh
 
 from cc.log import get_logger
 from cc.protocol import http
-from cc.protocol.acl import Permissions
+from cc.protocol.acl import Permissions, TokenTable, UserTable, password_digest
 from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
+from cc.protocol.revocation import Login, Revoke, Update, recheck
 from cc.protocol.workers import is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -54,6 +55,8 @@ class PeerContext:
     request: http.Request
     #: the connector's group secret (GROUP_HEADER), when it runs several sessions
     group: str | None = None
+    #: ``acl.token_digest`` of its token, so a reload can tell whether it was revoked
+    token_digest: bytes | None = None
     started: float = field(default_factory=time.monotonic)
     #: the unit of blame for failed logins (see cc.protocol.authguard.source_of)
     source: str = "?"
@@ -72,8 +75,12 @@ class GatewaySession(asyncssh.SSHServer):
         self.context: PeerContext | None = None
         self.user = ""
         self.permissions: Permissions | None = None
+        #: ``acl.password_digest`` of the password it logged in with (reloads re-check it)
+        self.password_digest: bytes | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
+        #: the reverse remote each listener serves (a narrowed ACL closes some)
+        self._listener_remotes: dict[asyncio.AbstractServer, Remote] = {}
         self.endpoint = TunnelEndpoint(
             lambda: self.conn, gateway.stats, self.log, gateway.config.udp
         )
@@ -171,6 +178,7 @@ class GatewaySession(asyncssh.SSHServer):
                 )
             return False
         gateway.auth_guard.succeeded(source)
+        self.password_digest = password_digest(password)
         self.permissions = permissions
         self._auth_done(username)
         return True
@@ -223,6 +231,10 @@ class GatewaySession(asyncssh.SSHServer):
         error = self._refusal(config.remotes)
         if error is None:
             error = await self._open_listeners([r for r in config.remotes if r.reverse])
+        if error is None:  # revoked, narrowed or gone while the listeners opened?
+            error = "server: closed" if self.conn.is_closed() else self._refusal(config.remotes)
+            if error is not None:
+                self.close_listeners()
         if error is not None:
             return error
         self._start(config)
@@ -309,6 +321,7 @@ class GatewaySession(asyncssh.SSHServer):
                     return f"server: Server cannot listen on {remote.local()}"
                 await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
             self.listeners.append(server)
+            self._listener_remotes[server] = remote
             self.log.debug("tun: %s: Listening", remote)
         return None
 
@@ -411,6 +424,65 @@ class GatewaySession(asyncssh.SSHServer):
         self._claimed.clear()
         for task in self._partner_checks:
             task.cancel()
+
+    # -- a reloaded authfile or tokens file ---------------------------------------
+    def recheck_credentials(self, users: UserTable | None, tokens: TokenTable | None) -> None:
+        """Hold this live session to reloaded credentials, as if it logged in now.
+
+        chisel keeps a session's login-time permissions for ever.  Here a removed
+        user or token (or a changed password) ends the session; narrower ACLs
+        close the reverse listeners they no longer allow, and every later channel
+        (and SOCKS request) is checked against the new ones through ``allowed``.
+        """
+        if self.permissions is None or self.conn is None or self.conn.is_closed():
+            return  # not logged in yet (validate_password reads the new table), or gone
+        context = self.context
+        peer = context.peer if context else "?"
+        token = context.token_permissions if context else None
+        login = Login(self.user, self.password_digest, context.token_digest if context else None)
+        decision = recheck(login, users, tokens, (self.permissions, token))
+        if isinstance(decision, Revoke):
+            self.log.warning(
+                "Closed session of user '%s' from %s: %s", self.user, peer, decision.reason
+            )
+            self.close_listeners()
+            self.close()
+        elif isinstance(decision, Update):
+            forwards = [r for r in self.remotes if not r.reverse and not r.socks]
+            before = [r for r in forwards if self.allowed(r.acl_subject())]
+            self.permissions = decision.user
+            if context is not None:
+                context.token_permissions = decision.token
+            self.log.debug("Permissions of user '%s' from %s reloaded", self.user, peer)
+            self._close_disallowed_listeners(peer)
+            for remote in before:
+                if not self.allowed(remote.acl_subject()):
+                    self.log.warning(
+                        "Refusing channels of %s for user '%s' from %s: '%s' is no longer allowed",
+                        remote,
+                        self.user,
+                        peer,
+                        remote.acl_subject(),
+                    )
+
+    def _close_disallowed_listeners(self, peer: str) -> None:
+        for server in list(self.listeners):
+            remote = self._listener_remotes.get(server)
+            if remote is None or self.allowed(remote.acl_subject()):
+                continue
+            del self._listener_remotes[server]
+            server.close()
+            self.listeners.remove(server)
+            if remote.local_proto is Proto.TCP and remote.local_port in self._claimed:
+                del self._claimed[remote.local_port]
+                self.gateway.config.port_registry.release(remote.local_port, self.id)
+            self.log.warning(
+                "Closed %s of user '%s' from %s: '%s' is no longer allowed",
+                remote,
+                self.user,
+                peer,
+                remote.acl_subject(),
+            )
 
     # -- channels the client opens (forward remotes) -----------------------------
     def chisel_channel_requested(self, target_bytes: bytes) -> Any:

@@ -208,7 +208,7 @@ async def test_authfile_reload(
     watcher = FileWatcher(
         str(path),
         parse_authfile,
-        lambda users: setattr(gateway.config, "users", users),
+        lambda users: gateway.apply_credentials(users, gateway.config.tokens),
         get_logger("server"),
         interval=0.02,
     )
