@@ -23,6 +23,7 @@ from cc.gateway.backend import proxy_to_backend
 from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
+from cc.gateway.webroute import NamedServices, WebRouteSettings
 from cc.log import get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
@@ -30,6 +31,7 @@ from cc.protocol.admission import Admission, AdmissionPolicy
 from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.hosts import bare_host, join_host_port
+from cc.protocol.webroute import is_webroute_request
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.ssh import (
@@ -86,6 +88,8 @@ class GatewayConfig:
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     #: failed logins and refusals are logged once, then summarised this often per source
     log_summary_interval: float = 60.0
+    #: --remoted-*: named services, wire-compatible with Remoted API Server (None: off)
+    webroute: WebRouteSettings | None = None
 
 
 class Gateway:
@@ -102,6 +106,10 @@ class Gateway:
         self.auth_guard = AuthGuard(config.guard)
         self.failed_logins = FailureLog("failed logins", interval=config.log_summary_interval)
         self._session_ids = 0
+        #: named services (WebRoute), when keys are configured
+        self.named_services = (
+            NamedServices(self, config.webroute) if config.webroute is not None else None
+        )
         host_key = asyncssh.import_private_key(config.host_key_pem)
         self._host_key = host_key
 
@@ -142,6 +150,8 @@ class Gateway:
             self._housekeeping.cancel()
         for session in list(self.sessions):
             session.close_listeners()
+        if self.named_services is not None:
+            self.named_services.close()
         await drain(self.stats, drain_timeout)
         for session in list(self.sessions):
             session.close()
@@ -206,6 +216,9 @@ class Gateway:
     # -- HTTP routing ---------------------------------------------------------
     def handle_request(self, conn: _HTTPConnection, request: http.Request, rest: bytes) -> None:
         peer = conn.peer
+        if self.named_services is not None and is_webroute_request(request):
+            self.named_services.handle(conn, request, rest)
+            return
         if request.is_websocket_upgrade():
             protocol = request.headers.get("Sec-WebSocket-Protocol") or ""
             if protocol == CHISEL_PROTOCOL:
