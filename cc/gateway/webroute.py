@@ -429,6 +429,8 @@ class _Leg(asyncio.Protocol):
         other = self.other
         if other is None:
             return False  # a parked client that hangs up is gone (connection_lost follows)
+        if other.transport.is_closing():
+            return False
         if not other.transport.can_write_eof():  # TLS: no half-close, so close both
             other.transport.close()
             return False
