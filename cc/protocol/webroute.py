@@ -33,18 +33,23 @@ Where we differ from remoted, on purpose:
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import hmac
 import json
 import math
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
+from cc import __version__
+
 from .acl import Permissions
-from .errors import AuthFileError
-from .http import Request, accept_key
+from .errors import AuthFileError, ProtocolError, RemoteError
+from .http import Request, Response, accept_key, build_request
+from .remote import validate_host
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -56,19 +61,30 @@ __all__ = [
     "IdleProbe",
     "KeyTable",
     "Link",
+    "Notification",
+    "NotificationReader",
     "Park",
     "Parked",
     "Refuse",
     "Register",
     "Role",
     "Routes",
+    "ServiceRemote",
+    "WebRouteRefused",
     "banned_response",
+    "check_registration",
+    "check_switch",
     "decide",
+    "is_service_remote",
     "is_webroute_request",
+    "new_webroute_id",
     "notification",
     "parse_keys_file",
+    "parse_service_remote",
+    "registration_request",
     "switching_protocols",
     "webroute_accept",
+    "webroute_request",
 ]
 
 #: remoted's WebRoute GUID: ``Sec-WebRoute-Accept = base64(sha1(id + ID_GUID))``.
@@ -592,3 +608,198 @@ class IdleProbe:
             return self.DROP
         self._pinged_at = now
         return self.PING
+
+
+# -- our own ends: registering a service, reaching one ------------------------------------
+
+#: How a service remote starts: ``R:svc/PATH:HOST:PORT``.
+SERVICE_PREFIX = "R:svc/"
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRemote:
+    """``R:svc/PATH:HOST:PORT``: register PATH, link each of its clients to HOST:PORT."""
+
+    path: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"R:svc{self.path}:{self.host}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def is_service_remote(text: str) -> bool:
+    return text.startswith(SERVICE_PREFIX)
+
+
+def parse_service_remote(text: str) -> ServiceRemote:
+    """Parse ``R:svc/PATH:HOST:PORT`` (HOST may be ``[v6]``); RemoteError if malformed.
+
+    PATH is everything between ``R:svc`` and the last ``:HOST:PORT``, so it starts
+    with ``/`` and cannot itself hold a colon; it is the exact path clients ask for.
+    """
+    if not is_service_remote(text):
+        raise RemoteError(f"not a service remote (R:svc/PATH:HOST:PORT): {text!r}")
+    rest, sep, port_text = text[len(SERVICE_PREFIX) - 1 :].rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise RemoteError(f"service remote needs :HOST:PORT at the end: {text!r}")
+    if rest.endswith("]"):
+        start = rest.rfind(":[")
+        path, host = (rest[:start], rest[start + 1 :]) if start >= 0 else ("", "")
+    else:
+        path, _, host = rest.rpartition(":")
+    port = int(port_text)
+    if not path.startswith("/") or len(path) > 1024:
+        raise RemoteError(f"service remote needs a path starting with '/': {text!r}")
+    if any(ch in path for ch in " ?#\t\r\n\0"):
+        raise RemoteError(f"service path may not hold spaces, '?' or '#': {text!r}")
+    if not 1 <= port <= 65535:
+        raise RemoteError(f"port {port} out of range 1..65535 in {text!r}")
+    return ServiceRemote(path, validate_host(host), port)
+
+
+def new_webroute_id() -> str:
+    """64 random letters and digits, as the PHP SDK's ``GenerateString(64)``."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(64))
+
+
+def webroute_request(
+    target: str, host: str, key: str, webroute_id: str, timeout: int | None = None
+) -> bytes:
+    """A WebRoute upgrade as the PHP SDK sends it (its header order), with our User-Agent."""
+    headers = [
+        ("Host", host),
+        ("User-Agent", f"cloud-connector/{__version__}"),
+        (KEY_HEADER, key),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Pragma", "no-cache"),
+        ("WebRoute-Version", "1"),
+        ("WebRoute-ID", webroute_id),
+    ]
+    if timeout is not None:
+        headers.append(("WebRoute-Timeout", str(int(timeout))))
+    headers.append(("Upgrade", "webroute"))
+    return build_request("GET", target, headers)
+
+
+def registration_request(target: str, host: str, key: str, websocket_key: str) -> bytes:
+    """A registration (WebSocket upgrade with the server key), with the Origin remoted wants."""
+    return build_request(
+        "GET",
+        target,
+        [
+            ("Host", host),
+            ("User-Agent", f"cloud-connector/{__version__}"),
+            (KEY_HEADER, key),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Origin", f"http://{host}"),
+            ("Pragma", "no-cache"),
+            ("Sec-WebSocket-Key", websocket_key),
+            ("Sec-WebSocket-Version", "13"),
+            ("Upgrade", "websocket"),
+        ],
+    )
+
+
+class WebRouteRefused(ProtocolError):
+    """The gateway answered something other than the expected 101.
+
+    ``errorcode`` is remoted's JSON ``errorcode`` when the body carried one.
+    """
+
+    def __init__(self, status: int, reason: str, errorcode: str = "") -> None:
+        detail = f" ({errorcode})" if errorcode else ""
+        super().__init__(f"{status} {reason}{detail}")
+        self.status = status
+        self.reason = reason
+        self.errorcode = errorcode
+
+
+def _errorcode(body: bytes) -> str:
+    """remoted's ``errorcode`` from a JSON body that came with the head, if any."""
+    start = body.find(b"{")
+    if start < 0:
+        return ""
+    try:
+        obj = json.loads(body[start:].decode("utf-8", "replace"))
+    except ValueError:
+        return ""
+    code = obj.get("errorcode") if isinstance(obj, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def check_switch(response: Response, rest: bytes, webroute_id: str) -> None:
+    """A WebRoute answer must be 101 with the right Sec-WebRoute-Accept; else raise."""
+    if response.status != 101:
+        raise WebRouteRefused(response.status, response.reason, _errorcode(rest))
+    if response.headers.get("Sec-WebRoute-Accept") != webroute_accept(webroute_id):
+        raise ProtocolError("the server's Sec-WebRoute-Accept header is missing or wrong")
+
+
+def check_registration(response: Response, rest: bytes, websocket_key: str) -> None:
+    """A registration answer must be 101 with the right Sec-WebSocket-Accept; else raise."""
+    if response.status != 101:
+        raise WebRouteRefused(response.status, response.reason, _errorcode(rest))
+    if response.headers.get("Sec-WebSocket-Accept") != accept_key(websocket_key):
+        raise ProtocolError("the server's Sec-WebSocket-Accept header is missing or wrong")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A registered server's news: the client at ``ipaddr`` waits as ``webroute_id``."""
+
+    ipaddr: str
+    webroute_id: str
+    timeout: int
+
+
+class NotificationReader:
+    """Text frames from the gateway, as a stream, in; notifications out.
+
+    The WebSocket layer hands out payload bytes without message boundaries; each
+    message is one JSON object, so objects are read one after another.  Anything
+    that is not a notification is skipped; the buffer is bounded.
+    """
+
+    MAX_BUFFER = 64 * 1024
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._decoder = json.JSONDecoder()
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, data: bytes) -> list[Notification]:
+        self._text += self._utf8.decode(data)
+        out: list[Notification] = []
+        while True:
+            text = self._text.lstrip()
+            if not text:
+                self._text = ""
+                return out
+            try:
+                obj, end = self._decoder.raw_decode(text)
+            except ValueError:
+                if len(text) > self.MAX_BUFFER:
+                    raise ProtocolError("unreadable notification from the gateway") from None
+                self._text = text
+                return out
+            self._text = text[end:]
+            note = _notification(obj)
+            if note is not None:
+                out.append(note)
+
+
+def _notification(obj: object) -> Notification | None:
+    if not isinstance(obj, dict):
+        return None
+    ipaddr, webroute_id, timeout = obj.get("ipaddr"), obj.get("id"), obj.get("timeout")
+    if not isinstance(webroute_id, str) or not webroute_id or len(webroute_id) > MAX_ID_LENGTH:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int):
+        timeout = DEFAULT_TIMEOUT
+    return Notification(ipaddr if isinstance(ipaddr, str) else "?", webroute_id, timeout)

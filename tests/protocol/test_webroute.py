@@ -12,20 +12,20 @@ import json
 import pytest
 
 from cc.protocol import webroute as wr
-from cc.protocol.errors import AuthFileError
-from cc.protocol.http import parse_request
+from cc.protocol.errors import AuthFileError, ProtocolError, RemoteError
+from cc.protocol.http import Request, parse_request, parse_response
 
 SERVER_KEY = "skey123"
 CLIENT_KEY = "ckey123"
 KEYS = wr.KeyTable.from_keys(SERVER_KEY, CLIENT_KEY)
 
 
-def request(path: str = "/p", *lines: str) -> wr.Request:
+def request(path: str = "/p", *lines: str) -> Request:
     head = "\r\n".join([f"GET {path} HTTP/1.1", "Host: gw", *lines]) + "\r\n\r\n"
     return parse_request(head.encode())
 
 
-def webroute(path: str = "/p", key: str = CLIENT_KEY, *extra: str, wid: str = "abc") -> wr.Request:
+def webroute(path: str = "/p", key: str = CLIENT_KEY, *extra: str, wid: str = "abc") -> Request:
     return request(
         path,
         f"X-Remoted-APIKey: {key}",
@@ -37,7 +37,7 @@ def webroute(path: str = "/p", key: str = CLIENT_KEY, *extra: str, wid: str = "a
     )
 
 
-def registration(path: str = "/p", key: str = SERVER_KEY, *extra: str) -> wr.Request:
+def registration(path: str = "/p", key: str = SERVER_KEY, *extra: str) -> Request:
     return request(
         path,
         f"X-Remoted-APIKey: {key}",
@@ -197,7 +197,6 @@ def test_registration_answers_the_websocket_accept() -> None:
 
 
 def test_registration_with_wrong_websocket_version_is_426() -> None:
-    req = registration("/p", SERVER_KEY, "Origin: http://x")
     req = parse_request(
         b"GET /p HTTP/1.1\r\nHost: gw\r\nX-Remoted-APIKey: skey123\r\nConnection: Upgrade\r\n"
         b"Upgrade: websocket\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 8\r\n"
@@ -334,3 +333,107 @@ def test_idle_probe_traffic_resets() -> None:
     probe.traffic(40.0)  # the pong (or anything) arrived
     assert probe.check(69.0) is None
     assert probe.check(70.0) == wr.IdleProbe.PING
+
+
+# -- our own ends ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "host", "port"),
+    [
+        ("R:svc/jira:jira.internal:443", "/jira", "jira.internal", 443),
+        ("R:svc/test/path/:127.0.0.1:8080", "/test/path/", "127.0.0.1", 8080),
+        ("R:svc/v6:[::1]:22", "/v6", "[::1]", 22),
+        ("R:svc/:localhost:80", "/", "localhost", 80),
+    ],
+)
+def test_service_remotes(spec: str, path: str, host: str, port: int) -> None:
+    remote = wr.parse_service_remote(spec)
+    assert (remote.path, remote.host, remote.port) == (path, host, port)
+    assert str(remote) == spec
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "R:svc/jira:443",  # no host
+        "R:svc/jira:host:0",
+        "R:svc/jira:host:http",
+        "R:svc/a b:host:80",
+        "R:svc/a?x=1:host:80",
+        "R:svc/x:[nope]:80",
+        "R:8080:host:80",
+    ],
+)
+def test_bad_service_remotes(spec: str) -> None:
+    with pytest.raises(RemoteError):
+        wr.parse_service_remote(spec)
+
+
+def test_webroute_request_is_the_sdks() -> None:
+    data = wr.webroute_request("/p", "gw:8080", "KEY", "ID", 90)
+    lines = data.decode().split("\r\n")
+    assert lines[0] == "GET /p HTTP/1.1"
+    assert lines[1] == "Host: gw:8080"
+    assert lines[3:] == [
+        "X-Remoted-APIKey: KEY",
+        "Connection: keep-alive, Upgrade",
+        "Pragma: no-cache",
+        "WebRoute-Version: 1",
+        "WebRoute-ID: ID",
+        "WebRoute-Timeout: 90",
+        "Upgrade: webroute",
+        "",
+        "",
+    ]
+    request = parse_request(data)
+    assert wr.is_webroute_request(request)
+    assert isinstance(wr.decide(request, wr.KeyTable.from_keys(None, "KEY"), served("/p")), wr.Park)
+
+
+def test_registration_request_is_accepted_by_decide() -> None:
+    data = wr.registration_request("/p", "gw", SERVER_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+    decision = wr.decide(parse_request(data), KEYS, served())
+    assert isinstance(decision, wr.Register)
+
+
+def test_new_ids_are_64_letters_and_digits() -> None:
+    ids = {wr.new_webroute_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(len(i) == 64 and i.isalnum() and i.isascii() for i in ids)
+
+
+def test_check_switch() -> None:
+    ok = parse_response(wr.switching_protocols("abc"))
+    wr.check_switch(ok, b"", "abc")
+    with pytest.raises(ProtocolError, match="Sec-WebRoute-Accept"):
+        wr.check_switch(ok, b"", "abd")
+    refused = wr.json_response(502, wr.BODY_MISSING_DESTINATION)
+    head, _, body = refused.partition(b"\r\n\r\n")
+    with pytest.raises(wr.WebRouteRefused) as info:
+        wr.check_switch(parse_response(head + b"\r\n\r\n"), body, "abc")
+    assert str(info.value) == "502 Bad Gateway (missing_destination)"
+    with pytest.raises(wr.WebRouteRefused) as info:
+        wr.check_switch(parse_response(wr.WEBROUTE_UPGRADE_REQUIRED), b"", "abc")
+    assert (info.value.status, info.value.errorcode) == (426, "")
+
+
+def test_notification_reader_splits_a_stream_of_objects() -> None:
+    reader = wr.NotificationReader()
+    text = (
+        wr.notification("1.2.3.4:5", "a", 60)
+        + '{"unrelated":true}'
+        + wr.notification("[::1]:6", "b", 90)
+    ).encode()
+    assert reader.feed(text[:10]) == []
+    notes = reader.feed(text[10:])
+    assert notes == [
+        wr.Notification("1.2.3.4:5", "a", 60),
+        wr.Notification("[::1]:6", "b", 90),
+    ]
+
+
+def test_notification_reader_is_bounded() -> None:
+    reader = wr.NotificationReader()
+    with pytest.raises(ProtocolError):
+        reader.feed(b'{"x":"' + b"a" * (wr.NotificationReader.MAX_BUFFER + 10))
