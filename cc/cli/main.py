@@ -15,6 +15,7 @@ Usage: cloud-connector <command> [options]
 Commands:
   server   run the gateway (chisel server compatible)
   client   run a connector (chisel client compatible)
+  connect  reach a named service (WebRoute) as stdio or a local port
   keygen   write a new host key (PEM or ck-) and print its fingerprint
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
   version  print the version
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.server import main as run
     elif command == "client":
         from cc.cli.client import main as run
+    elif command == "connect":
+        from cc.cli.connect import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
     elif command == "demo":
@@ -54,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, keygen, demo, version; see cloud-connector --help)",
+            "(commands: server, client, connect, keygen, demo, version; "
+            "see cloud-connector --help)",
             file=sys.stderr,
         )
         return 2
