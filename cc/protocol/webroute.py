@@ -14,7 +14,10 @@ is which (:func:`decide`), the exact status lines and JSON bodies remoted sends
 (:class:`KeyTable`: hashed, compared in constant time, with per-path permissions),
 which registered server gets the next client (:class:`Directory`) and when an idle
 registration is pinged or dropped (:class:`IdleProbe`).  ``cc.gateway.webroute``
-does the sockets and timers.
+does the sockets and timers.  Our own ends are here too: ``R:svc/PATH:HOST:PORT``
+remotes, the requests the SDK sends and the checks of their answers, and the reader
+of the gateway's notifications (I/O in ``cc.transport.webroute``,
+``cc.connector.webroute`` and ``cc connect``).
 
 Where we differ from remoted, on purpose:
 
