@@ -129,8 +129,9 @@ HELP = f"""\
 
     --backend, Another HTTP server to proxy plain (non-WebSocket)
     requests to, for example http://127.0.0.1:3000, which hides the
-    gateway behind a normal web site. Without it, /health answers "OK",
-    /version the version, everything else 404 (env CC_BACKEND).
+    gateway behind a normal web site. Without it, / answers one line
+    ("cloud-connector gateway VERSION"), /health "OK", /version the
+    version, everything else 404 (env CC_BACKEND).
 
     --socks5, Allow clients to use the server's internal SOCKS5 proxy
     (the "socks" remote; see cloud-connector client --help). Unlike

@@ -4,7 +4,8 @@ One HTTP listener.  A request that asks for a ``chisel-v3`` WebSocket is checked
 (token header, when ``--tokens`` is set) *before* any WebSocket or SSH state
 exists, then upgraded; the SSH session authenticates the user, receives the
 ``config`` request, and the gateway opens the session's reverse listeners.  Any
-other request gets ``/health``, ``/version``, 404, or goes to ``--backend``.
+other request gets ``/`` (one line: name and version), ``/health``, ``/version``,
+404, or goes to ``--backend``; WebRoute requests go to the named services.
 """
 
 from __future__ import annotations
@@ -242,7 +243,9 @@ class Gateway:
         if self.config.backend:
             conn.hand_over(proxy_to_backend(conn.transport, self.config.backend, conn.head + rest))
             return
-        if request.path == "/health":
+        if request.path == "/":  # "curl -k https://gateway" should say what answered
+            conn.respond(200, f"cloud-connector gateway {self.config.version}\n".encode())
+        elif request.path == "/health":
             conn.respond(200, b"OK\n")
         elif request.path == "/version":
             conn.respond(200, self.config.version.encode())
