@@ -16,6 +16,7 @@ Commands:
   server   run the gateway (chisel server compatible)
   client   run a connector (chisel client compatible)
   connect  reach a named service (WebRoute) as stdio or a local port
+  agent    one reverse tunnel configured from the environment (Armorcode-style)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
   version  print the version
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.client import main as run
     elif command == "connect":
         from cc.cli.connect import main as run
+    elif command == "agent":
+        from cc.cli.agent import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
     elif command == "demo":
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, connect, keygen, demo, version; "
+            "(commands: server, client, connect, agent, keygen, demo, version; "
             "see cloud-connector --help)",
             file=sys.stderr,
         )
