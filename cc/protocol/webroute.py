@@ -657,6 +657,8 @@ def parse_service_remote(text: str) -> ServiceRemote:
     else:
         path, _, host = rest.rpartition(":")
     port = int(port_text)
+    if not host or not path:
+        raise RemoteError(f"service remote needs R:svc/PATH:HOST:PORT: {text!r}")
     if not path.startswith("/") or len(path) > 1024:
         raise RemoteError(f"service remote needs a path starting with '/': {text!r}")
     if any(ch in path for ch in " ?#\t\r\n\0"):

@@ -8,6 +8,7 @@ local listening port, and refused with the gateway's reason.
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -125,3 +126,18 @@ def test_ssh_proxycommand_through_a_named_service(
         )
         assert result.returncode == 0, (result.stderr.decode(errors="replace"), sshd.log())
         assert result.stdout == b"hello\n"
+
+
+def test_keys_file_is_reloaded(procs: Processes, tmp_path: Path) -> None:
+    """A key added to --remoted-keys works without a restart; remoted's config.dat form."""
+    keys = tmp_path / "remoted.json"
+    keys.write_text(json.dumps({"server_apikey": SERVER_KEY, "client_apikey": "old-key"}))
+    server, url = procs.our_server("--remoted-keys", str(keys))
+    refused = connect(service_url(url, "/x", CLIENT_KEY))
+    assert b"403 Forbidden" in refused.stderr
+    keys.write_text(
+        json.dumps({"server_keys": {SERVER_KEY: ["*"]}, "client_keys": {CLIENT_KEY: ["/x"]}})
+    )
+    server.wait_for(r"Reloaded .*remoted\.json")
+    accepted = connect(service_url(url, "/x", CLIENT_KEY))
+    assert b"502 Bad Gateway (missing_destination)" in accepted.stderr, "the key is known now"
