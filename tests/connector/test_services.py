@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import SplitResult
 
 import pytest
@@ -22,10 +23,12 @@ from cc.connector.webroute import ServiceConfig, ServiceRegistrar
 from cc.gateway.gateway import Gateway
 from cc.gateway.webroute import WebRouteSettings
 from cc.protocol.webroute import KeyTable, WebRouteRefused, parse_service_remote
+from cc.transport.tls import TLSOptions
 from cc.transport.webroute import ServiceURL, open_webroute
 from tests.support.harness import STEP, Harness, wait_until
 from tests.support.net import free_port
 from tests.support.streams import answer_after_eof, echo_handler
+from tests.support.tls import Pki
 
 __all__: list[str] = []
 
@@ -182,3 +185,38 @@ async def test_client_leg_reports_the_gateways_answer(harness: Harness) -> None:
     with pytest.raises(WebRouteRefused) as info:
         await Leg.open(gateway, "/nobody", key="wrong")
     assert (info.value.status, info.value.errorcode) == (403, "invalid_missing_apikey")
+
+
+async def test_named_service_over_tls(harness: Harness, tmp_path: Path) -> None:
+    """https:// gateway: registration, both legs and the relay over TLS (no half-close)."""
+    pki = Pki(tmp_path)
+    tls = pki.server(pki.issue("127.0.0.1"))
+    keys = KeyTable.from_keys(SERVER_KEY, CLIENT_KEY)
+    gateway = await harness.gateway(webroute=WebRouteSettings(keys), tls=tls.context)
+    echo = await harness.service(echo_handler)
+    url = SplitResult("https", f"127.0.0.1:{gateway.ports[0]}", "", "", "")
+    options = TLSOptions(ca=str(pki.ca_pem))
+    config = ServiceConfig(
+        url, parse_service_remote(f"R:svc/echo:127.0.0.1:{echo}"), SERVER_KEY, tls=options
+    )
+    running = ServiceRegistrar(config)
+    task = asyncio.get_running_loop().create_task(running.run())
+    try:
+        await registered(gateway, "/echo")
+        transport, early = await open_webroute(
+            ServiceURL(url, "/echo", None), CLIENT_KEY, tls=options
+        )
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        reader.feed_data(early)
+        transport.resume_reading()
+        transport.write(b"over tls")
+        async with asyncio.timeout(STEP):
+            assert await reader.readexactly(8) == b"over tls"
+        transport.close()
+    finally:
+        running.stop()
+        async with asyncio.timeout(STEP):
+            await asyncio.gather(task, return_exceptions=True)
