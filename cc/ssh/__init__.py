@@ -21,8 +21,10 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
 - ``connection.ChiselRequestsMixin.reply_global_request``:
   ``SSHConnection._report_global_response``, whose failure reply is always empty.
 - ``flow.new_channel``: the body of ``SSHConnection.create_tcp_channel``.
-- ``ending.EofBeforeCloseMixin``: ``SSHChannel.close`` / ``_flush_send_buf`` /
-  ``_close_send``, which let a pending CLOSE replace a pending EOF.
+- ``ending.EofKeepingChannel._flush_recv_buf``: the delivery loop of
+  ``SSHChannel._flush_recv_buf``; the mixin relies on ``close`` / ``_close_send`` /
+  ``_process_close`` letting a pending CLOSE replace a pending EOF both ways, and
+  replaces the CLOSE entry of ``SSHChannel._packet_handlers``.
 - ``ciphers``: replace ``encryption.GCMEncryption`` / ``ChachaEncryption`` in
   ``encryption._enc_params`` (same wire format, one context per key epoch).
 
@@ -43,8 +45,10 @@ tests/ssh/test_private_api.py keeps it complete):
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``;
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
   ``_send_window``, ``_send_buf``, ``_send_state``, ``_accept_data``,
-  ``_flush_send_buf`` (also overridden), ``_close_send`` (overridden),
-  ``_pause_resume_writing``, ``_open_forward``;
+  ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
+  (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
+  ``_deliver_data``, ``_recv_buf``,
+  ``_recv_paused``, ``_session``, ``_pause_resume_writing``, ``_open_forward``;
 - module ``asyncssh.encryption``: ``_enc_params``.
 
 Handlers asyncssh finds by name (``PRIVATE_HOOKS``): ``_process_chisel_open``
@@ -226,6 +230,13 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_send_buf": _CHAN,
         "_send_state": _CHAN,
         "_close_send": _CHAN,
+        "_process_close": _CHAN,
+        "_packet_handlers": _CHAN,
+        "_flush_recv_buf": _CHAN,
+        "_deliver_data": _CHAN,
+        "_recv_buf": _CHAN,
+        "_recv_paused": _CHAN,
+        "_session": _CHAN,
         "_accept_data": _CHAN,
         "_flush_send_buf": _CHAN,
         "_pause_resume_writing": _CHAN,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncssh import SSHTCPChannel
-
-from cc.ssh.ending import EofBeforeCloseMixin
+from cc.ssh.ending import EofKeepingChannel
 
 __all__ = [
     "CHANNEL_MAX_PACKET",
@@ -76,7 +74,7 @@ class TransportFlowMixin:
             chan._flush_send_buf()
 
 
-class ChiselTCPChannel(EofBeforeCloseMixin, SSHTCPChannel):  # type: ignore[type-arg]
+class ChiselTCPChannel(EofKeepingChannel):
     """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
