@@ -252,10 +252,10 @@ class StdioBridge:
         log.debug("stdout: %s", exc)
         self._stdout_closed = True
         if self.chan is not None:
-            # Without EOF (unless stdin ended): the far end resets its connection.
+            # Without EOF: the far end resets its connection, as if our reader had.
             # Our reader left first, as with ``| head``: not a cut stream for us.
             self._closed_by_us = True
-            self.chan.close()
+            self.chan.abort()
         self._maybe_finish()
 
     # -- the end ------------------------------------------------------------------------------
