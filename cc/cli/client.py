@@ -194,7 +194,8 @@ HELP = f"""\
     SIGHUP skips the current reconnect wait.
 
   Exit status: 0 after a signal, 1 when the client gives up or is
-  refused (token, password, fingerprint), 2 for bad command-line input.
+  refused (token, password, fingerprint) or when a stdio stream is
+  refused or cut short, 2 for bad command-line input.
 
   Version:
     {__version__}

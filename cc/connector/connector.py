@@ -79,6 +79,8 @@ class Connector:
         self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
         self._stdio: asyncio.Task[None] | None = None
+        #: why run() is to raise FatalError once stopped (a stdio stream was cut)
+        self._failure: str | None = None
         #: the current session's keepalive (None before the first session)
         self.keepalive: KeepaliveDriver | None = None
 
@@ -92,6 +94,12 @@ class Connector:
         for server in self._listeners:
             server.close()
         self._drainer = asyncio.get_running_loop().create_task(self._drain_then_close())
+
+    def fail(self, reason: str) -> None:
+        """Stop as ``stop()`` does, then make ``run()`` raise FatalError(reason)."""
+        if self._failure is None:
+            self._failure = reason
+        self.stop()
 
     def open_connections(self) -> int:
         return self.endpoint.open_connections()
@@ -166,6 +174,8 @@ class Connector:
                 await asyncio.gather(self._stdio, return_exceptions=True)
             if self._drainer is not None:
                 await asyncio.gather(self._drainer, return_exceptions=True)
+        if self._failure is not None:
+            raise FatalError(self._failure)
 
     async def _wait_before_retry(self) -> None:
         attempt = self._backoff.attempts

@@ -161,7 +161,7 @@ class TunnelEndpoint:
         conn = self._conn()
         if conn is None:
             self.log.info("tun: %s: not connected; dropping connection", remote)
-            pipe.close(ConnectionError("not connected"))
+            pipe.reset(ConnectionError("not connected"))
             return
         try:
             await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
@@ -169,7 +169,7 @@ class TunnelEndpoint:
             if pipe.stats is not None:
                 pipe.stats.failed += 1
             self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
+            pipe.reset(exc)
 
     async def open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
         """A channel for one UDP sender (the UDP listener's opener)."""
