@@ -19,18 +19,16 @@ from cc.cli.common import (
     UsageError,
     add_udp_flags,
     duration,
-    env_default,
-    env_flag,
-    env_list,
     fail,
     parse_header,
     run_async,
     udp_settings,
 )
 from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
-from cc.log import redact, setup_logging
+from cc.log import redact, set_error_format, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
+from cc.protocol.keys import fingerprint_format_error
 from cc.protocol.remote import Remote, check_unique, parse_remote
 from cc.transport.tls import TLSOptions
 from cc.transport.urls import normalize_server_url
@@ -171,7 +169,9 @@ HELP = f"""\
     Local (forward) TCP ports are shared by all workers. A control
     process restarts a worker that dies, passes signals on, and sums
     the workers' figures on SIGUSR2. Defaults to 'auto': the number of
-    usable CPUs, at most 8, or 1 with a stdio remote (env CC_WORKERS).
+    usable CPUs, at most 8; 1 on a machine with 2 CPUs or fewer (where
+    a second worker finds no idle core and only costs memory) and with
+    a stdio remote (env CC_WORKERS).
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -183,6 +183,15 @@ HELP = f"""\
     logger and msg; env CC_LOG_FORMAT). Logs go to stdout, errors that
     stop the program to stderr. With a stdio remote, logs go to stderr
     so that stdout carries only the tunnelled bytes.
+
+    --config, A TOML file of options, one key per long option without
+    its dashes: server = "https://...", remotes = ["R:8081:..."],
+    keepalive-timeout = "10s", header = ["Token: ..."], verbose = true.
+    The command line wins over the environment, which wins over the
+    file. An unknown key or a wrong type stops the client, naming the
+    key and its line (env CC_CONFIG).
+
+    --version, Print the version and exit.
 
     --help, This help text.
 
@@ -204,30 +213,25 @@ HELP = f"""\
 
 def add_connector_flags(p: GoArgumentParser) -> None:
     """Options shared by ``cloud-connector client`` and ``outsystemscc``."""
-    p.add_flag("--keepalive", type=duration, default=env_default("CC_KEEPALIVE", "25s"))
-    p.add_flag("--max-retry-count", type=int, default=env_default("CC_MAX_RETRY_COUNT", "-1"))
-    p.add_flag(
-        "--max-retry-interval", type=duration, default=env_default("CC_MAX_RETRY_INTERVAL", "5m")
-    )
-    p.add_flag("--proxy", default=env_default("CC_PROXY"))
-    p.add_flag("--header", action="append", default=env_list("CC_HEADERS"))
-    p.add_flag("--hostname", default=env_default("CC_HOSTNAME"))
-    p.add_flag("--pid", action="store_true", default=env_flag("CC_PID"))
-    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
-    p.add_flag(
-        "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
-    )
-    p.add_flag(
-        "--keepalive-timeout", type=duration, default=env_default("CC_KEEPALIVE_TIMEOUT", "10s")
-    )
-    p.add_flag("--tls-ca", default=env_default("CC_TLS_CA"))
-    p.add_flag("--tls-skip-verify", action="store_true", default=env_flag("CC_TLS_SKIP_VERIFY"))
-    p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
-    p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
-    p.add_flag("--sni", default=env_default("CC_SNI"))
+    p.add_config_flag()
+    p.add_flag("--keepalive", type=duration, env="CC_KEEPALIVE", default="25s")
+    p.add_flag("--max-retry-count", type=int, env="CC_MAX_RETRY_COUNT", default="-1")
+    p.add_flag("--max-retry-interval", type=duration, env="CC_MAX_RETRY_INTERVAL", default="5m")
+    p.add_flag("--proxy", env="CC_PROXY")
+    p.add_flag("--header", action="append", env="CC_HEADERS")
+    p.add_flag("--hostname", env="CC_HOSTNAME")
+    p.add_flag("--pid", action="store_true", env="CC_PID", default=False)
+    p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
+    p.add_flag("--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text")
+    p.add_flag("--keepalive-timeout", type=duration, env="CC_KEEPALIVE_TIMEOUT", default="10s")
+    p.add_flag("--tls-ca", env="CC_TLS_CA", path=True)
+    p.add_flag("--tls-skip-verify", action="store_true", env="CC_TLS_SKIP_VERIFY", default=False)
+    p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
+    p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
+    p.add_flag("--sni", env="CC_SNI")
     add_udp_flags(p)
-    p.add_argument("server", nargs="?", default=env_default("CC_SERVER"))
-    p.add_argument("remotes", nargs="*", default=(env_default("CC_REMOTES") or "").split())
+    p.add_flag("server", nargs="?", env="CC_SERVER")
+    p.add_flag("remotes", nargs="*", env="CC_REMOTES", default=[])
 
 
 def _check_tls(tls: TLSOptions) -> None:
@@ -361,9 +365,11 @@ def _has_stdio(remotes: list[Remote]) -> bool:
 
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
-    p.add_flag("--fingerprint", default=env_default("CC_FINGERPRINT", ""))
-    p.add_flag("--auth", default=env_default("AUTH"))
-    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
+    p.add_flag("--fingerprint", env="CC_FINGERPRINT", default="")
+    p.add_flag("--auth", env="AUTH")
+    p.add_flag(
+        "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
+    )
     add_connector_flags(p)
     return p
 
@@ -379,6 +385,9 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
     config = build_connector_config(args, remotes)
     if args.auth:
         config.auth = parse_user_pass(args.auth)
+    problem = fingerprint_format_error(args.fingerprint)
+    if problem is not None:
+        raise UsageError(problem)
     config.fingerprint = args.fingerprint
     config.config_version = __version__
     workers = args.workers
@@ -396,6 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        print(__version__)
+        return 0
+    set_error_format(args.log_format)
     try:
         config, workers = settings_from_args(args)
     except (UsageError, ProtocolError, ValueError) as exc:
@@ -418,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _supervise(command: list[str], workers: int, pid_path: str | None) -> int:
     """The control process: one connector per worker, none here."""
     return await supervise(
+        prog=PROG,
         component="client",
         command=command,
         count=workers,

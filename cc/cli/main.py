@@ -37,17 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif command == "keygen":
         from cc.cli.keygen import main as run
     elif command == "demo":
-        from cc.cli.common import fail_on_wrong_asyncssh, run_async
-        from cc.log import setup_logging
-
-        try:
-            from cc.demo import run_demo
-        except ImportError as exc:
-            fail_on_wrong_asyncssh("cloud-connector demo", exc)
-            raise
-
-        setup_logging("-v" in rest)
-        return run_async("cloud-connector demo", run_demo)
+        from cc.cli.demo import main as run
     elif command in ("version", "--version", "-version"):
         print(__version__)
         return 0

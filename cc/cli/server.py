@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ssl
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,6 @@ from cc.cli.common import (
     UsageError,
     add_udp_flags,
     duration,
-    env_default,
-    env_flag,
     fail,
     fail_on_wrong_asyncssh,
     run_async,
@@ -29,7 +28,7 @@ from cc.cli.common import (
 )
 from cc.cli.keygen import write_key
 from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
-from cc.log import get_logger, setup_logging
+from cc.log import get_logger, set_error_format, setup_logging
 from cc.protocol import keys
 from cc.protocol.acl import (
     TokenTable,
@@ -184,8 +183,10 @@ HELP = f"""\
     restarts a worker that dies and sums their figures on SIGUSR2.
     Sessions of one multi-worker connector share its reverse ports
     even when they land on different workers. Defaults to 'auto': the
-    number of usable CPUs, at most 8, or 1 with --port 0 (env
-    CC_WORKERS). More than 1 needs a fixed --port.
+    number of usable CPUs, at most 8; 1 on a machine with 2 CPUs or
+    fewer and with --port 0 (env CC_WORKERS). More than 1 needs a fixed
+    --port. A port that cannot be opened (in use, not allowed) stops
+    the whole gateway with status 1, whatever the number of workers.
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -196,6 +197,16 @@ HELP = f"""\
     chisel prints) or 'json' (one object per line with time, level,
     logger and msg; env CC_LOG_FORMAT). Logs go to stdout, errors that
     stop the program to stderr.
+
+    --config, A TOML file of options, one key per long option without
+    its dashes: port = 8080, reverse = true, authfile = "users.json",
+    keepalive-timeout = "10s". Relative paths are taken from the file's
+    directory; --authfile and --tokens are still reloaded on change.
+    The command line wins over the environment, which wins over the
+    file. An unknown key or a wrong type stops the server, naming the
+    key and its line (env CC_CONFIG).
+
+    --version, Print the version and exit.
 
     --help, This help text.
 
@@ -259,6 +270,21 @@ def _tls_context(args: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """Why the gateway cannot have its port, and what to do about it."""
+    where = join_host_port(host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: address already in use "
+            "(another program, or another gateway, has this port: stop it or choose --port)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such local address (check --host)"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
 def _reason(exc: OSError) -> str:
     """``ssl.SSLError`` carries a short library reason; plain OSErrors a strerror."""
     return str(getattr(exc, "reason", None) or exc.strerror or exc)
@@ -293,84 +319,88 @@ def positive_duration(text: str) -> float:
 
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
-    p.add_flag("--host", default=env_default("HOST", "0.0.0.0"))
-    p.add_flag("--port", "-p", type=int, default=env_default("PORT", "8080"))
-    p.add_flag("--key", default=env_default("CHISEL_KEY"), help="seed for a deterministic host key")
-    p.add_flag("--keygen", help="write a new private key to PATH (- for stdout) and exit")
+    p.add_config_flag()
+    p.add_flag("--host", env="HOST", default="0.0.0.0")
+    p.add_flag("--port", "-p", type=int, env="PORT", default="8080")
+    p.add_flag("--key", env="CHISEL_KEY", help="seed for a deterministic host key")
     p.add_flag(
-        "--keyfile", default=env_default("CHISEL_KEY_FILE"), help="host key: PEM file or ck-..."
+        "--keygen", in_file=False, help="write a new private key to PATH (- for stdout) and exit"
     )
-    p.add_flag(
-        "--authfile", default=env_default("CC_AUTHFILE"), help="users.json, reloaded on change"
-    )
-    p.add_flag("--auth", default=env_default("AUTH"), help="one user with full access, user:pass")
-    p.add_flag(
-        "--tokens", default=env_default("CC_TOKENS"), help="tokens.json: token -> allowed remotes"
-    )
-    p.add_flag("--keepalive", type=duration, default=env_default("CC_KEEPALIVE", "25s"))
+    p.add_flag("--keyfile", env="CHISEL_KEY_FILE", path=True, help="host key: PEM file or ck-...")
+    p.add_flag("--authfile", env="CC_AUTHFILE", path=True, help="users.json, reloaded on change")
+    p.add_flag("--auth", env="AUTH", help="one user with full access, user:pass")
+    p.add_flag("--tokens", env="CC_TOKENS", path=True, help="tokens.json: token -> allowed remotes")
+    p.add_flag("--keepalive", type=duration, env="CC_KEEPALIVE", default="25s")
     p.add_flag(
         "--keepalive-timeout",
         type=duration,
-        default=env_default("CC_KEEPALIVE_TIMEOUT", "10s"),
+        env="CC_KEEPALIVE_TIMEOUT",
+        default="10s",
         help="close a session (and free its reverse ports) when a keepalive ping "
         "gets no answer within this long",
     )
-    p.add_flag(
-        "--backend", default=env_default("CC_BACKEND"), help="proxy plain HTTP requests here"
-    )
+    p.add_flag("--backend", env="CC_BACKEND", help="proxy plain HTTP requests here")
     p.add_flag(
         "--socks5",
         action="store_true",
-        default=env_flag("CC_SOCKS5"),
+        env="CC_SOCKS5",
+        default=False,
         help="allow clients to use the SOCKS5 proxy",
     )
     p.add_flag(
         "--reverse",
         action="store_true",
-        default=env_flag("CC_REVERSE"),
+        env="CC_REVERSE",
+        default=False,
         help="allow reverse (R:) remotes",
     )
     add_udp_flags(p)
     p.add_flag(
         "--login-grace-time",
         type=positive_duration,
-        default=env_default("CC_LOGIN_GRACE_TIME", "30s"),
+        env="CC_LOGIN_GRACE_TIME",
+        default="30s",
         help="close connections that have not logged in within this long",
     )
     p.add_flag(
         "--max-unauthenticated",
         type=count,
-        default=env_default("CC_MAX_UNAUTHENTICATED", "512"),
+        env="CC_MAX_UNAUTHENTICATED",
+        default="512",
+        file_types=(int,),
         help="connections waiting to log in, at most (the oldest goes first)",
     )
     p.add_flag(
         "--max-unauthenticated-per-source",
         type=count,
-        default=env_default("CC_MAX_UNAUTHENTICATED_PER_SOURCE", "32"),
+        env="CC_MAX_UNAUTHENTICATED_PER_SOURCE",
+        default="32",
+        file_types=(int,),
         help="connections waiting to log in from one address, at most",
     )
     p.add_flag(
         "--max-auth-tries",
         type=positive_count,
-        default=env_default("CC_MAX_AUTH_TRIES", "3"),
+        env="CC_MAX_AUTH_TRIES",
+        default="3",
+        file_types=(int,),
         help="wrong passwords per connection before it is closed",
     )
-    p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
-    p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
-    p.add_flag(
-        "--tls-ca", default=env_default("CC_TLS_CA"), help="require client certs from this CA"
-    )
+    p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
+    p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
+    p.add_flag("--tls-ca", env="CC_TLS_CA", path=True, help="require client certs from this CA")
     p.add_flag(
         "--pid",
         action="store_true",
-        default=env_flag("CC_PID"),
+        env="CC_PID",
+        default=False,
         help="write cloud-connector.pid in the working directory",
     )
-    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
-    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
     p.add_flag(
-        "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
+        "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
     )
+    p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
+    p.add_flag("--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text")
     return p
 
 
@@ -419,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        print(__version__)
+        return 0
+    set_error_format(args.log_format)
     worker = worker_index() is not None
     try:
         settings = settings_from_args(args, worker)
@@ -440,6 +474,7 @@ async def _supervise(
     handoff = None if (args.keyfile or args.key) else keys.encode_inline(settings.key) + "\n"
     worker_argv = list(sys.argv[2:] if argv is None else argv)
     return await supervise(
+        prog=PROG,
         component="server",
         command=["server", *worker_argv],
         count=settings.workers,
@@ -490,8 +525,7 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        where = join_host_port(config.host, config.port)
-        fail(PROG, f"cannot listen on {where}: {exc.strerror or exc}")
+        fail(PROG, listen_error(config.host, config.port, exc))
     # Every worker watches the files itself and re-checks its own live sessions.
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:

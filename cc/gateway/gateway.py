@@ -23,7 +23,7 @@ from cc.gateway.backend import proxy_to_backend
 from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.session import GatewaySession, PeerContext
-from cc.log import get_logger
+from cc.log import event, get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
 from cc.protocol.admission import Admission, AdmissionPolicy
@@ -51,6 +51,11 @@ auth_log = get_logger("server.auth")
 #: connection can make us hold small; peers send one frame per SSH packet (at most
 #: 256 KiB plus framing), which leaves 4x headroom.
 MAX_FRAME_FROM_CLIENT = 1 << 20
+#: The 401's body, by what was wrong: the connector shows it to its operator.
+TOKEN_REFUSALS = {
+    "no token": b'no token: this gateway needs a "Token: <token>" header\n',
+    "wrong token": b'wrong token: the "Token" header is not one of this gateway\'s tokens\n',
+}
 #: Seconds between the gateway's housekeeping rounds (log summaries that are due).
 HOUSEKEEPING_INTERVAL = 5.0
 
@@ -165,19 +170,25 @@ class Gateway:
         """Seconds left of ``source``'s ban for repeated failed logins (0.0: none)."""
         return self.auth_guard.banned_for(source, time.monotonic())
 
-    def login_failed(self, source: str, line: str) -> Penalty:
-        """Count a failed password or token; log it (rate-limited) and say what it costs."""
+    def login_failed(
+        self, source: str, line: str, fields: dict[str, object] | None = None
+    ) -> Penalty:
+        """Count a failed password or token; log it (rate-limited) and say what it costs.
+
+        ``fields``: the failure's log fields (``cc.log.event``) for the JSON format.
+        """
         now = time.monotonic()
         penalty = self.auth_guard.failed(source, now)
         first = self.failed_logins.record(source, now, line)
         if first is not None:
-            auth_log.warning("%s", first)
+            auth_log.warning("%s", first, extra=fields)
         if penalty.banned_for is not None:
             auth_log.warning(
                 "Banned %s for %.0f s after %d failed logins",
                 source,
                 penalty.banned_for,
                 penalty.failures,
+                extra=event("banned", peer=source, duration_s=penalty.banned_for),
             )
         return penalty
 
@@ -250,11 +261,13 @@ class Gateway:
             digest = token_digest(token) if token else None
             token_permissions = self.config.tokens.lookup_digest(digest) if digest else None
             if token_permissions is None:
+                what = "wrong token" if token else "no token"
                 penalty = self.login_failed(
                     conn.doorway.source,
-                    f"Refused connection from {conn.peer}: {'wrong' if token else 'no'} token",
+                    f"Refused connection from {conn.peer}: {what}",
+                    event("login_failed", peer=conn.peer, error=what),
                 )
-                conn.respond_later(penalty.delay, 401, b"unauthorized\n")
+                conn.respond_later(penalty.delay, 401, TOKEN_REFUSALS[what])
                 return
         transport = conn.transport
         transport.write(answer.data)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
-from cc.log import get_logger
+from cc.log import event, get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, password_digest
 from cc.protocol.config import Config, decode_config
@@ -116,7 +116,20 @@ class GatewaySession(asyncssh.SSHServer):
         self.gateway.sessions.discard(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
         if self._configured:
-            self.log.info("Closed connection (%s)", exc or "normal close")
+            self.log.info(
+                "Closed connection (%s)",
+                exc or "normal close",
+                extra=event(
+                    "session_closed",
+                    session=self.id,
+                    user=self.user,
+                    peer=self.context.peer if self.context else None,
+                    duration_s=round(time.monotonic() - self.context.started, 3)
+                    if self.context
+                    else None,
+                    error=str(exc) if exc else None,
+                ),
+            )
         elif exc is not None and not self._we_closed(exc):
             peer = self.context.peer if self.context else "?"
             # a peer that just hangs up is no news; one that talks nonsense is
@@ -167,7 +180,15 @@ class GatewaySession(asyncssh.SSHServer):
         if permissions is None:
             self._failed_logins += 1
             penalty = gateway.login_failed(
-                source, f"Login failed for user: {username} (from {peer})"
+                source,
+                f"Login failed for user: {username} (from {peer})",
+                event(
+                    "login_failed",
+                    session=self.id,
+                    user=username,
+                    peer=peer,
+                    error="banned" if banned else "wrong password",
+                ),
             )
             if penalty.delay > 0:
                 await asyncio.sleep(penalty.delay)
@@ -281,6 +302,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.user,
             config.version,
             ", ".join(str(r) for r in config.remotes),
+            extra=event("session_connected", session=self.id, user=self.user, peer=peer),
         )
 
     def _keepalive_dead(self) -> None:

@@ -5,7 +5,8 @@ listening port with SO_REUSEPORT, so the kernel spreads connectors (and their
 SSH sessions) over the cores, and claim reverse ports through this process;
 connector workers each keep their own session.  The supervisor starts them,
 restarts one that dies (with backoff, so a worker that cannot start does not
-spin), stops everything when one exits with a fatal code, forwards
+spin), stops everything when one exits with a fatal code or stops on purpose
+with a reason (``cc.runtime.report``: a port in use, retries run out), forwards
 SIGTERM/SIGINT, SIGUSR2 (and SIGHUP to connectors), and reports process
 figures summed over all of them.
 """
@@ -25,6 +26,7 @@ from cc.gateway.ports import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims
+from cc.runtime.report import REPORT_FD_ENV, ReportPipe
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
@@ -48,7 +50,9 @@ class Supervisor:
     ``port_claims``: serve reverse-port claims to the workers (gateway workers).
     ``fatal_codes``: a worker exiting with one of these stops everything and
     ``run()`` returns the code (a connector refused by its gateway must not be
-    restarted for ever).
+    restarted for ever).  So does a worker that exits non-zero after reporting
+    why (``cc.runtime.report``): it stopped on purpose, and its siblings would
+    stop for the same reason.  ``reason`` is then the first worker's reason.
     """
 
     def __init__(
@@ -69,6 +73,9 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self.exit_code = 0
+        #: why the first worker that stopped everything stopped (None: unknown)
+        self.reason: str | None = None
+        self._reports: dict[int, ReportPipe] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
         self._claim_servers: set[asyncio.Task[None]] = set()
@@ -78,11 +85,14 @@ class Supervisor:
         return [p.pid for p in self.procs.values() if p.returncode is None]
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
-        env = {**os.environ, WORKER_ENV: str(index)}
+        report = self._reports[index] = ReportPipe()
+        env = {**os.environ, WORKER_ENV: str(index), REPORT_FD_ENV: str(report.child_fd)}
+        pass_fds = [report.child_fd]
         ours = theirs = None
         if self.port_claims is not None:
             ours, theirs = socket.socketpair()
             env[REGISTRY_FD_ENV] = str(theirs.fileno())
+            pass_fds.append(theirs.fileno())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -90,14 +100,16 @@ class Supervisor:
                 stdin=asyncio.subprocess.PIPE
                 if self.stdin_data is not None
                 else asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),) if theirs is not None else (),
+                pass_fds=pass_fds,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except BaseException:
             if ours is not None:
                 ours.close()
+            report.close()
             raise
         finally:
+            report.started()
             if theirs is not None:
                 theirs.close()
         if ours is not None and self.port_claims is not None:
@@ -121,13 +133,15 @@ class Supervisor:
             started = loop.time()
             proc = await self._start(index)
             code = await proc.wait()
+            reason = self._reports.pop(index).read()
             if self._stopping:
                 return
-            if code in self.fatal_codes:
+            if code in self.fatal_codes or (code != 0 and reason is not None):
                 self.log.error(
                     "worker %d (pid %d) exited with status %d; stopping", index + 1, proc.pid, code
                 )
                 self.exit_code = code
+                self.reason = reason
                 self.stop()
                 return
             if loop.time() - started >= HEALTHY_AFTER:
@@ -157,6 +171,9 @@ class Supervisor:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
         await asyncio.gather(*self._claim_servers, return_exceptions=True)
+        for report in self._reports.values():
+            report.close()
+        self._reports.clear()
         return self.exit_code
 
     def stop(self) -> None:

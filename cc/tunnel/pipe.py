@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 import struct
 import time
@@ -22,13 +23,14 @@ from typing import Any, cast
 
 import asyncssh
 
-from cc.log import get_logger
+from cc.log import event, get_logger
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
 from cc.stats import RemoteStats
 
 __all__ = ["Pipe", "dial", "reset_transport"]
 
-#: ``-v`` shows one line when a tunnelled connection opens and one when it closes.
+#: ``-v`` shows one line when a tunnelled connection opens and one when it closes
+#: (with its peer, the bytes each way and how long it lasted).
 log = get_logger("tun")
 _ids = itertools.count(1)
 
@@ -70,6 +72,12 @@ class Pipe:
         self._closed = False
         self.id = next(_ids)
         self._opened = time.monotonic()
+        #: the socket's other end (``host:port``), once known
+        self.peer = ""
+        #: this connection's bytes, named as in RemoteStats: in = from the tunnel to
+        #: the socket, out = from the socket into the tunnel
+        self.bytes_in = 0
+        self.bytes_out = 0
         if stats is not None:
             stats.open += 1
             stats.total += 1
@@ -106,12 +114,31 @@ class Pipe:
                 reset_transport(self.transport)
         if not self.done.done():
             self.done.set_result(None)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_close(exc)
+
+    def _log_close(self, exc: BaseException | None) -> None:
+        """``-v``: who was on the socket, what went each way, how long it lasted."""
+        lasted = time.monotonic() - self._opened
+        peer = self.peer or "?"
         log.debug(
-            "conn#%d: %s: closed after %.3fs%s",
+            "conn#%d: %s: closed after %.3fs: peer %s sent %d bytes, received %d bytes%s",
             self.id,
             self.label,
-            time.monotonic() - self._opened,
+            lasted,
+            peer,
+            self.bytes_out,
+            self.bytes_in,
             f" ({exc})" if exc else "",
+            extra=event(
+                "connection_closed",
+                remote=self.label,
+                peer=peer,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration_s=round(lasted, 6),
+                error=str(exc) if exc else None,
+            ),
         )
 
 
@@ -127,6 +154,8 @@ class _SocketSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
         tcp.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
+        if not self.pipe.peer:
+            self.pipe.peer = _address(tcp.get_extra_info("peername"))
         if self.pipe.chan is None:
             # No channel yet (reverse remote being opened): hold the data back.
             tcp.pause_reading()
@@ -139,6 +168,7 @@ class _SocketSide(asyncio.Protocol):
                 pipe.transport.pause_reading()
             return
         pipe.chan.write(data)
+        pipe.bytes_out += len(data)
         if pipe.stats is not None:
             pipe.stats.bytes_out += len(data)
 
@@ -205,6 +235,7 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         pipe = self.pipe
         if pipe.transport is not None and not pipe.transport.is_closing():
             pipe.transport.write(data)
+            pipe.bytes_in += len(data)
             if pipe.stats is not None:
                 pipe.stats.bytes_in += len(data)
 
@@ -238,6 +269,14 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
             transport.resume_reading()
 
 
+def _address(sockname: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a socket address; "" if it has none (a Unix socket)."""
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host, port = sockname[0], sockname[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return ""
+
+
 async def dial(
     host: str, port: int, stats: RemoteStats, label: str
 ) -> asyncssh.SSHTCPSession[bytes]:
@@ -247,6 +286,7 @@ async def dial(
     the gateway), so a refused target is counted and reported the same way.
     """
     pipe = Pipe(stats, label)
+    pipe.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
     except OSError as exc:
