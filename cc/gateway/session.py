@@ -24,11 +24,13 @@ from cc.protocol.acl import Permissions
 from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
+from cc.protocol.status import SessionRow
 from cc.protocol.workers import is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
 )
+from cc.stats import SessionStats
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
 
@@ -59,6 +61,8 @@ class PeerContext:
     source: str = "?"
     #: tells the front this connection no longer counts as unauthenticated
     authenticated: Callable[[], None] = field(default=lambda: None)
+    #: ``token #N`` (its entry in the tokens file) when a token let it in
+    token_name: str | None = None
 
 
 class GatewaySession(asyncssh.SSHServer):
@@ -74,9 +78,12 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         self.remotes: tuple[Remote, ...] = ()
         self.listeners: list[asyncio.AbstractServer] = []
-        self.endpoint = TunnelEndpoint(
-            lambda: self.conn, gateway.stats, self.log, gateway.config.udp
-        )
+        #: this session's own figures (the status page); they add up in gateway.stats
+        self.stats = SessionStats(state="handshaking", parent=gateway.stats)
+        self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, self.log, gateway.config.udp)
+        self.client_version = ""
+        #: wall-clock time the session was set up (0.0: not yet)
+        self.since = 0.0
         #: reverse ports this session claimed, with the share key (None: exclusive)
         self._claimed: dict[int, str | None] = {}
         self._partner_checks: set[asyncio.Task[None]] = set()
@@ -160,7 +167,9 @@ class GatewaySession(asyncssh.SSHServer):
         if permissions is None:
             self._failed_logins += 1
             penalty = gateway.login_failed(
-                source, f"Login failed for user: {username} (from {peer})"
+                source,
+                f"Login failed for user: {username} (from {peer})",
+                reason="banned" if banned else "password",
             )
             if penalty.delay > 0:
                 await asyncio.sleep(penalty.delay)
@@ -253,12 +262,16 @@ class GatewaySession(asyncssh.SSHServer):
             subject = remote.acl_subject()
             if not self.allowed(subject):
                 self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
+                self.endpoint.note_error(f"access to '{subject}' denied")
                 return f"server: access to '{subject}' denied"
         return None
 
     def _start(self, config: Config) -> None:
         """The config is accepted and the listeners are up: the session serves from now on."""
         self.remotes = config.remotes
+        self.client_version = config.version
+        self.since = time.time()
+        self.stats.state = "connected"
         self._configured = True
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
             self.keepalive.start()
@@ -306,6 +319,7 @@ class GatewaySession(asyncssh.SSHServer):
                     self.log.warning(
                         "Cannot listen on %s: %s", remote.local(), error.strerror or error
                     )
+                    self.endpoint.note_error(f"cannot listen on {remote.local()}")
                     return f"server: Server cannot listen on {remote.local()}"
                 await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
             self.listeners.append(server)
@@ -430,22 +444,45 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.warning(
                 "Refused channel to %r for user '%s': %s", asked[:200], self.user, exc.reason
             )
+            self.endpoint.note_error(f"refused channel to {asked[:80]!r}: {exc.reason}")
             raise
         if target.socks:
             if not self.gateway.config.socks5:
                 self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+                self.endpoint.note_error("SOCKS channel denied: --socks5 is off")
                 raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
             return self.endpoint.route_channel(
                 target,
-                self.gateway.stats.remote(target.text),
+                self.stats.remote(target.text),
                 f"user '{self.user}'",
                 socks_authorize=self.allowed,
             )
         if not self.allowed(target.address):  # UDP as TCP: chisel's ACL subjects have no /udp
             self.log.warning("Denied channel to %s for user '%s'", target.text, self.user)
+            self.endpoint.note_error(f"channel to {target.text} denied")
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        return self.endpoint.route_channel(
-            target, self.gateway.stats.remote(target.text), target.text
+        return self.endpoint.route_channel(target, self.stats.remote(target.text), target.text)
+
+    # -- the status page ----------------------------------------------------------
+    def status_row(self) -> SessionRow | None:
+        """This session as /status shows it; None until it is set up."""
+        if not self._configured or self.context is None:
+            return None
+        who = self.user
+        if self.context.token_name:
+            who = f"{who} ({self.context.token_name})" if who else self.context.token_name
+        remotes = self.stats.remotes.values()
+        return SessionRow(
+            id=self.id,
+            user=who or "-",
+            peer=self.context.peer,
+            version=self.client_version,
+            since=self.since,
+            remotes=[str(r) for r in self.remotes],
+            open=sum(r.open for r in remotes),
+            bytes_in=sum(r.bytes_in for r in remotes),
+            bytes_out=sum(r.bytes_out for r in remotes),
+            last_error=self.endpoint.last_error,
         )
 
 

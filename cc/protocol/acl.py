@@ -222,11 +222,17 @@ class TokenTable:
 
     def lookup(self, token: str) -> Permissions | None:
         """The permissions of ``token``, or None; no early exit on a mismatch."""
+        entry = self.entry(token)
+        return None if entry is None else entry[1]
+
+    def entry(self, token: str) -> tuple[int, Permissions] | None:
+        """``token``'s 1-based entry number in the file (its name in logs and the status
+        page, which must never show the token) and permissions; None if unknown."""
         digest = hashlib.sha256(_secret_bytes(token)).digest()
-        found: Permissions | None = None
-        for stored, permissions in self._entries:
+        found: tuple[int, Permissions] | None = None
+        for number, (stored, permissions) in enumerate(self._entries, start=1):
             if hmac.compare_digest(stored, digest) and found is None:
-                found = permissions
+                found = (number, permissions)
         return found
 
 

@@ -19,12 +19,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Coroutine, Sequence
+from typing import Any
 
 from cc.gateway.ports import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims
+from cc.runtime.figures import FIGURES_FD_ENV, WORKER_COUNT_ENV, FiguresBoard, serve_worker_figures
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
@@ -48,7 +50,8 @@ class Supervisor:
     ``port_claims``: serve reverse-port claims to the workers (gateway workers).
     ``fatal_codes``: a worker exiting with one of these stops everything and
     ``run()`` returns the code (a connector refused by its gateway must not be
-    restarted for ever).
+    restarted for ever).  Every worker also gets a socket for its figures
+    (cc.runtime.figures), so that one scrape shows them all.
     """
 
     def __init__(
@@ -71,18 +74,22 @@ class Supervisor:
         self.exit_code = 0
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._claim_servers: set[asyncio.Task[None]] = set()
+        self._worker_links: set[asyncio.Task[None]] = set()
+        self.figures = FiguresBoard()
         self.log = get_logger(f"{component}.supervisor")
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.returncode is None]
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
-        env = {**os.environ, WORKER_ENV: str(index)}
+        env = {**os.environ, WORKER_ENV: str(index), WORKER_COUNT_ENV: str(self.count)}
         ours = theirs = None
         if self.port_claims is not None:
             ours, theirs = socket.socketpair()
             env[REGISTRY_FD_ENV] = str(theirs.fileno())
+        figures_ours, figures_theirs = socket.socketpair()
+        env[FIGURES_FD_ENV] = str(figures_theirs.fileno())
+        passed = [figures_theirs.fileno()] + ([theirs.fileno()] if theirs is not None else [])
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -90,20 +97,21 @@ class Supervisor:
                 stdin=asyncio.subprocess.PIPE
                 if self.stdin_data is not None
                 else asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),) if theirs is not None else (),
+                pass_fds=passed,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except BaseException:
             if ours is not None:
                 ours.close()
+            figures_ours.close()
             raise
         finally:
             if theirs is not None:
                 theirs.close()
+            figures_theirs.close()
         if ours is not None and self.port_claims is not None:
-            task = asyncio.ensure_future(serve_worker_claims(ours, self.port_claims, index))
-            self._claim_servers.add(task)
-            task.add_done_callback(self._claim_servers.discard)
+            self._serve_worker(serve_worker_claims(ours, self.port_claims, index))
+        self._serve_worker(serve_worker_figures(figures_ours, self.figures, index))
         if self.stdin_data is not None and proc.stdin is not None:
             proc.stdin.write(self.stdin_data)
             with contextlib.suppress(ConnectionError):
@@ -112,6 +120,12 @@ class Supervisor:
         self.procs[index] = proc
         self.log.info("worker %d started (pid %d)", index + 1, proc.pid)
         return proc
+
+    def _serve_worker(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task that talks with one worker over its socket until the worker is gone."""
+        task = asyncio.ensure_future(coro)
+        self._worker_links.add(task)
+        task.add_done_callback(self._worker_links.discard)
 
     async def _keep(self, index: int) -> None:
         """Run worker ``index``; restart it with backoff whenever it dies."""
@@ -156,7 +170,7 @@ class Supervisor:
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
-        await asyncio.gather(*self._claim_servers, return_exceptions=True)
+        await asyncio.gather(*self._worker_links, return_exceptions=True)
         return self.exit_code
 
     def stop(self) -> None:
