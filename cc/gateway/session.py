@@ -103,6 +103,7 @@ class GatewaySession(asyncssh.SSHServer):
         self.context = conn.get_extra_info("cc_context")
         self.gateway.sessions.add(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         self.log.debug("Handshaking with %s...", self.context.peer if self.context else "?")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,6 +116,7 @@ class GatewaySession(asyncssh.SSHServer):
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         if self._configured:
             self.log.info("Closed connection (%s)", exc or "normal close")
         elif exc is not None and not self._we_closed(exc):
