@@ -76,6 +76,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code{font-size:13px;background:#eef0f3;border-radius:3px;padding:1px 4px;
 display:inline-block;margin:1px 0;word-break:break-all}
 .err{color:#a1260d}
+.none{color:#8a94a3}
 .empty{padding:24px;text-align:center;color:#5a6678;background:#fff}
 @media (max-width:700px){
  thead{display:none}
@@ -83,7 +84,7 @@ display:inline-block;margin:1px 0;word-break:break-all}
  tr{margin:0 0 12px;border-radius:6px;box-shadow:0 1px 3px #0003;background:#fff}
  td{border:0;padding:4px 12px}
  td.num{text-align:left}
- td::before{content:attr(data-label);display:inline-block;min-width:6.5em;
+ td::before{content:attr(data-label);display:inline-block;min-width:8em;
  font-size:12px;text-transform:uppercase;color:#5a6678}
  td:first-child{padding-top:10px;font-weight:600}
  td:last-child{padding-bottom:10px}
@@ -98,7 +99,8 @@ def render_html(document: dict[str, Any], *, refresh: int = DEFAULT_REFRESH) -> 
     rows = []
     for row in document["sessions"]:
         remotes = "".join(f"<code>{esc(r)}</code> " for r in row["remotes"]) or "-"
-        error = esc(row.get("last_error") or "") or "-"
+        error = esc(row.get("last_error") or "")
+        error_class = "err last-error" if error else "none last-error"
         bytes_in, bytes_out = int(row["bytes_in"]), int(row["bytes_out"])
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["since"]))
         rows.append(
@@ -116,7 +118,7 @@ def render_html(document: dict[str, Any], *, refresh: int = DEFAULT_REFRESH) -> 
             f"{human_bytes(bytes_in)}</td>"
             f'<td class="num out" data-label="Out" title="{bytes_out} bytes to the connector">'
             f"{human_bytes(bytes_out)}</td>"
-            f'<td class="err" data-label="Last error">{error}</td></tr>'
+            f'<td class="{error_class}" data-label="Last error">{error or "-"}</td></tr>'
         )
     if rows:
         body = (
