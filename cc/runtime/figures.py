@@ -68,7 +68,9 @@ class FiguresLink:
         self.expected = expected
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        #: one fetch at a time (answers come in order); one connect, whoever asks first
         self._lock = asyncio.Lock()
+        self._connecting = asyncio.Lock()
 
     @classmethod
     def from_environment(cls) -> FiguresLink | None:
@@ -79,10 +81,11 @@ class FiguresLink:
         return cls(socket.socket(fileno=int(fd)), int(count))
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None:
-            self._reader, self._writer = await asyncio.open_unix_connection(
-                sock=self._sock, limit=MAX_LINE
-            )
+        async with self._connecting:
+            if self._reader is None or self._writer is None:
+                self._reader, self._writer = await asyncio.open_unix_connection(
+                    sock=self._sock, limit=MAX_LINE
+                )
         return self._reader, self._writer
 
     async def push(self, figures: Figures) -> None:

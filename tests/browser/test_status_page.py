@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -94,7 +94,10 @@ def rows(driver: WebDriver) -> dict[str, dict[str, str]]:
     return found
 
 
-def wait_rows(driver: WebDriver, check: object) -> dict[str, dict[str, str]]:
+Rows = dict[str, dict[str, str]]
+
+
+def wait_rows(driver: WebDriver, check: Callable[[Rows], bool]) -> Rows:
     """Until ``check(rows)`` holds on a (re)loaded page; the rows it held on."""
     seen: dict[str, dict[str, str]] = {}
 
@@ -104,7 +107,7 @@ def wait_rows(driver: WebDriver, check: object) -> dict[str, dict[str, str]]:
             seen = rows(d)
         except StaleElementReferenceException:  # the page reloaded under us
             return False
-        return bool(check(seen))  # type: ignore[operator]
+        return check(seen)
 
     WebDriverWait(driver, SEE, poll_frequency=0.2).until(holds, f"status page rows: {seen}")
     return seen
