@@ -291,11 +291,14 @@ class Gateway:
                 CHISEL_PROTOCOL,
                 peer,
             )
-        conn.doorway.release()  # plain HTTP: served (or proxied) like any web server
         route = self.router.find(request.path, backend=bool(self.config.backend))
         if route is not None:
+            # Counts as unauthenticated until answered (admin logins may be held back
+            # by a guesser's penalty): the front's caps and grace time still apply.
             conn.serve(route, Request(self, request, peer, conn.doorway.source))
-        elif self.config.backend:
+            return
+        conn.doorway.release()  # plain HTTP: served (or proxied) like any web server
+        if self.config.backend:
             conn.hand_over(proxy_to_backend(conn.transport, self.config.backend, conn.head + rest))
         else:
             conn.respond(404, b"Not found")
@@ -370,6 +373,8 @@ class _HTTPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._task: asyncio.Task[None] | None = None
         self._answer: asyncio.TimerHandle | None = None
+        #: one of our handlers is answering: nothing more is read meanwhile
+        self._serving = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -395,6 +400,7 @@ class _HTTPConnection(asyncio.Protocol):
             not self.transport.is_closing()
             and self.transport.get_protocol() is self
             and self._answer is None
+            and not self._serving
         ):
             self.transport.resume_reading()
 
@@ -431,6 +437,7 @@ class _HTTPConnection(asyncio.Protocol):
                 405, b"Method not allowed\n", [("Allow", ", ".join(sorted(route.methods)))]
             )
             return
+        self._serving = True
         self.hand_over(self._serve(route, request))
 
     async def _serve(self, route: Route, request: Request) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -202,3 +203,19 @@ def test_status_command_prints_the_sessions(tmp_path: Path) -> None:
     unreachable = run_cli([*CC, "status", f"http://{LOOPBACK}:{free_port()}"], cwd=tmp_path)
     assert unreachable.returncode == 1 and "cannot fetch" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_sigterm_drain_says_not_ready(tmp_path: Path) -> None:
+    """SIGTERM with a tunnelled connection open: /ready is 503 while it finishes."""
+    with start_gateway(tmp_path) as (gateway, port), tcp_echo_server() as echo:
+        base = f"http://{LOOPBACK}:{port}"
+        with connector(tmp_path, port, echo.port) as (_proc, tunnel_port):
+            held = socket.create_connection((LOOPBACK, tunnel_port), timeout=10)
+            held.sendall(b"ping")
+            assert held.recv(4) == b"ping"
+            assert http_get(f"{base}/ready") == (200, "ready\n")
+            gateway.signal(signal.SIGTERM)
+            assert wait_status(f"{base}/ready", 503) == "not ready: draining\n"
+            assert gateway.popen.poll() is None, "still draining"
+            held.close()
+            assert gateway.wait_exit(20.0) == 0, gateway.report()

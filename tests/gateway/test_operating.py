@@ -224,6 +224,14 @@ async def test_backend_does_not_hide_our_endpoints(harness: Harness) -> None:
     assert len(backend.requests) == 2
 
 
+async def test_one_request_per_connection(harness: Harness) -> None:
+    """A pipelined second request is not read: one answer, then the close."""
+    gateway = await harness.gateway()
+    raw = await http_exchange(gateway.ports[0], get("/ready") + get("/metrics"))
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert split_response(raw)[2] == b"ready\n"
+
+
 async def test_head_and_wrong_methods(harness: Harness) -> None:
     gateway = await harness.gateway()
     port = gateway.ports[0]
