@@ -18,6 +18,7 @@ from cc.gateway.gateway import Gateway
 from cc.protocol.acl import UserTable, parse_tokens_file
 from cc.protocol.authguard import GuardPolicy
 from cc.protocol.basicauth import AdminCredentials, basic_header
+from cc.tunnel.udp.settings import UDPSettings
 from tests.gateway.test_http import Backend
 from tests.support.harness import (
     STEP,
@@ -156,6 +157,26 @@ async def test_auth_failures_are_counted_by_reason(harness: Harness) -> None:
     assert reasons["password"] >= 1
     assert reasons["banned"] >= 1
     assert reasons["admin"] == 0
+
+
+async def test_udp_drops_are_counted(harness: Harness) -> None:
+    """A datagram over --udp-max-size is dropped at the gateway's reverse UDP listener."""
+    gateway = await harness.gateway(udp=UDPSettings(max_size=100))
+    port = free_port()
+    name = f"R:127.0.0.1:{port}=>9/udp"
+    await harness.connect(gateway, [f"R:127.0.0.1:{port}:127.0.0.1:9/udp"])
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+    )
+    try:
+        transport.sendto(b"x" * 500)
+        transport.sendto(b"y" * 600)
+        await wait_until(lambda: gateway.stats.remotes[name].dropped == 2)
+    finally:
+        transport.close()
+    metrics = await scrape(gateway.ports[0])
+    assert metrics[("cloud_connector_udp_dropped_datagrams_total", (("remote", name),))] == 2
 
 
 async def test_remote_labels_are_bounded(harness: Harness) -> None:
