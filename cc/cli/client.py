@@ -28,6 +28,7 @@ from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
 from cc.log import redact, set_error_format, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
+from cc.protocol.hosts import split_listen_address
 from cc.protocol.keys import fingerprint_format_error
 from cc.protocol.remote import Remote, check_unique, parse_remote
 from cc.transport.tls import TLSOptions
@@ -35,6 +36,8 @@ from cc.transport.urls import normalize_server_url
 
 if TYPE_CHECKING:
     from cc.connector.config import ConnectorConfig
+    from cc.connector.connector import Connector
+    from cc.connector.monitor import Monitor
 
 __all__ = ["HELP", "add_connector_flags", "build_connector_config", "main"]
 
@@ -173,6 +176,11 @@ HELP = f"""\
     a second worker finds no idle core and only costs memory) and with
     a stdio remote (env CC_WORKERS).
 
+    --metrics, An address to serve Prometheus metrics (/metrics) and a
+    readiness probe (/ready: 200 while connected, 503 otherwise) on,
+    for example 9090 or 127.0.0.1:9090; a port alone means 127.0.0.1,
+    0.0.0.0:9090 every interface. Off by default (env CC_METRICS).
+
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
 
@@ -224,6 +232,7 @@ def add_connector_flags(p: GoArgumentParser) -> None:
     p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
     p.add_flag("--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text")
     p.add_flag("--keepalive-timeout", type=duration, env="CC_KEEPALIVE_TIMEOUT", default="10s")
+    p.add_flag("--metrics", env="CC_METRICS")
     p.add_flag("--tls-ca", env="CC_TLS_CA", path=True)
     p.add_flag("--tls-skip-verify", action="store_true", env="CC_TLS_SKIP_VERIFY", default=False)
     p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
@@ -301,6 +310,8 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
             hostname = value
     if args.max_retry_interval <= 0:
         raise UsageError("--max-retry-interval must be positive")
+    if args.metrics:
+        split_listen_address(args.metrics)  # HostError (a ProtocolError) if malformed
     return ConnectorConfig(
         server=server,
         remotes=remotes,
@@ -316,20 +327,52 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     )
 
 
-async def run_connector(prog: str, config: ConnectorConfig, pid_path: str | None) -> int:
+async def run_connector(
+    prog: str, config: ConnectorConfig, pid_path: str | None, metrics: str | None = None
+) -> int:
     """Run until stopped by a signal (exit 0) or a fatal error (exit 1).
 
     A signal asks the connector to stop; if it is stuck in a dial or pre-flight
     (a firewall that drops packets makes that last the full connect timeout),
     the run is cancelled after STOP_GRACE so SIGTERM always ends us promptly.
+    ``metrics``: the --metrics address (cc.connector.monitor), None for none.
     """
-    from cc.connector.connector import Connector, FatalError
-    from cc.runtime.process import PidFile, install_signals
+    from cc.connector.connector import Connector
 
     connector = Connector(config)
     for remote in config.remotes:
         # SIGUSR2 lists every remote from the start, not only those used so far.
         connector.stats.remote(str(remote))
+    monitor = await _start_monitor(prog, connector, metrics)
+    try:
+        return await _run(prog, connector, pid_path)
+    finally:
+        if monitor is not None:
+            await monitor.stop()
+
+
+async def _start_monitor(prog: str, connector: Connector, address: str | None) -> Monitor | None:
+    """--metrics: listen now, so that a taken port fails at start, not later."""
+    if not address:
+        return None
+    from cc.connector.monitor import Monitor
+    from cc.runtime.figures import FiguresLink, Fleet
+
+    host, port = split_listen_address(address)
+    worker = connector.config.worker_count > 1
+    fleet = Fleet(connector.figures, FiguresLink.from_environment() if worker else None)
+    monitor = Monitor(fleet, host, port, reuse_port=worker)
+    try:
+        await monitor.start()
+    except OSError as exc:
+        fail(prog, f"--metrics: cannot listen on {monitor.address}: {exc.strerror or exc}")
+    return monitor
+
+
+async def _run(prog: str, connector: Connector, pid_path: str | None) -> int:
+    from cc.connector.connector import FatalError
+    from cc.runtime.process import PidFile, install_signals
+
     loop = asyncio.get_running_loop()
     stopping = False
 
@@ -425,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.worker_index, config.worker_count = index, workers
         config.group = sys.stdin.readline().strip() or None
         pid_path = None  # the control process has it
-    return run_async(PROG, lambda: run_connector(PROG, config, pid_path))
+    return run_async(PROG, lambda: run_connector(PROG, config, pid_path, args.metrics))
 
 
 async def _supervise(command: list[str], workers: int, pid_path: str | None) -> int:

@@ -16,6 +16,7 @@ Commands:
   server   run the gateway (chisel server compatible)
   client   run a connector (chisel client compatible)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
+  status   print the sessions connected to a gateway (its /status page, needs --admin)
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
   version  print the version
 
@@ -36,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.client import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
+    elif command == "status":
+        from cc.cli.status import main as run
     elif command == "demo":
         from cc.cli.demo import main as run
     elif command in ("version", "--version", "-version"):
@@ -44,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, keygen, demo, version; see cloud-connector --help)",
+            "(commands: server, client, keygen, status, demo, version; see cloud-connector --help)",
             file=sys.stderr,
         )
         return 2

@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.announce = False
     setup_logging(args.verbose, args.log_format)
     return run_async(
-        PROG, lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None)
+        PROG,
+        lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None, args.metrics),
     )
 
 

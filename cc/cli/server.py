@@ -38,6 +38,7 @@ from cc.protocol.acl import (
     parse_user_pass,
 )
 from cc.protocol.admission import AdmissionPolicy
+from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
 
@@ -128,7 +129,14 @@ HELP = f"""\
     --backend, Another HTTP server to proxy plain (non-WebSocket)
     requests to, for example http://127.0.0.1:3000, which hides the
     gateway behind a normal web site. Without it, /health answers "OK",
-    /version the version, everything else 404 (env CC_BACKEND).
+    /version the version, everything else 404 (env CC_BACKEND). /ready,
+    /metrics and /status are always the gateway's own.
+
+    --admin, Credentials in the form <user:pass> that turn on the status
+    page (/status, and /status.json) and are then also required for
+    /metrics; HTTP Basic authentication, and wrong guesses cost the
+    guesser like wrong passwords do. Without it there is no status page
+    and /metrics is public (env CC_ADMIN).
 
     --socks5, Allow clients to use the server's internal SOCKS5 proxy
     (the "socks" remote; see cloud-connector client --help). Unlike
@@ -341,6 +349,11 @@ def _parser() -> GoArgumentParser:
     )
     p.add_flag("--backend", env="CC_BACKEND", help="proxy plain HTTP requests here")
     p.add_flag(
+        "--admin",
+        env="CC_ADMIN",
+        help="user:pass for /status (and /metrics), HTTP Basic",
+    )
+    p.add_flag(
         "--socks5",
         action="store_true",
         env="CC_SOCKS5",
@@ -413,6 +426,7 @@ class ServerSettings:
     tokens: TokenTable | None
     tls: ssl.SSLContext | None
     workers: int
+    admin: AdminCredentials | None = None
 
 
 def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
@@ -439,7 +453,8 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     elif args.auth:
         users = UserTable.single(*parse_user_pass(args.auth))
     tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
-    return ServerSettings(key, users, tokens, _tls_context(args), workers)
+    admin = AdminCredentials.parse(args.admin) if args.admin else None
+    return ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -491,6 +506,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
     try:
         from cc.gateway.gateway import GatewayConfig
         from cc.gateway.ports import registry_from_environment
+        from cc.runtime.figures import FiguresLink
     except ImportError as exc:
         fail_on_wrong_asyncssh(PROG, exc)
         raise
@@ -513,6 +529,9 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         max_auth_tries=args.max_auth_tries,
         reuse_port=worker,
         port_registry=registry_from_environment(),
+        admin=settings.admin,
+        figures_link=FiguresLink.from_environment() if worker else None,
+        worker=worker_index(),
     )
 
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import asyncssh
 
+from cc import fastpath as _fastpath
 from cc.connector.config import ConnectorConfig
 from cc.log import event, get_logger, redact
+from cc.metrics import Figures
 from cc.protocol.backoff import Backoff
 from cc.protocol.config import Config, encode_config
 from cc.protocol.durations import format_duration
@@ -42,6 +44,7 @@ from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
+    fast_path_counts,
     new_client_connection,
     send_global_request,
 )
@@ -111,6 +114,20 @@ class Connector:
 
     def open_connections(self) -> int:
         return self.endpoint.open_connections()
+
+    def figures(self) -> Figures:
+        """What --metrics shows of this process: ready while a session is connected."""
+        counts = fast_path_counts()
+        cfg = self.config
+        return Figures(
+            role="connector",
+            stats=self.stats,
+            ready=self.stats.state == "connected",
+            fast_path=_fastpath.IMPLEMENTATION,
+            sealed=counts.sealed,
+            opened=counts.opened,
+            workers=[cfg.worker_index] if cfg.worker_count > 1 else [],
+        )
 
     async def _drain_then_close(self) -> None:
         if self.open_connections():

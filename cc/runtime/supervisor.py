@@ -20,12 +20,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Coroutine, Sequence
+from typing import Any
 
 from cc.gateway.ports import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims
+from cc.runtime.figures import FIGURES_FD_ENV, WORKER_COUNT_ENV, FiguresBoard, serve_worker_figures
 from cc.runtime.report import REPORT_FD_ENV, ReportPipe
 
 __all__ = ["WORKER_ENV", "Supervisor"]
@@ -53,6 +55,8 @@ class Supervisor:
     restarted for ever).  So does a worker that exits non-zero after reporting
     why (``cc.runtime.report``): it stopped on purpose, and its siblings would
     stop for the same reason.  ``reason`` is then the first worker's reason.
+    Every worker also gets a socket for its figures (cc.runtime.figures), so
+    that one scrape shows them all.
     """
 
     def __init__(
@@ -78,7 +82,8 @@ class Supervisor:
         self._reports: dict[int, ReportPipe] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._claim_servers: set[asyncio.Task[None]] = set()
+        self._worker_links: set[asyncio.Task[None]] = set()
+        self.figures = FiguresBoard()
         self.log = get_logger(f"{component}.supervisor")
 
     def pids(self) -> list[int]:
@@ -86,13 +91,21 @@ class Supervisor:
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
         report = self._reports[index] = ReportPipe()
-        env = {**os.environ, WORKER_ENV: str(index), REPORT_FD_ENV: str(report.child_fd)}
+        env = {
+            **os.environ,
+            WORKER_ENV: str(index),
+            WORKER_COUNT_ENV: str(self.count),
+            REPORT_FD_ENV: str(report.child_fd),
+        }
         pass_fds = [report.child_fd]
         ours = theirs = None
         if self.port_claims is not None:
             ours, theirs = socket.socketpair()
             env[REGISTRY_FD_ENV] = str(theirs.fileno())
             pass_fds.append(theirs.fileno())
+        figures_ours, figures_theirs = socket.socketpair()
+        env[FIGURES_FD_ENV] = str(figures_theirs.fileno())
+        pass_fds.append(figures_theirs.fileno())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -107,15 +120,16 @@ class Supervisor:
             if ours is not None:
                 ours.close()
             report.close()
+            figures_ours.close()
             raise
         finally:
             report.started()
             if theirs is not None:
                 theirs.close()
+            figures_theirs.close()
         if ours is not None and self.port_claims is not None:
-            task = asyncio.ensure_future(serve_worker_claims(ours, self.port_claims, index))
-            self._claim_servers.add(task)
-            task.add_done_callback(self._claim_servers.discard)
+            self._serve_worker(serve_worker_claims(ours, self.port_claims, index))
+        self._serve_worker(serve_worker_figures(figures_ours, self.figures, index))
         if self.stdin_data is not None and proc.stdin is not None:
             proc.stdin.write(self.stdin_data)
             with contextlib.suppress(ConnectionError):
@@ -124,6 +138,12 @@ class Supervisor:
         self.procs[index] = proc
         self.log.info("worker %d started (pid %d)", index + 1, proc.pid)
         return proc
+
+    def _serve_worker(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task that talks with one worker over its socket until the worker is gone."""
+        task = asyncio.ensure_future(coro)
+        self._worker_links.add(task)
+        task.add_done_callback(self._worker_links.discard)
 
     async def _keep(self, index: int) -> None:
         """Run worker ``index``; restart it with backoff whenever it dies."""
@@ -170,7 +190,7 @@ class Supervisor:
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
-        await asyncio.gather(*self._claim_servers, return_exceptions=True)
+        await asyncio.gather(*self._worker_links, return_exceptions=True)
         for report in self._reports.values():
             report.close()
         self._reports.clear()

@@ -81,6 +81,9 @@ class Pipe:
         if stats is not None:
             stats.open += 1
             stats.total += 1
+            if stats.parent is not None:
+                stats.parent.open += 1
+                stats.parent.total += 1
         log.debug("conn#%d: %s: open", self.id, label)
 
     # -- both sides report here -----------------------------------------
@@ -102,6 +105,8 @@ class Pipe:
         self._closed = True
         if self.stats is not None:
             self.stats.open -= 1
+            if self.stats.parent is not None:
+                self.stats.parent.open -= 1
         if self.chan is not None:
             if exc is None:
                 self.chan.close()
@@ -169,8 +174,11 @@ class _SocketSide(asyncio.Protocol):
             return
         pipe.chan.write(data)
         pipe.bytes_out += len(data)
-        if pipe.stats is not None:
-            pipe.stats.bytes_out += len(data)
+        stats = pipe.stats
+        if stats is not None:
+            stats.bytes_out += len(data)
+            if stats.parent is not None:
+                stats.parent.bytes_out += len(data)
 
     def flush_early(self) -> None:
         """The channel is open: send what came before it, then any early EOF."""
@@ -236,8 +244,11 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         if pipe.transport is not None and not pipe.transport.is_closing():
             pipe.transport.write(data)
             pipe.bytes_in += len(data)
-            if pipe.stats is not None:
-                pipe.stats.bytes_in += len(data)
+            stats = pipe.stats
+            if stats is not None:
+                stats.bytes_in += len(data)
+                if stats.parent is not None:
+                    stats.parent.bytes_in += len(data)
 
     def eof_received(self) -> bool:
         pipe = self.pipe
@@ -290,7 +301,7 @@ async def dial(
     try:
         await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
     except OSError as exc:
-        stats.failed += 1
+        stats.count_failed()
         pipe.reset(exc)
         reason = str(exc.strerror or exc)
         log.info("%s: dial %s:%d failed: %s", label, host, port, reason)

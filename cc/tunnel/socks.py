@@ -192,7 +192,7 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
             raise
         except (OSError, TimeoutError) as exc:
             if self.stats is not None:
-                self.stats.failed += 1
+                self.stats.count_failed()
             pipe.reset(exc)
             code = _failure_code(exc)
             reason = getattr(exc, "strerror", None) or exc or type(exc).__name__
