@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -105,7 +105,7 @@ def wait_rows(driver: WebDriver, check: Callable[[Rows], bool]) -> Rows:
         nonlocal seen
         try:
             seen = rows(d)
-        except StaleElementReferenceException:  # the page reloaded under us
+        except WebDriverException:  # the page reloaded under us (stale, detached, unloaded)
             return False
         return check(seen)
 
