@@ -28,9 +28,10 @@ import yaml
 
 from ..errors import TargetsError
 from ..hosts import HostError, canonical_host, join_host_port
+from ..remote import split_target
 from .policy import Policy, compile_policy
 
-__all__ = ["Target", "TargetTable", "host_of", "parse_targets"]
+__all__ = ["Target", "TargetTable", "host_of", "parse_http_target", "parse_targets"]
 
 _KEYS = frozenset({"protocol", "hostname", "port", "policy", "identifier", "ca", "insecure"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -279,3 +280,28 @@ def parse_targets(data: bytes | str) -> TargetTable:
         seen[public] = key_node.start_mark.line + 1
         targets.append(_target(public, key_node, value))
     return TargetTable(tuple(targets))
+
+
+def parse_http_target(text: str) -> tuple[str, ...]:
+    """A connector's ``--http-target HOST[:PORT]`` as the ``host:port`` it may dial.
+
+    Without a port, both 80 and 443 (a target's defaults for http and https).  The
+    spelling is canonical and lower case, as the gateway writes targets; TargetsError
+    (a ValueError, for argparse) otherwise.
+    """
+    text = text.strip()
+    bracketed = text.startswith("[") and text.endswith("]")
+    has_port = not bracketed and (text.count(":") == 1 or "]:" in text)
+    try:
+        if has_port:
+            host, port = split_target(text.lower())
+            return (join_host_port(host, port),)
+        inner = text[1:-1] if bracketed else text
+        if not inner or (":" not in inner and not set(inner) <= _NAME_CHARS):
+            raise TargetsError(f"--http-target {text!r} is not HOST[:PORT]")
+        host = canonical_host(inner.lower())
+    except (HostError, ValueError) as exc:
+        if isinstance(exc, TargetsError):
+            raise
+        raise TargetsError(f"--http-target {text!r}: {exc}") from None
+    return (join_host_port(host, 80), join_host_port(host, 443))
