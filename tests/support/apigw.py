@@ -32,9 +32,29 @@ from cc.protocol.http import accept_key
 from tests.support.harness import Harness, RunningConnector, wait_until
 from tests.support.streams import STEP
 
-__all__ = ["ApiGateway", "Backend", "Client", "Response", "pattern"]
+__all__ = [
+    "ApiGateway",
+    "Backend",
+    "Client",
+    "Response",
+    "pattern",
+    "pattern_sha256",
+    "ws_frame",
+    "ws_key",
+]
 
 CHUNK = 64 * 1024
+
+
+def pattern_sha256(size: int) -> str:
+    """sha256 of :func:`pattern` bytes, computed block by block."""
+    block = pattern(CHUNK)
+    digest = hashlib.sha256()
+    whole, part = divmod(size, CHUNK)
+    for _ in range(whole):
+        digest.update(block)
+    digest.update(block[:part])
+    return digest.hexdigest()
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -298,6 +318,47 @@ class Client:
                     await self.writer.drain()
             self.writer.write(self.conn.send(h11.EndOfMessage()) or b"")
             return await self.read_response()
+
+    async def upload(self, target: str, size: int, *, host: str = "api.test") -> Response:
+        """POST ``size`` bytes of :func:`pattern` blocks, never holding more than one block."""
+        assert self.writer is not None
+        if self.conn.our_state is h11.DONE:
+            self.conn.start_next_cycle()
+        fields = [("Host", host), ("Content-Length", str(size))]
+        self.writer.write(
+            self.conn.send(h11.Request(method="POST", target=target, headers=fields)) or b""
+        )
+        block = pattern(CHUNK)
+        sent = 0
+        while sent < size:
+            piece = block[: min(CHUNK, size - sent)]
+            self.writer.write(self.conn.send(h11.Data(data=piece)) or b"")
+            sent += len(piece)
+            await self.writer.drain()
+        self.writer.write(self.conn.send(h11.EndOfMessage()) or b"")
+        return await self.read_response()
+
+    async def download(self, target: str, *, host: str = "api.test") -> tuple[int, int, str]:
+        """GET ``target`` and hash the body as it arrives: (status, length, sha256 hex)."""
+        assert self.reader is not None and self.writer is not None
+        if self.conn.our_state is h11.DONE:
+            self.conn.start_next_cycle()
+        request = h11.Request(method="GET", target=target, headers=[("Host", host)])
+        self.writer.write(self.conn.send(request) or b"")
+        self.writer.write(self.conn.send(h11.EndOfMessage()) or b"")
+        head = await _next_event(self.conn, self.reader)
+        assert isinstance(head, h11.Response), head
+        digest = hashlib.sha256()
+        length = 0
+        while True:
+            event = await _next_event(self.conn, self.reader)
+            if isinstance(event, h11.Data):
+                digest.update(event.data)
+                length += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return head.status_code, length, digest.hexdigest()
+            else:
+                raise ConnectionResetError(f"download cut short: {event}")
 
     async def read_response(self) -> Response:
         assert self.reader is not None

@@ -127,6 +127,8 @@ class AppGateway:
         self.targets = targets
         self.pool = UpstreamPool()
         self.in_flight: dict[int, int] = {}
+        #: requests relayed, by connector session id
+        self.served: dict[int, int] = {}
         self._randbelow = randbelow
         self._server: asyncio.Server | None = None
         self._watcher: FileWatcher[LoadedTargets] | None = None
@@ -387,6 +389,7 @@ class _Exchange:
                     return self._fail(502, "the connector went away and no other serves it")
                 return self._fail(502, f"no connector serves {self.target.address}")
             app.in_flight[session.id] = app.in_flight.get(session.id, 0) + 1
+            app.served[session.id] = app.served.get(session.id, 0) + 1
             try:
                 try:
                     return await self._through(session, reuse=True)
