@@ -163,6 +163,18 @@ HELP = f"""\
     --udp-max-size, Largest UDP datagram relayed, in bytes; larger ones
     are dropped. Defaults to 9012, as chisel (env CC_UDP_MAX_SIZE).
 
+    --identifier, A name this connector serves the HTTP API gateway
+    under (repeatable): targets.yaml routes a target with an identifier
+    only to connectors that carry it (env CC_IDENTIFIER, names separated
+    by spaces or commas).
+
+    --http-target, HOST[:PORT] the HTTP API gateway may ask this
+    connector to dial (repeatable; without a port, 80 and 443). The
+    connector dials nothing else for it, and the gateway routes a
+    target only to connectors that declared it (env CC_HTTP_TARGETS,
+    separated by spaces or commas). With --http-target no remote is
+    required. A chisel server ignores both.
+
     --workers, Number of connector processes, each with its own session,
     so that tunnelled traffic spreads over the CPUs. Against a
     cloud-connector server the sessions share every TCP reverse port
@@ -413,8 +425,27 @@ def _parser() -> GoArgumentParser:
     p.add_flag(
         "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
     )
+    p.add_flag("--identifier", action="append", env="CC_IDENTIFIER", default=[])
+    p.add_flag("--http-target", action="append", env="CC_HTTP_TARGETS", default=[])
     add_connector_flags(p)
     return p
+
+
+def _http_offer(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """--identifier and --http-target, checked: (identifiers, canonical host:port targets)."""
+    from cc.protocol.apigw.targets import parse_http_target
+
+    identifiers = []
+    for name in args.identifier:
+        if not name or len(name) > 200 or any(c.isspace() or c == "," for c in name):
+            raise UsageError(f"--identifier {name!r}: a name without spaces or commas")
+        identifiers.append(name)
+    targets: list[str] = []
+    for text in args.http_target:
+        for target in parse_http_target(text):
+            if target not in targets:
+                targets.append(target)
+    return identifiers, targets
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
@@ -422,10 +453,13 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
     if not args.server:
         raise UsageError("a server URL is required (see --help)")
     remotes = [parse_remote(r) for r in args.remotes]
-    if not remotes:
-        raise UsageError("at least one remote is required")
+    identifiers, http_targets = _http_offer(args)
+    if not remotes and not http_targets:
+        raise UsageError("at least one remote (or --http-target) is required")
     check_unique(remotes)
     config = build_connector_config(args, remotes)
+    config.identifiers = identifiers
+    config.http_targets = http_targets
     if args.auth:
         config.auth = parse_user_pass(args.auth)
     problem = fingerprint_format_error(args.fingerprint)

@@ -212,6 +212,10 @@ class GoArgumentParser(argparse.ArgumentParser):
             super().print_help(file)
 
 
+#: list variables whose items may also be separated by commas
+COMMA_LISTS = frozenset({"CC_IDENTIFIER", "CC_HTTP_TARGETS"})
+
+
 def _from_env(name: str, kind: str, value: Any) -> Any:
     """``value`` unless the variable ``name`` is set (and not empty)."""
     if not os.environ.get(name):
@@ -220,7 +224,12 @@ def _from_env(name: str, kind: str, value: Any) -> Any:
         return env_flag(name)
     if kind == "list":
         # CC_HEADERS: one per line; CC_REMOTES: separated by spaces or lines.
-        return env_list(name) if name == "CC_HEADERS" else (os.environ[name]).split()
+        # CC_IDENTIFIER, CC_HTTP_TARGETS: separated by spaces or commas.
+        if name == "CC_HEADERS":
+            return env_list(name)
+        if name in COMMA_LISTS:
+            return os.environ[name].replace(",", " ").split()
+        return os.environ[name].split()
     return os.environ[name]
 
 

@@ -186,6 +186,24 @@ HELP = f"""\
     without one are refused (mutual TLS). Requires --tls-cert and
     --tls-key (env CC_TLS_CA).
 
+    --targets, Serve the HTTP API gateway: a targets.yaml mapping each
+    public Host to a target behind connectors, with path/method policies
+    and connector identifiers (see the README). Reloaded when it
+    changes; a broken new version keeps the last good one (env
+    CC_TARGETS). Needs --app-port, and one worker.
+
+    --app-port, --app-host, Where the HTTP API gateway takes requests
+    (env CC_APP_PORT, CC_APP_HOST; the host defaults to 0.0.0.0). GET
+    /healthz and /readyz answer there for a Host with no target.
+
+    --timeout, How long the HTTP API gateway waits for the next bytes of
+    a target's answer before it answers 504 (or cuts a started answer).
+    Defaults to '180s' (env CC_TIMEOUT).
+
+    --trusted-proxies, Comma-separated addresses or CIDR blocks whose
+    X-Forwarded-* and X-Real-IP headers the HTTP API gateway believes and
+    appends to; anyone else's are replaced (env CC_TRUSTED_PROXIES).
+
     --workers, Number of gateway processes sharing the port with
     SO_REUSEPORT, so sessions spread over the CPUs; a control process
     restarts a worker that dies and sums their figures on SIGUSR2.
@@ -410,6 +428,13 @@ def _parser() -> GoArgumentParser:
         help="write cloud-connector.pid in the working directory",
     )
     p.add_flag(
+        "--targets", env="CC_TARGETS", path=True, help="HTTP API gateway targets.yaml"
+    )
+    p.add_flag("--app-port", type=int, env="CC_APP_PORT")
+    p.add_flag("--app-host", env="CC_APP_HOST", default="0.0.0.0")
+    p.add_flag("--timeout", type=positive_duration, env="CC_TIMEOUT", default="180s")
+    p.add_flag("--trusted-proxies", env="CC_TRUSTED_PROXIES", default="")
+    p.add_flag(
         "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
     )
     p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
@@ -427,6 +452,9 @@ class ServerSettings:
     tls: ssl.SSLContext | None
     workers: int
     admin: AdminCredentials | None = None
+    #: the HTTP API gateway's targets, loaded (None: not serving it)
+    targets: Any = None
+    trusted: Any = None
 
 
 def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
@@ -443,6 +471,12 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     if not 0 <= args.port < 65536:
         raise UsageError(f"port {args.port} out of range")
     workers = args.workers
+    if args.targets or args.app_port is not None:
+        # each worker knows only its own sessions: a request on one worker could not
+        # reach a connector whose session landed on another
+        if workers is not None and workers > 1:
+            raise UsageError("--targets (the HTTP API gateway) runs with one worker")
+        workers = 1
     if workers is None:  # auto: one per CPU, unless the port is picked at random
         workers = 1 if args.port == 0 else auto_workers()
     elif workers > 1 and not worker and args.port == 0:
@@ -454,7 +488,28 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
         users = UserTable.single(*parse_user_pass(args.auth))
     tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
     admin = AdminCredentials.parse(args.admin) if args.admin else None
-    return ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
+    settings = ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
+    if args.targets or args.app_port is not None:
+        _app_settings(args, settings)
+    return settings
+
+
+def _app_settings(args: argparse.Namespace, settings: ServerSettings) -> None:
+    """--targets and its companions, checked and loaded now (exit 2 when wrong)."""
+    from cc.gateway.apigw.targetfile import load_targets
+    from cc.protocol.apigw.forwarding import TrustedProxies
+
+    if not args.targets or args.app_port is None:
+        raise UsageError("--targets and --app-port go together")
+    if not 0 <= args.app_port < 65536:
+        raise UsageError(f"--app-port {args.app_port} out of range")
+    try:
+        settings.targets = load_targets(args.targets)
+    except OSError as exc:
+        raise UsageError(f"cannot read --targets {args.targets}: {exc.strerror or exc}") from None
+    except ProtocolError as exc:
+        raise UsageError(f"--targets {args.targets}: {exc}") from None
+    settings.trusted = TrustedProxies.parse(args.trusted_proxies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -479,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers > 1 and not worker:
         return run_async(PROG, lambda: _supervise(args, argv, settings))
     config = _gateway_config(args, settings, worker)
-    return run_async(PROG, lambda: _serve(config, args, pid=not worker))
+    return run_async(PROG, lambda: _serve(config, args, pid=not worker, settings=settings))
 
 
 async def _supervise(
@@ -535,7 +590,9 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
     )
 
 
-async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
+async def _serve(
+    config: GatewayConfig, args: Any, pid: bool = True, settings: ServerSettings | None = None
+) -> int:
     from cc.gateway.gateway import Gateway
     from cc.runtime.filewatch import FileWatcher
     from cc.runtime.process import PidFile, install_signals
@@ -545,6 +602,27 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
         await gateway.start()
     except OSError as exc:
         fail(PROG, listen_error(config.host, config.port, exc))
+    app = None
+    if settings is not None and settings.targets is not None:
+        from cc.gateway.apigw import AppConfig, AppGateway
+
+        app = AppGateway(
+            gateway,
+            AppConfig(
+                targets_path=args.targets,
+                host=args.app_host,
+                port=args.app_port,
+                timeout=args.timeout,
+                trusted=settings.trusted,
+            ),
+            settings.targets,
+        )
+        try:
+            await app.start()
+        except OSError as exc:
+            where = join_host_port(args.app_host, args.app_port)
+            await gateway.close()
+            fail(PROG, listen_error(args.app_host, args.app_port, exc))
     # Every worker watches the files itself and re-checks its own live sessions.
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:
@@ -582,5 +660,7 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+        if app is not None:
+            await app.close()
         await gateway.close(drain_timeout=10.0)
     return 0

@@ -23,7 +23,7 @@ from cc.connector.config import ConnectorConfig
 from cc.log import event, get_logger, redact
 from cc.metrics import Figures
 from cc.protocol.backoff import Backoff
-from cc.protocol.config import Config, encode_config
+from cc.protocol.config import Config, HTTPOffer, encode_config
 from cc.protocol.durations import format_duration
 from cc.protocol.keys import (
     FingerprintCheck,
@@ -87,6 +87,7 @@ class Connector:
         self._listeners: list[asyncio.AbstractServer] = []
         self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
+        self._http_targets = frozenset(config.http_targets)
         self._stdio: asyncio.Task[None] | None = None
         #: why run() is to raise FatalError once stopped (a stdio stream was cut)
         self._failure: str | None = None
@@ -315,7 +316,8 @@ class Connector:
     async def _send_config(self, conn: Any, remotes: tuple[Remote, ...]) -> None:
         """The config request; returns if the gateway accepted it (see cc.protocol.verdict)."""
         cfg = self.config
-        config = Config(version=cfg.config_version, remotes=remotes)
+        http = HTTPOffer(tuple(cfg.identifiers), tuple(cfg.http_targets))
+        config = Config(version=cfg.config_version, remotes=remotes, http=http)
         try:
             # Bounded: a gateway that went silent after auth must not hang us forever.
             async with asyncio.timeout(cfg.connect_timeout):
@@ -426,6 +428,11 @@ class Connector:
             log.warning("Denied channel to %r: %s", asked[:200], exc.reason)
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, exc.reason) from None
         remote = self._reverse_targets.get(target.text)
+        if remote is None and not target.udp and target.text in self._http_targets:
+            # a request of the HTTP API gateway, to a target we declared
+            return self.endpoint.route_channel(
+                target, self.stats.remote(f"http {target.text}"), f"http {target.text}"
+            )
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", asked[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")

@@ -82,6 +82,9 @@ class GatewaySession(asyncssh.SSHServer):
         #: ``acl.password_digest`` of the password it logged in with (reloads re-check it)
         self.password_digest: bytes | None = None
         self.remotes: tuple[Remote, ...] = ()
+        #: what the connector offers the HTTP API gateway (set with the config)
+        self.http_identifiers: frozenset[str] = frozenset()
+        self.http_targets: frozenset[str] = frozenset()
         self.listeners: list[asyncio.AbstractServer] = []
         #: the reverse remote each listener serves (a narrowed ACL closes some)
         self._listener_remotes: dict[asyncio.AbstractServer, Remote] = {}
@@ -306,6 +309,8 @@ class GatewaySession(asyncssh.SSHServer):
         self.client_version = config.version
         self.since = time.time()
         self.stats.state = "connected"
+        self.http_identifiers = frozenset(config.http.identifiers)
+        self.http_targets = frozenset(config.http.targets)
         self._configured = True
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
             self.keepalive.start()
