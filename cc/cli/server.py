@@ -427,9 +427,7 @@ def _parser() -> GoArgumentParser:
         default=False,
         help="write cloud-connector.pid in the working directory",
     )
-    p.add_flag(
-        "--targets", env="CC_TARGETS", path=True, help="HTTP API gateway targets.yaml"
-    )
+    p.add_flag("--targets", env="CC_TARGETS", path=True, help="HTTP API gateway targets.yaml")
     p.add_flag("--app-port", type=int, env="CC_APP_PORT")
     p.add_flag("--app-host", env="CC_APP_HOST", default="0.0.0.0")
     p.add_flag("--timeout", type=positive_duration, env="CC_TIMEOUT", default="180s")
@@ -620,7 +618,6 @@ async def _serve(
         try:
             await app.start()
         except OSError as exc:
-            where = join_host_port(args.app_host, args.app_port)
             await gateway.close()
             fail(PROG, listen_error(args.app_host, args.app_port, exc))
     # Every worker watches the files itself and re-checks its own live sessions.
