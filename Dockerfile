@@ -18,5 +18,9 @@ USER connector
 WORKDIR /tmp
 # Every option can also come from the environment (see README), as container
 # platforms expect.
+# Health: set CC_HEALTHCHECK_URL to a /ready endpoint, e.g. with CC_METRICS=9090,
+# http://127.0.0.1:9090/ready (gateway: http://127.0.0.1:8080/ready); unset, healthy.
+ENV CC_HEALTHCHECK_URL=""
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s CMD python -c "import os,sys,urllib.request as u; url=os.environ.get('CC_HEALTHCHECK_URL'); sys.exit(0 if not url or u.urlopen(url, timeout=4).status == 200 else 1)"
 ENTRYPOINT ["outsystemscc"]
 CMD ["--help"]

@@ -14,8 +14,6 @@ from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
     UsageError,
-    env_default,
-    env_flag,
     fail,
     run_async,
 )
@@ -89,16 +87,24 @@ HELP = f"""\
 
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
-    p.add_flag("--listen")
-    p.add_flag("--remoted-key", default=env_default("CC_REMOTED_CLIENT_KEY"))
-    p.add_flag("--timeout", type=int)
-    p.add_flag("--proxy", default=env_default("CC_PROXY"))
-    p.add_flag("--tls-ca", default=env_default("CC_TLS_CA"))
-    p.add_flag("--tls-skip-verify", action="store_true", default=env_flag("CC_TLS_SKIP_VERIFY"))
-    p.add_flag("--sni", default=env_default("CC_SNI"))
-    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
+    p.add_flag("--listen", in_file=False)
+    p.add_flag("--remoted-key", env="CC_REMOTED_CLIENT_KEY", in_file=False)
+    p.add_flag("--timeout", type=int, in_file=False)
+    p.add_flag("--proxy", env="CC_PROXY", in_file=False)
+    p.add_flag("--tls-ca", env="CC_TLS_CA", in_file=False)
     p.add_flag(
-        "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
+        "--tls-skip-verify",
+        action="store_true",
+        env="CC_TLS_SKIP_VERIFY",
+        default=False,
+        in_file=False,
+    )
+    p.add_flag("--sni", env="CC_SNI", in_file=False)
+    p.add_flag(
+        "--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False, in_file=False
+    )
+    p.add_flag(
+        "--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text", in_file=False
     )
     p.add_argument("url", nargs="?")
     return p

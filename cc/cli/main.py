@@ -18,6 +18,7 @@ Commands:
   connect  reach a named service (WebRoute) as stdio or a local port
   agent    one reverse tunnel configured from the environment (Armorcode-style)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
+  status   print the sessions connected to a gateway (its /status page, needs --admin)
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
   version  print the version
 
@@ -42,25 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.agent import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
+    elif command == "status":
+        from cc.cli.status import main as run
     elif command == "demo":
-        from cc.cli.common import fail_on_wrong_asyncssh, run_async
-        from cc.log import setup_logging
-
-        try:
-            from cc.demo import run_demo
-        except ImportError as exc:
-            fail_on_wrong_asyncssh("cloud-connector demo", exc)
-            raise
-
-        setup_logging("-v" in rest)
-        return run_async("cloud-connector demo", run_demo)
+        from cc.cli.demo import main as run
     elif command in ("version", "--version", "-version"):
         print(__version__)
         return 0
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, connect, agent, keygen, demo, version; "
+            "(commands: server, client, connect, agent, keygen, status, demo, version; "
             "see cloud-connector --help)",
             file=sys.stderr,
         )

@@ -18,19 +18,21 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
-from cc.log import get_logger
+from cc.log import event, get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, password_digest
 from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
 from cc.protocol.revocation import Login, Revoke, Update, recheck
+from cc.protocol.status import SessionRow
 from cc.protocol.verdict import PORT_TAKEN
 from cc.protocol.workers import client_identity, is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
 )
+from cc.stats import SessionStats
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
 
@@ -63,6 +65,8 @@ class PeerContext:
     source: str = "?"
     #: tells the front this connection no longer counts as unauthenticated
     authenticated: Callable[[], None] = field(default=lambda: None)
+    #: ``token #N`` (its entry in the tokens file) when a token let it in
+    token_name: str | None = None
 
 
 class PortTakenError(OSError):
@@ -83,12 +87,18 @@ class GatewaySession(asyncssh.SSHServer):
         #: ``acl.password_digest`` of the password it logged in with (reloads re-check it)
         self.password_digest: bytes | None = None
         self.remotes: tuple[Remote, ...] = ()
+        #: what the connector offers the HTTP API gateway (set with the config)
+        self.http_identifiers: frozenset[str] = frozenset()
+        self.http_targets: frozenset[str] = frozenset()
         self.listeners: list[asyncio.AbstractServer] = []
         #: the reverse remote each listener serves (a narrowed ACL closes some)
         self._listener_remotes: dict[asyncio.AbstractServer, Remote] = {}
-        self.endpoint = TunnelEndpoint(
-            lambda: self.conn, gateway.stats, self.log, gateway.config.udp
-        )
+        #: this session's own figures (the status page); they add up in gateway.stats
+        self.stats = SessionStats(state="handshaking", parent=gateway.stats)
+        self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, self.log, gateway.config.udp)
+        self.client_version = ""
+        #: wall-clock time the session was set up (0.0: not yet)
+        self.since = 0.0
         #: reverse ports this session claimed, with the share key (None: exclusive)
         self._claimed: dict[int, str | None] = {}
         self._partner_checks: set[asyncio.Task[None]] = set()
@@ -108,6 +118,7 @@ class GatewaySession(asyncssh.SSHServer):
         self.context = conn.get_extra_info("cc_context")
         self.gateway.sessions.add(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         self.log.debug("Handshaking with %s...", self.context.peer if self.context else "?")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -120,8 +131,22 @@ class GatewaySession(asyncssh.SSHServer):
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         if self._configured:
-            self.log.info("Closed connection (%s)", exc or "normal close")
+            self.log.info(
+                "Closed connection (%s)",
+                exc or "normal close",
+                extra=event(
+                    "session_closed",
+                    session=self.id,
+                    user=self.user,
+                    peer=self.context.peer if self.context else None,
+                    duration_s=round(time.monotonic() - self.context.started, 3)
+                    if self.context
+                    else None,
+                    error=str(exc) if exc else None,
+                ),
+            )
         elif exc is not None and not self._we_closed(exc):
             peer = self.context.peer if self.context else "?"
             # a peer that just hangs up is no news; one that talks nonsense is
@@ -172,7 +197,16 @@ class GatewaySession(asyncssh.SSHServer):
         if permissions is None:
             self._failed_logins += 1
             penalty = gateway.login_failed(
-                source, f"Login failed for user: {username} (from {peer})"
+                source,
+                f"Login failed for user: {username} (from {peer})",
+                event(
+                    "login_failed",
+                    session=self.id,
+                    user=username,
+                    peer=peer,
+                    error="banned" if banned else "wrong password",
+                ),
+                reason="banned" if banned else "password",
             )
             if penalty.delay > 0:
                 await asyncio.sleep(penalty.delay)
@@ -270,12 +304,18 @@ class GatewaySession(asyncssh.SSHServer):
             subject = remote.acl_subject()
             if not self.allowed(subject):
                 self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
+                self.endpoint.note_error(f"access to '{subject}' denied")
                 return f"server: access to '{subject}' denied"
         return None
 
     def _start(self, config: Config) -> None:
         """The config is accepted and the listeners are up: the session serves from now on."""
         self.remotes = config.remotes
+        self.client_version = config.version
+        self.since = time.time()
+        self.stats.state = "connected"
+        self.http_identifiers = frozenset(config.http.identifiers)
+        self.http_targets = frozenset(config.http.targets)
         self._configured = True
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
             self.keepalive.start()
@@ -286,6 +326,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.user,
             config.version,
             ", ".join(str(r) for r in config.remotes),
+            extra=event("session_connected", session=self.id, user=self.user, peer=peer),
         )
 
     def _keepalive_dead(self) -> None:
@@ -325,6 +366,7 @@ class GatewaySession(asyncssh.SSHServer):
                     self.log.warning(
                         "Cannot listen on %s: %s", remote.local(), error.strerror or error
                     )
+                    self.endpoint.note_error(f"cannot listen on {remote.local()}")
                     return f"server: Server cannot listen on {remote.local()}"
                 await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
             self.listeners.append(server)
@@ -536,22 +578,45 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.warning(
                 "Refused channel to %r for user '%s': %s", asked[:200], self.user, exc.reason
             )
+            self.endpoint.note_error(f"refused channel to {asked[:80]!r}: {exc.reason}")
             raise
         if target.socks:
             if not self.gateway.config.socks5:
                 self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+                self.endpoint.note_error("SOCKS channel denied: --socks5 is off")
                 raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
             return self.endpoint.route_channel(
                 target,
-                self.gateway.stats.remote(target.text),
+                self.stats.remote(target.text),
                 f"user '{self.user}'",
                 socks_authorize=self.allowed,
             )
         if not self.allowed(target.address):  # UDP as TCP: chisel's ACL subjects have no /udp
             self.log.warning("Denied channel to %s for user '%s'", target.text, self.user)
+            self.endpoint.note_error(f"channel to {target.text} denied")
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        return self.endpoint.route_channel(
-            target, self.gateway.stats.remote(target.text), target.text
+        return self.endpoint.route_channel(target, self.stats.remote(target.text), target.text)
+
+    # -- the status page ----------------------------------------------------------
+    def status_row(self) -> SessionRow | None:
+        """This session as /status shows it; None until it is set up."""
+        if not self._configured or self.context is None:
+            return None
+        who = self.user
+        if self.context.token_name:
+            who = f"{who} ({self.context.token_name})" if who else self.context.token_name
+        remotes = self.stats.remotes.values()
+        return SessionRow(
+            id=self.id,
+            user=who or "-",
+            peer=self.context.peer,
+            version=self.client_version,
+            since=self.since,
+            remotes=[str(r) for r in self.remotes],
+            open=sum(r.open for r in remotes),
+            bytes_in=sum(r.bytes_in for r in remotes),
+            bytes_out=sum(r.bytes_out for r in remotes),
+            last_error=self.endpoint.last_error,
         )
 
 

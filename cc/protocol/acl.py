@@ -250,14 +250,24 @@ class TokenTable:
 
     def lookup(self, token: str) -> Permissions | None:
         """The permissions of ``token``, or None; no early exit on a mismatch."""
-        return self.lookup_digest(token_digest(token))
+        entry = self.entry_by_digest(token_digest(token))
+        return None if entry is None else entry[1]
 
     def lookup_digest(self, digest: bytes) -> Permissions | None:
         """The permissions of the token whose :func:`token_digest` is ``digest``, or None."""
-        found: Permissions | None = None
-        for stored, permissions in self._entries:
+        entry = self.entry_by_digest(digest)
+        return None if entry is None else entry[1]
+
+    def entry(self, token: str) -> tuple[int, Permissions] | None:
+        """``token``'s 1-based entry number in the file (its name in logs and the status
+        page, which must never show the token) and permissions; None if unknown."""
+        return self.entry_by_digest(token_digest(token))
+
+    def entry_by_digest(self, digest: bytes) -> tuple[int, Permissions] | None:
+        found: tuple[int, Permissions] | None = None
+        for number, (stored, permissions) in enumerate(self._entries, start=1):
             if hmac.compare_digest(stored, digest) and found is None:
-                found = permissions
+                found = (number, permissions)
         return found
 
 

@@ -256,6 +256,7 @@ async def test_wrong_fingerprint_is_fatal(harness: Harness) -> None:
     )
     assert "Invalid fingerprint" in str(error)
     assert gateway.fingerprint in str(error), "the message shows the key the server has"
+    assert f"expected {other} (--fingerprint), got {gateway.fingerprint}" in str(error)
     await wait_until(lambda: not gateway.sessions)  # the connector hung up
 
 
