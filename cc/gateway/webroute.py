@@ -28,6 +28,7 @@ from cc.log import get_logger
 from cc.protocol import webroute as wr
 from cc.protocol.http import Request
 from cc.protocol.ws import WebSocketError, WebSocketStream
+from cc.stats import RemoteStats
 
 if TYPE_CHECKING:
     from cc.gateway.front import Doorway
@@ -170,6 +171,10 @@ class NamedServices:
         else:
             _flow(pair, rest)
 
+    def remote_stats(self, path: str) -> RemoteStats:
+        """A path's figures as a remote's (``svc:/path``): SIGUSR2 and /metrics show them."""
+        return self.gateway.stats.remote(f"svc:{path}")
+
     # -- servers coming and going -----------------------------------------------------
     def unregistered(self, registration: _Registration, why: str) -> None:
         """A server's WebSocket ended: its path loses it, its parked clients go elsewhere."""
@@ -187,6 +192,7 @@ class NamedServices:
             other = self.directory.pick(path)
             if other is None:  # remoted closes them at once so they do not wait in vain
                 self.directory.take(parked.path, parked.webroute_id)
+                self.remote_stats(path).failed += 1
                 parked.client.close()
                 continue
             parked.offered_to = other
@@ -198,6 +204,7 @@ class NamedServices:
     def parked_timed_out(self, parked: wr.Parked[_Registration, _Leg]) -> None:
         self.directory.take(parked.path, parked.webroute_id)
         self.timed_out_total += 1
+        self.remote_stats(parked.path).failed += 1
         log.info(
             "Client %s waited %d s for %s and got no server connection: 504",
             parked.client.peer,
@@ -250,8 +257,10 @@ def _flow(pair: _Pair, server_early: bytes) -> None:
     early = client.take_early()
     if early and not server.transport.is_closing():
         server.transport.write(early)
+        pair.touch(len(early), from_client=True)
     if server_early and not client.transport.is_closing():
         client.transport.write(server_early)
+        pair.touch(len(server_early), from_client=False)
     client.transport.resume_reading()
     server.transport.resume_reading()
 
@@ -420,7 +429,7 @@ class _Leg(asyncio.Protocol):
         if self.other is not None:
             self.other.transport.write(data)
             if self.pair is not None:
-                self.pair.touch()
+                self.pair.touch(len(data), from_client=self is self.pair.client)
         elif self.parked is not None:
             self._keep_early(data)
 
@@ -476,12 +485,20 @@ class _Pair:
         self._lost = 0
         self._timer: asyncio.TimerHandle | None = None
         self._arm(float(timeout))
+        self.stats = service.remote_stats(path)
+        self.stats.open += 1
+        self.stats.total += 1
 
     def _arm(self, delay: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(delay, self._check)
 
-    def touch(self) -> None:
+    def touch(self, size: int, *, from_client: bool) -> None:
+        """Bytes went through: not idle; counted as a reverse remote's (out: from the client)."""
         self._last = time.monotonic()
+        if from_client:
+            self.stats.bytes_out += size
+        else:
+            self.stats.bytes_in += size
 
     def _check(self) -> None:
         idle = time.monotonic() - self._last
@@ -505,6 +522,7 @@ class _Pair:
     def leg_lost(self) -> None:
         self._lost += 1
         if self._lost == 2:
+            self.stats.open -= 1
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

@@ -276,6 +276,11 @@ async def test_register_park_notify_link_pipe(harness: Harness) -> None:
     assert services is not None
     await wait_until(lambda: not services.pairs)
     assert services.linked_total == 1
+    figures = gateway.stats.remotes["svc:/test/path/"]
+    assert (figures.open, figures.total, figures.failed) == (0, 1, 0)
+    assert (figures.bytes_out, figures.bytes_in) == (17 + len(payload), 17 + 5)
+    scrape = await http_exchange(gateway.ports[0], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b'cloud_connector_connections_total{remote="svc:/test/path/"} 1.0' in scrape
 
 
 async def test_bytes_after_the_101_wait_for_the_settle_time(harness: Harness) -> None:
@@ -312,6 +317,7 @@ async def test_parked_client_gets_504_after_its_timeout(harness: Harness) -> Non
         raw == b"HTTP/1.1 504 Gateway Timeout\r\nWebRoute-Version: 1\r\nConnection: close\r\n\r\n"
     )
     assert 0.8 < time.monotonic() - started < 3
+    assert gateway.stats.remotes["svc:/test/path/"].failed == 1
     late = await http_exchange(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, "slow"))
     assert split_response(late)[0] == 400, "its ID is forgotten"
 
