@@ -29,6 +29,7 @@ from typing import Any, cast
 import asyncssh
 
 from cc.log import event, get_logger
+from cc.runtime.reclaim import BURSTS
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
 from cc.stats import RemoteStats
 
@@ -62,7 +63,11 @@ def reset_transport(transport: asyncio.Transport) -> None:
 class Pipe:
     """Glue between an asyncio socket transport and an asyncssh channel."""
 
+    #: a class attribute, so that __del__ finds it even while the interpreter exits
+    _bursts = BURSTS
+
     def __init__(self, stats: RemoteStats | None = None, label: str = "") -> None:
+        self._bursts.created()  # first: __del__ runs even if the rest fails
         self.stats = stats
         self.label = label
         self.transport: asyncio.Transport | None = None
@@ -91,6 +96,11 @@ class Pipe:
                 stats.parent.open += 1
                 stats.parent.total += 1
         log.debug("conn#%d: %s: open", self.id, label)
+
+    def __del__(self) -> None:
+        # Freed once both ends are, with the channel and the transport that held
+        # them: the memory a burst watch waits for, not just a closed connection.
+        self._bursts.freed()
 
     def ends(self) -> tuple[asyncio.Protocol, asyncssh.SSHTCPSession[bytes]]:
         """The socket's protocol and the channel's session; each goes to its transport."""

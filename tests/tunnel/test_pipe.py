@@ -17,6 +17,7 @@ import struct
 
 import pytest
 
+from cc.runtime.reclaim import BURSTS
 from cc.tunnel.pipe import Pipe
 from tests.support.harness import MODES, STEP, Harness, Tunnel, wait_until
 from tests.support.streams import (
@@ -270,11 +271,13 @@ async def test_closed_connections_are_freed_without_the_cycle_collector(
 
     A pipe and its ends referred to each other, so every closed connection (its
     channel, transport and buffers with it) waited for a full collection; after
-    10,000 that was ~20 MB that a busy process might keep for minutes.
+    10,000 that was ~20 MB that a busy process might keep for minutes.  The burst
+    watch counts pipes until they are freed, so its count comes back down too.
     """
     service = await harness.service(echo_handler)
     tunnel = await Tunnel(harness, service, reverse=reverse).start()
     gc.collect()
+    live_before = BURSTS.live
     gc.disable()
     try:
         async with asyncio.timeout(30):
@@ -282,6 +285,7 @@ async def test_closed_connections_are_freed_without_the_cycle_collector(
         await wait_until(
             lambda: tunnel.connector_stats().open == 0 and tunnel.gateway_stats().open == 0
         )
+        await wait_until(lambda: BURSTS.live == live_before)
         left = [o for o in gc.get_objects() if isinstance(o, Pipe)]
         assert left == []
     finally:
