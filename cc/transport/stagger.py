@@ -68,21 +68,20 @@ async def first_to_connect(
                 continue
             for task in done:
                 in_flight.remove(task)
+            winners = [t for t in done if not t.cancelled() and t.exception() is None]
+            if winners:
+                for other in winners[1:]:
+                    _close_result(other)
+                return winners[0].result()
             for task in done:
-                exc = task.exception()
-                if exc is None:
-                    winner = task.result()
-                    for other in done - {task}:
-                        _close_result(other)
-                    return winner
-                if not isinstance(exc, OSError):
+                exc = None if task.cancelled() else task.exception()
+                if exc is not None and not isinstance(exc, OSError):
                     raise exc
-                last_error = exc
+                last_error = exc or last_error
             if started < addresses:
                 start()  # the next address without waiting
             elif not in_flight:
-                assert last_error is not None
-                raise last_error
+                raise last_error or OSError("every connection attempt was cancelled")
     finally:
         for task in in_flight:
             task.cancel()

@@ -233,3 +233,25 @@ async def test_first_to_connect_keeps_the_first_attempt_and_the_newest() -> None
     await asyncio.sleep(0)  # the cancelled attempts run their cleanup
     await asyncio.sleep(0)
     assert live == set()
+
+
+async def test_first_to_connect_moves_past_a_refusing_address_at_once() -> None:
+    """Two addresses refuse, the third connects: no stagger is waited for."""
+    started: list[int] = []
+
+    async def attempt(n: int) -> socket.socket:
+        started.append(n)
+        await asyncio.sleep(0)
+        if n < 2:
+            raise ConnectionRefusedError(111, "refused")
+        a, b = socket.socketpair()
+        b.close()
+        return a
+
+    began = time.monotonic()
+    sock = await first_to_connect(attempt, addresses=3, stagger=5.0)
+    sock.close()
+    assert started == [0, 1, 2]
+    assert time.monotonic() - began < 1.0
+    with pytest.raises(ConnectionRefusedError):
+        await first_to_connect(attempt, addresses=1, stagger=5.0)
