@@ -8,9 +8,10 @@ connected within ``stagger`` seconds another starts, on the next address; the fi
 attempt to connect wins and the others are closed.  A fresh attempt sends its first SYN
 at once, so there is one every ``stagger`` seconds while the path is down.  The first
 attempt always stays (a slow path still completes it); of the later ones the newest
-``max_in_flight - 1`` do.  An attempt that fails quickly (refused, unreachable) starts
-the next address at once; once every address has been tried and nothing is left in
-flight, the last error is raised.  The caller bounds the whole (the connect timeout).
+``max_in_flight - 1`` do.  An attempt that fails (refused, unreachable, a proxy's
+refusal) starts the next address at once; once every address has been tried and one
+has failed, the path answers, so no more attempts start: the last error is raised when
+those in flight have failed too.  The caller bounds the whole (the connect timeout).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ async def first_to_connect(
                 in_flight, timeout=stagger, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                start()
+                if last_error is None or started < addresses:
+                    start()
                 continue
             for task in done:
                 in_flight.remove(task)

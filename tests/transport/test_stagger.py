@@ -255,3 +255,20 @@ async def test_first_to_connect_moves_past_a_refusing_address_at_once() -> None:
     assert time.monotonic() - began < 1.0
     with pytest.raises(ConnectionRefusedError):
         await first_to_connect(attempt, addresses=1, stagger=5.0)
+
+
+async def test_first_to_connect_stops_staggering_once_the_path_answers() -> None:
+    """An answer that is a refusal, slower than the stagger: one more attempt at most,
+    then that error, not a new attempt every stagger until the connect timeout."""
+    started: list[int] = []
+
+    async def attempt(n: int) -> socket.socket:
+        started.append(n)
+        await asyncio.sleep(0.15)
+        raise ConnectionRefusedError(111, "refused")
+
+    began = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        await first_to_connect(attempt, stagger=0.1)
+    assert started == [0, 1]
+    assert time.monotonic() - began < 0.5
