@@ -40,6 +40,7 @@ from bench.usage import MB, RssPeak, rss_bytes
 
 __all__ = [
     "FD_HEADROOM",
+    "SETTLE",
     "LoadRound",
     "LoadRun",
     "describe",
@@ -53,6 +54,10 @@ __all__ = [
 
 #: Descriptors beyond the connections: listeners, logs, the event loop, libraries.
 FD_HEADROOM = 512
+#: Seconds from the close to the after-close RSS: the tunnel's own side of closing
+#: 10,000 connections takes several seconds on a busy machine, and memory is given
+#: back a second after that (cc.runtime.reclaim).
+SETTLE = 15.0
 
 
 @dataclass
@@ -165,7 +170,7 @@ def load_round(
     count: int,
     *,
     concurrency: int = 256,
-    settle: float = 8.0,
+    settle: float = SETTLE,
     timeout: float = 300.0,
 ) -> LoadRound:
     """One round against ``running``'s echo reverse port; RSS is read as it goes."""
@@ -224,7 +229,7 @@ def describe(run: LoadRun) -> list[str]:
 
 
 def run_load(
-    workdir: Path, connections: int, rounds: int, *, concurrency: int = 256, settle: float = 8.0
+    workdir: Path, connections: int, rounds: int, *, concurrency: int = 256, settle: float = SETTLE
 ) -> LoadRun:
     """Start a tunnel, read its idle RSS, run ``rounds`` rounds on it."""
     raise_nofile(connections + FD_HEADROOM)
@@ -244,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=256, help="connects in flight")
-    parser.add_argument("--settle", type=float, default=8.0, help="seconds after close")
+    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds after close")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     limit = raise_nofile(args.connections + FD_HEADROOM)

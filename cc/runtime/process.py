@@ -16,6 +16,8 @@ from pathlib import Path
 from cc.log import get_logger
 from cc.procstats import collect, format_report
 from cc.runtime.heap import HeapTrimmer, tune_allocator
+from cc.runtime.objalloc import ObjectAllocator
+from cc.runtime.reclaim import BURSTS
 from cc.stats import SessionStats
 
 __all__ = [
@@ -31,13 +33,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (it is a dependency on Linux), asyncio otherwise.
 
     With the heap tuned for packet buffers, the loop also gives freed heap back to
-    the system every few seconds (cc.runtime.heap).
+    the system every few seconds (cc.runtime.heap), and what a burst of connections
+    left once it is over (cc.runtime.reclaim).
     """
     loop = _plain_event_loop()
+    allocator = None
     if tune_allocator():
         trimmer = HeapTrimmer.for_this_process()
         if trimmer is not None:
             trimmer.start(loop)
+        allocator = ObjectAllocator.for_this_process()
+    BURSTS.enable(allocator.use_heap if allocator is not None else None)
     return loop
 
 

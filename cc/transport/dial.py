@@ -22,6 +22,7 @@ from cc.protocol.handshake import ClientEvent, ClientHandshake, UpgradeFailed, U
 from cc.protocol.ws import WebSocketStream
 from cc.transport.errors import DialError, HandshakeError
 from cc.transport.exchange import Exchange
+from cc.transport.stagger import connect_tcp, first_to_connect
 from cc.transport.tls import TLSOptions, TLSVerifyError, TLSWatch
 from cc.transport.urls import host_port, is_secure, normalize_server_url, websocket_url
 from cc.transport.websocket import WebSocketTransport
@@ -53,8 +54,11 @@ async def connect_socket(
     timeout: float,
     watch: TLSWatch | None = None,
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    """TCP (or TLS) to the gateway, through ``proxy`` when given.
+    """TCP (or TLS) to the gateway, through ``proxy`` when given, within ``timeout``.
 
+    The TCP connect (to the gateway, or the proxy's whole CONNECT) is tried again
+    every half second while none has connected, the earlier attempts kept
+    (cc.transport.stagger): a path that comes back mid-dial is used at once.
     ``watch`` (see TLSWatch) follows the TLS handshake, for the protocol's
     ``connection_lost`` to explain a refusal that comes after it.
     """
@@ -70,18 +74,12 @@ async def connect_socket(
             if proxy:
                 from cc.transport.proxy import open_proxy_socket
 
-                sock = await open_proxy_socket(proxy, host, port)
-                connected = await loop.create_connection(
-                    factory, sock=sock, ssl=ssl_ctx, server_hostname=server_hostname
-                )
+                sock = await first_to_connect(lambda _: open_proxy_socket(proxy, host, port))
             else:
-                connected = await loop.create_connection(
-                    factory,
-                    host,
-                    port,
-                    ssl=ssl_ctx,
-                    server_hostname=server_hostname,
-                )
+                sock = await connect_tcp(loop, host, port)
+            connected = await loop.create_connection(
+                factory, sock=sock, ssl=ssl_ctx, server_hostname=server_hostname
+            )
     except TimeoutError:
         raise DialError(f"timed out after {timeout:g}s connecting to {host}:{port}") from None
     except ssl.SSLError as exc:

@@ -161,10 +161,13 @@ class TunnelEndpoint:
     def accept_into_channel(self, remote: Remote, stats: RemoteStats) -> asyncio.Protocol:
         """The protocol of an accepted socket: a pipe whose channel opens in the background."""
         pipe = Pipe(stats, str(remote))
-        asyncio.get_running_loop().create_task(self._open_channel(remote, pipe))
-        return pipe.socket_side
+        socket_end, channel_end = pipe.ends()
+        asyncio.get_running_loop().create_task(self._open_channel(remote, pipe, channel_end))
+        return socket_end
 
-    async def _open_channel(self, remote: Remote, pipe: Pipe) -> None:
+    async def _open_channel(
+        self, remote: Remote, pipe: Pipe, channel_end: asyncssh.SSHTCPSession[bytes]
+    ) -> None:
         conn = self._conn()
         if conn is None:
             self.log.info("tun: %s: not connected; dropping connection", remote)
@@ -172,7 +175,7 @@ class TunnelEndpoint:
             return
         started = time.monotonic()
         try:
-            await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
+            await open_chisel_channel(conn, remote.target().encode(), lambda: channel_end)
         except (ChannelOpenError, OSError, asyncssh.Error) as exc:
             if pipe.stats is not None:
                 pipe.stats.count_failed()

@@ -79,7 +79,8 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
         self.label = label
         self.connect_timeout = connect_timeout
         self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
-        self.pipe: Pipe | None = None
+        #: the pipe's channel end once the CONNECT succeeded: the channel's events go there
+        self._relay: asyncssh.SSHTCPSession[bytes] | None = None
         self._parser = SocksServer()
         self._dialing: asyncio.Task[None] | None = None
         self._early: list[bytes] = []
@@ -93,8 +94,8 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
         self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
-        if self.pipe is not None:
-            self.pipe.channel_side.data_received(data)
+        if self._relay is not None:
+            self._relay.data_received(data, datatype)
             return
         if self._dialing is not None:
             self._early.append(data)  # sent before our reply; goes out after the dial
@@ -112,8 +113,8 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
                 self._connect_requested(event)
 
     def eof_received(self) -> bool:
-        if self.pipe is not None:
-            return self.pipe.channel_side.eof_received()
+        if self._relay is not None:
+            return self._relay.eof_received()
         self._eof = True
         if self._dialing is None:  # the client left during the handshake
             self._close()
@@ -122,18 +123,18 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._cancel_timer()
-        if self.pipe is not None:
-            self.pipe.channel_side.connection_lost(exc)
+        if self._relay is not None:
+            self._relay.connection_lost(exc)
         elif self._dialing is not None:
             self._dialing.cancel()
 
     def pause_writing(self) -> None:
-        if self.pipe is not None:
-            self.pipe.channel_side.pause_writing()
+        if self._relay is not None:
+            self._relay.pause_writing()
 
     def resume_writing(self) -> None:
-        if self.pipe is not None:
-            self.pipe.channel_side.resume_writing()
+        if self._relay is not None:
+            self._relay.resume_writing()
 
     # -- the handshake ------------------------------------------------------------
     def _connect_requested(self, request: ConnectRequested) -> None:
@@ -164,7 +165,7 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
 
     def _too_slow(self) -> None:
         self._timer = None
-        if self.pipe is None and self._dialing is None:
+        if self._relay is None and self._dialing is None:
             self.log.info("%s: no SOCKS request within %.0fs", self.label, HANDSHAKE_TIMEOUT)
             self._close()
 
@@ -183,10 +184,11 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
     # -- dial and hand over -----------------------------------------------------------
     async def _connect(self, host: str, port: int, target: str) -> None:
         pipe = Pipe(self.stats, f"{self.label} {target}")
+        socket_end, channel_end = pipe.ends()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                transport, _ = await loop.create_connection(lambda: pipe.socket_side, host, port)
+                transport, _ = await loop.create_connection(lambda: socket_end, host, port)
         except asyncio.CancelledError:  # the channel went away while we dialled
             pipe.reset(ConnectionResetError("SOCKS channel lost"))
             raise
@@ -208,12 +210,11 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
         bound = (sockname[0], sockname[1]) if sockname else None
         self._write(encode_reply(Reply.SUCCEEDED, bound))
         self.log.debug("%s: CONNECT %s", self.label, target)
-        self.pipe = pipe
-        side = pipe.channel_side
+        self._relay = side = channel_end
         side.connection_made(chan)
         side.session_started()  # sends what the target said before our reply was out
         for data in self._early:
-            side.data_received(data)
+            side.data_received(data, None)
         self._early.clear()
         if self._eof:
             side.eof_received()
