@@ -34,7 +34,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
     With the heap tuned for packet buffers, the loop also gives freed heap back to
     the system every few seconds (cc.runtime.heap), and what a burst of connections
-    left once it is over (cc.runtime.reclaim).
+    left once it is over (cc.runtime.reclaim).  ``CC_BURST_ALLOCATOR=0`` keeps
+    pymalloc for every object (the reclaim then trims what it can without it).
     """
     loop = _plain_event_loop()
     allocator = None
@@ -42,7 +43,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         trimmer = HeapTrimmer.for_this_process()
         if trimmer is not None:
             trimmer.start(loop)
-        allocator = ObjectAllocator.for_this_process()
+        if os.environ.get("CC_BURST_ALLOCATOR", "1").lower() not in ("0", "false", "no", "off"):
+            allocator = ObjectAllocator.for_this_process()
     BURSTS.enable(allocator.use_heap if allocator is not None else None)
     return loop
 

@@ -152,3 +152,27 @@ def test_no_switch_when_objects_already_use_malloc() -> None:
         env={**os.environ, "PYTHONMALLOC": "malloc"},
     )
     assert proc.stdout.strip() == "None", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("value", "switches"), [("1", True), ("0", False), ("off", False)])
+def test_cc_burst_allocator_turns_the_switch_off(value: str, switches: bool) -> None:
+    """Linux/glibc CPython with plain pymalloc, as the suite runs.
+
+    ``CC_BURST_ALLOCATOR=0``: an operator's way back to plain pymalloc, no rebuild."""
+    code = (
+        "from cc.runtime.process import new_event_loop\n"
+        "from cc.runtime.reclaim import BURSTS\n"
+        "new_event_loop()\n"
+        "print(BURSTS.enabled, BURSTS._use_heap is not None)\n"
+    )
+    env = {**os.environ, "CC_BURST_ALLOCATOR": value}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    assert out[0] == "True"  # bursts are still watched (and trimmed) either way
+    assert out[1] == str(switches)
