@@ -31,10 +31,12 @@ _SECURITY = (
 
 async def _document(req: Request) -> dict[str, Any]:
     figures = await req.gateway.fleet.figures()
+    named = req.gateway.named_services
     return status_document(
         figures.rows,
         version=req.gateway.config.version,
         workers=len(figures.workers) or 1,
+        services=named.rows() if named is not None else None,
     )
 
 
@@ -130,6 +132,21 @@ def render_html(document: dict[str, Any], *, refresh: int = DEFAULT_REFRESH) -> 
         body = '<p class="empty">No connector is connected.</p>'
     if document.get("not_shown"):
         body += f"<p>... and {int(document['not_shown'])} more sessions not shown.</p>"
+    services = document.get("services") or []
+    if services:
+        body += (
+            "<h2>Named services</h2><table><thead><tr><th>Path</th><th>Servers</th>"
+            "<th>Waiting</th><th>Linked</th></tr></thead><tbody>"
+            + "".join(
+                f'<tr class="service" data-path="{esc(str(s["path"]))}">'
+                f'<td class="path" data-label="Path"><code>{esc(str(s["path"]))}</code></td>'
+                f'<td class="num" data-label="Servers">{int(s["servers"])}</td>'
+                f'<td class="num" data-label="Waiting">{int(s["waiting"])}</td>'
+                f'<td class="num" data-label="Linked">{int(s["linked"])}</td></tr>'
+                for s in services
+            )
+            + "</tbody></table>"
+        )
     generated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     count = int(document["session_count"])
     return (

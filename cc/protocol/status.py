@@ -50,9 +50,18 @@ class SessionRow:
 
 
 def status_document(
-    rows: list[dict[str, Any]], *, version: str, workers: int, now: float | None = None
+    rows: list[dict[str, Any]],
+    *,
+    version: str,
+    workers: int,
+    now: float | None = None,
+    services: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``/status.json``: rows oldest first, at most MAX_ROWS of them."""
+    """``/status.json``: rows oldest first, at most MAX_ROWS of them.
+
+    ``services``: the named services (WebRoute paths), one row per path with its
+    registered servers, waiting clients and linked pairs.
+    """
     ordered = sorted(rows, key=lambda r: (float(r.get("since", 0.0)), int(r.get("id", 0))))
     return {
         "version": version,
@@ -61,6 +70,7 @@ def status_document(
         "session_count": len(ordered),
         "sessions": ordered[:MAX_ROWS],
         "not_shown": max(0, len(ordered) - MAX_ROWS),
+        "services": sorted(services or [], key=lambda s: str(s.get("path", "")))[:MAX_ROWS],
     }
 
 
@@ -89,6 +99,15 @@ def age(seconds: float) -> str:
     return f"{s}s"
 
 
+def _service_lines(services: list[dict[str, Any]]) -> list[str]:
+    """The named services, one line per path (none: no lines)."""
+    return [
+        f"service {s.get('path', '?')}: {s.get('servers', 0)} server(s), "
+        f"{s.get('waiting', 0)} waiting, {s.get('linked', 0)} linked"
+        for s in services
+    ]
+
+
 COLUMNS = ("user", "peer", "version", "since", "remotes", "open", "in", "out", "last error")
 
 
@@ -100,6 +119,7 @@ def format_table(document: dict[str, Any]) -> list[str]:
         f"{document.get('session_count', len(sessions))} session(s), "
         f"gateway {document.get('version', '?')}, {document.get('workers', 1)} worker(s)"
     ]
+    lines.extend(_service_lines(document.get("services") or []))
     if not sessions:
         return lines
     table = [list(COLUMNS)]

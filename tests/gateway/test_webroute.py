@@ -489,3 +489,25 @@ async def test_chisel_sessions_still_work_beside_named_services(harness: Harness
         assert await reader.readexactly(4) == b"ping"
         writer.close()
     await register(gateway)
+
+
+async def test_named_services_have_rows_on_the_status_page(harness: Harness) -> None:
+    """/status.json, /status and the terminal table show each path: servers, waiting, linked."""
+    from cc.protocol.basicauth import AdminCredentials
+    from cc.protocol.status import format_table
+    from tests.gateway.test_operating import ADMIN, auth, fetch
+
+    gateway = await webroute_gateway(harness, admin=AdminCredentials.parse(":".join(ADMIN)))
+    port = gateway.ports[0]
+    first, second = await register(gateway, "/a/"), await register(gateway, "/a/")
+    client = await park(gateway, "/a/", new_id())
+    await notification(first)  # the client waits for its server's second leg
+    status, _, body = await fetch(port, "/status.json", auth())
+    assert status == 200
+    document = json.loads(body)
+    assert document["services"] == [{"path": "/a/", "servers": 2, "waiting": 1, "linked": 0}]
+    assert "service /a/: 2 server(s), 1 waiting, 0 linked" in format_table(document)
+    status, _, page = await fetch(port, "/status", auth())
+    assert status == 200 and b'<tr class="service" data-path="/a/">' in page
+    for conn in (client, first, second):
+        conn.writer.close()
