@@ -17,7 +17,7 @@ Commands:
   client   run a connector (chisel client compatible)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
-  version  print the version
+  version  print the version, Python's, which fast path runs and the dependencies'
 
 Run 'cloud-connector <command> --help' for a command's options.
 Version: {__version__}
@@ -37,20 +37,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif command == "keygen":
         from cc.cli.keygen import main as run
     elif command == "demo":
-        from cc.cli.common import fail_on_wrong_asyncssh, run_async
+        from cc.cli.common import fail_on_refused_import, run_async
         from cc.log import setup_logging
 
         try:
             from cc.demo import run_demo
         except ImportError as exc:
-            fail_on_wrong_asyncssh("cloud-connector demo", exc)
+            fail_on_refused_import("cloud-connector demo", exc)
             raise
 
         setup_logging("-v" in rest)
-        return run_async("cloud-connector demo", run_demo)
-    elif command in ("version", "--version", "-version"):
+        return run_async("cloud-connector demo", run_demo, component="demo")
+    elif command in ("--version", "-version"):
         print(__version__)
         return 0
+    elif command == "version":
+        return _version()
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
@@ -59,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return run(rest)
+
+
+def _version() -> int:
+    """The facts a bug report needs; fails (status 1) like a run would on a refused import."""
+    from cc.cli.common import fail_on_refused_import
+
+    try:
+        from cc.about import version_lines
+    except ImportError as exc:
+        fail_on_refused_import("cloud-connector version", exc)
+        raise
+    print("\n".join(version_lines()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from cc.cli.common import (
     env_default,
     env_flag,
     fail,
-    fail_on_wrong_asyncssh,
+    fail_on_refused_import,
     run_async,
     udp_settings,
 )
@@ -424,9 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_key(PROG, args.keygen, settings.key, "ck")
     setup_logging(args.verbose, args.log_format, worker=worker_index())
     if settings.workers > 1 and not worker:
-        return run_async(PROG, lambda: _supervise(args, argv, settings))
+        return run_async(PROG, lambda: _supervise(args, argv, settings), component="server")
     config = _gateway_config(args, settings, worker)
-    return run_async(PROG, lambda: _serve(config, args, pid=not worker))
+    return run_async(PROG, lambda: _serve(config, args, pid=not worker), component="server")
 
 
 async def _supervise(
@@ -453,7 +453,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         from cc.gateway.gateway import GatewayConfig
         from cc.gateway.ports import registry_from_environment
     except ImportError as exc:
-        fail_on_wrong_asyncssh(PROG, exc)
+        fail_on_refused_import(PROG, exc)
         raise
 
     return GatewayConfig(
