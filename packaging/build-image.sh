@@ -67,9 +67,15 @@ cleanup() {
         kill "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 1 30); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done
         kill -9 "$DOCKERD_PID" 2>/dev/null
-        # vfs leaves plain directories; anything still mounted under it stays, loudly.
-        grep -q " $DOCKERD_DIR/" /proc/mounts && echo "build-image.sh: mounts left in $DOCKERD_DIR" >&2
-        grep -q " $DOCKERD_DIR/" /proc/mounts || rm -rf "$DOCKERD_DIR"
+        # Its own mounts (the default netns' bind mount) can outlive it: undo them,
+        # deepest first; then vfs leaves plain directories.
+        awk -v d="$DOCKERD_DIR/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r \
+            | xargs -r -n 1 umount -l
+        if grep -q " $DOCKERD_DIR/" /proc/mounts; then
+            echo "build-image.sh: mounts left in $DOCKERD_DIR" >&2
+        else
+            rm -rf "$DOCKERD_DIR"
+        fi
     fi
     [[ -n "${WORK:-}" ]] && rm -rf "$WORK"
     exit $status

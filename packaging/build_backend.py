@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from setuptools import build_meta as _setuptools
 from setuptools.build_meta import (  # the hooks we do not change
     build_editable,
     build_sdist,
@@ -47,14 +46,19 @@ def _cython_for_a_build() -> list[str]:
     return [CYTHON]
 
 
+# setuptools' own get_requires_* hooks are not called: they run setup.py before Cython
+# is installed (which CC_REQUIRE_EXTENSIONS=1 rightly refuses), only to collect
+# setup_requires, which setup.py has none of.
+
+
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return [*_setuptools.get_requires_for_build_wheel(config_settings), *_cython_for_a_build()]
+    return _cython_for_a_build()
 
 
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    return [*_setuptools.get_requires_for_build_editable(config_settings), *_cython_for_a_build()]
+    return _cython_for_a_build()
 
 
 def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
     """Always Cython: the sdist must carry the C generated from this tree's .pyx."""
-    return [*_setuptools.get_requires_for_build_sdist(config_settings), CYTHON]
+    return [CYTHON]
