@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import struct
 from importlib import metadata
 
 from cc import __version__, fastpath
@@ -32,7 +33,12 @@ def dependency_versions() -> dict[str, str]:
 
 
 def _python() -> str:
-    return f"{platform.python_implementation()} {platform.python_version()} ({platform.machine()})"
+    """``CPython 3.11.7 (x86_64, 64-bit)``: the bits tell an i386 build on a 64-bit kernel."""
+    bits = struct.calcsize("P") * 8
+    return (
+        f"{platform.python_implementation()} {platform.python_version()} "
+        f"({platform.machine()}, {bits}-bit)"
+    )
 
 
 def version_lines() -> list[str]:

@@ -184,7 +184,10 @@ for arch in "${archs[@]}"; do
     mkdir -p "$dir/opt/cc"
     cp "$sdist" "$dir/opt/cc/"
     cp packaging/chroot-test.sh "$dir/opt/cc/"
-    if chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 ARCH="$arch" \
+    personality=()
+    # uname -m says i686 in the i386 chroot, as on a 32-bit kernel (pip, platform).
+    [[ "$arch" == i386 ]] && personality=(setarch i686)
+    if "${personality[@]}" chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 ARCH="$arch" \
         PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         /bin/bash /opt/cc/chroot-test.sh; then

@@ -56,7 +56,7 @@ mkdir t
 # pyproject.toml for the pytest settings, bench/ for tests.support; no cc/ here, so the
 # installed wheel's is imported.
 tar xzf "$sdist" -C t --strip-components=1 --wildcards '*/tests/*' '*/bench/*' '*/pyproject.toml'
-(cd t && CC_REQUIRE_EXTENSIONS=1 ../rt/bin/python -m pytest -q -p no:cacheprovider \
+(cd t && CC_REQUIRE_EXTENSIONS=1 ../rt/bin/python -m pytest -q -rs -p no:cacheprovider \
     tests/protocol tests/fastpath 2>&1 | tee ../pytest.txt | tail -15)
 tests="$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' pytest.txt | tail -1 | tr -d '=')"
 
