@@ -62,8 +62,9 @@ USER connector
 WORKDIR /tmp
 # The gateway's port (PORT); a connector listens on nothing unless its remotes say so.
 EXPOSE 8080
-# Gateway: GET /health on PORT; connector: its process is its health (no HTTP port).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+# CC_HEALTHCHECK_URL when set; else a gateway's /ready on PORT, a connector's /ready on
+# CC_METRICS (its --metrics), or, with neither, a running connector is healthy.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python3", "/usr/local/lib/cloud-connector-healthcheck.py"]
 # No CMD: with no arguments outsystemscc takes CC_SERVER, CC_REMOTES, CC_HEADERS ...
 # from the environment (a CMD of --help used to win over them and exit 0).

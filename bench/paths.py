@@ -29,6 +29,7 @@ from bench.peers import (
     wait_listening,
     wait_shared,
 )
+from bench.probe import PREFIX as PROBE_PREFIX
 
 __all__ = ["PATHS", "PathSkipped", "PathSpec", "Settings", "Targets", "Tunnel"]
 
@@ -139,15 +140,26 @@ def relay(targets: Targets, settings: Settings) -> Iterator[Tunnel]:
     yield Tunnel(targets)
 
 
+def _probed(settings: Settings, role: str) -> list[str]:
+    """Our CLI under ``bench.probe``: its fast-path counts land in the work directory."""
+    out = settings.workdir / f"{PROBE_PREFIX}{role}.json"
+    return [sys.executable, "-m", "bench.probe", str(out)]
+
+
 def _ours_pair(
     targets: Targets, settings: Settings, workers: int
 ) -> AbstractContextManager[Tunnel]:
     env = python_env()
     count = ("--workers", str(workers))
+    # One worker: the processes measured are the ones moving the bytes, so their
+    # fast-path counts say whether it engaged (a control process has none).
+    gateway = _probed(settings, "gateway") if workers == 1 else _ours()
+    connector = _probed(settings, "connector") if workers == 1 else _ours()
     return _gateway_and_connector(
         targets,
         settings,
-        lambda port: _ours(
+        lambda port: [
+            *gateway,
             "server",
             "--host",
             LOOPBACK,
@@ -156,8 +168,15 @@ def _ours_pair(
             "--reverse",
             *count,
             *settings.ours_server_args,
-        ),
-        lambda url, remotes: _ours("client", *count, *settings.ours_client_args, url, *remotes),
+        ],
+        lambda url, remotes: [
+            *connector,
+            "client",
+            *count,
+            *settings.ours_client_args,
+            url,
+            *remotes,
+        ],
         env,
         env,
         sessions=workers,

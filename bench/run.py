@@ -7,7 +7,9 @@ freed buffers they would otherwise reuse), RTT latency, connection rate, the thr
 bulk runs (CPU and peak RSS sampled meanwhile). Meanwhile the CPU that other
 programs use is recorded, since any of it skews the figures. A failing workload is
 recorded and the next one runs; a path that fails to start becomes an error row.
-Exit status: 0 when no path ended in error (skipped paths are fine), 1 otherwise.
+Exit status: 0 when no path ended in error (skipped paths are fine), 1 otherwise;
+with ``--gate``, 1 only on a collapse that noise cannot explain (``bench.gate``),
+which is what CI enforces.  A PNG chart (``bench.chart``) goes next to the JSON.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from pathlib import Path
 from types import FrameType
 
 from bench import workloads
+from bench.chart import chart_path_for, write_chart
+from bench.gate import judge
 from bench.machine import machine_info
 from bench.paths import PATHS, PathSkipped, PathSpec, Settings, Targets, Tunnel
 from bench.peers import find_binary, iperf3_server, python_service
+from bench.probe import read_counts
 from bench.report import (
     FIGURES,
     PathResult,
@@ -81,6 +86,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated paths to run (default: all of {','.join(PATHS)})",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help="where to write the PNG chart (default: next to the JSON, .png; needs matplotlib)",
+    )
+    parser.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 only on a collapse noise cannot explain (see bench/gate.py), for CI",
+    )
     parser.add_argument("--bulk-seconds", type=float, help="per bulk run (iperf3: whole s)")
     parser.add_argument("--rtt-count", type=int, help="sequential 64-byte round trips")
     parser.add_argument("--conn-seconds", type=float, help="connection-rate duration")
@@ -288,6 +303,10 @@ def run_path(spec: PathSpec, workdir: Path, args: argparse.Namespace, tools: Too
     except Exception as exc:
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
         result.details["traceback"] = traceback.format_exc()
+    # The processes have stopped: what their fast paths did (paths run under bench.probe).
+    fast_path = read_counts(workdir)
+    if fast_path:
+        result.details["fast_path"] = fast_path
     result.details["wall_seconds"] = round(time.monotonic() - started, 2)
     _log(f"[{spec.name}] {result.status} in {result.details['wall_seconds']} s")
     return result
@@ -363,4 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: cannot write {args.json}: {exc}", file=sys.stderr)
         return 2
     print(f"JSON: {args.json}")
+    chart = args.chart or chart_path_for(args.json)
+    try:
+        print(f"chart: {write_chart(document, chart)}")
+    except ImportError:
+        print("note: no chart: matplotlib is not installed (pip install '.[bench]')")
+    except Exception as exc:  # a chart is for reading; never lose the run for it
+        print(f"note: no chart: {type(exc).__name__}: {exc}")
+    verdict = judge(document)
+    for line in verdict.lines():
+        print(f"gate: {line}")
+    if args.gate:
+        return 0 if verdict.ok else 1
     return 1 if any(r.status == "error" for r in results) else 0

@@ -18,7 +18,16 @@ from cc import __version__, fastpath
 __all__ = ["DEPENDENCIES", "dependency_versions", "log_startup", "summary", "version_lines"]
 
 #: The runtime dependencies worth naming in a report, in pyproject.toml's order.
-DEPENDENCIES = ("asyncssh", "cryptography", "websockets", "uvloop", "psutil", "python-socks")
+DEPENDENCIES = (
+    "asyncssh",
+    "cryptography",
+    "websockets",
+    "uvloop",
+    "psutil",
+    "python-socks",
+    "prometheus-client",
+    "PyYAML",
+)
 
 
 def dependency_versions() -> dict[str, str]:

@@ -3,6 +3,11 @@
 Loggers are named ``cc.client``, ``cc.server``, ``cc.client.tun`` ...; the text
 formatter turns the name into chisel's prefix chain (``client: tun: ``), so a log
 shipper or a person grepping at 3 a.m. sees the lines they know from chisel.
+
+Events that matter to an operator also carry fields (``extra=event(...)``: the
+event's name, session, user, peer, remote, bytes, duration, error).  The JSON
+format puts them at the top level, where a log shipper can filter on them; the
+text format leaves them out, so its lines stay exactly the seed's.
 """
 
 from __future__ import annotations
@@ -13,14 +18,51 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["GoFormatter", "JSONFormatter", "get_logger", "redact", "setup_logging"]
+__all__ = [
+    "FIELDS",
+    "GoFormatter",
+    "JSONFormatter",
+    "event",
+    "fatal_line",
+    "get_logger",
+    "redact",
+    "set_error_format",
+    "setup_logging",
+]
 
 _ROOT = "cc"
+
+#: The structured fields a record may carry, in the order the JSON format writes them.
+FIELDS = (
+    "event",
+    "session",
+    "user",
+    "peer",
+    "remote",
+    "bytes_in",
+    "bytes_out",
+    "duration_s",
+    "delay_s",
+    "error",
+    "status",
+)
+_FIELD_SET = frozenset(FIELDS)
+
+#: "text" or "json": how ``fatal_line`` writes the error that stops the program.
+_error_format = "text"
 
 
 def get_logger(name: str) -> logging.Logger:
     """``get_logger("client")`` logs as ``client: ...``."""
     return logging.getLogger(f"{_ROOT}.{name}")
+
+
+def event(name: str, **fields: object) -> dict[str, object]:
+    """``extra=`` for a log call: the event's name and its fields (None values left out)."""
+    unknown = set(fields) - _FIELD_SET
+    if unknown:
+        raise KeyError(f"not a log field: {sorted(unknown)}")
+    return {"event": name, **{k: v for k, v in fields.items() if v is not None}}
 
 
 def _prefix(record: logging.LogRecord) -> str:
@@ -63,6 +105,10 @@ class JSONFormatter(logging.Formatter):
             "logger": _prefix(record).rstrip(": ").replace(": ", ".") or record.name,
             "msg": record.getMessage(),
         }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                obj[name] = value
         if self.worker is not None:
             obj["worker"] = self.worker + 1
         return json.dumps(obj, ensure_ascii=False)
@@ -83,8 +129,29 @@ def setup_logging(
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    set_error_format(fmt)
     for noisy in ("asyncssh", "asyncio", "websockets"):
         logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.WARNING)
+
+
+def set_error_format(fmt: str) -> None:
+    """``json``: the error that stops the program is a JSON record too (see fatal_line)."""
+    global _error_format
+    _error_format = "json" if fmt == "json" else "text"
+
+
+def fatal_line(prog: str, message: str, status: int) -> str:
+    """The one stderr line of an error that stops ``prog`` with ``status``.
+
+    Text: ``prog: message``, as before.  JSON: a record like every log line, with
+    ``event: fatal``, so a log shipper that parses every line never meets plain text.
+    """
+    if _error_format != "json":
+        return f"{prog}: {message}"
+    component = prog.split()[-1] if prog.startswith("cloud-connector ") else prog
+    record = logging.LogRecord(f"{_ROOT}.{component}", logging.ERROR, "", 0, message, None, None)
+    record.__dict__.update(event("fatal", error=message, status=status))
+    return JSONFormatter().format(record)
 
 
 def redact(url: str) -> str:

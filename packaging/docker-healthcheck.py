@@ -1,12 +1,19 @@
-"""The image's HEALTHCHECK: a gateway answers GET /health on PORT; a connector is alive.
+"""The image's HEALTHCHECK: ask the service's readiness endpoint, when it has one.
 
-A gateway container (``cloud-connector server``) is healthy when its HTTP front answers
-``/health`` on ``127.0.0.1:$PORT`` (8080 in the image), so the front is accepting and the
-event loop is turning; with TLS (CC_TLS_CERT) it is asked over HTTPS without checking
-the certificate, which names the public host.  A connector has no listening port of its
-own: as long as its process runs (PID 1, or Docker restarts it) it is retrying, so the
-check passes.  Standard library only; exit 0 healthy, 1 not.  tests/packaging runs it
-against a real gateway, with that gateway's PID as the argument.
+In order:
+
+1. ``CC_HEALTHCHECK_URL`` set: GET it (what it answers 200 to is healthy);
+2. the container runs ``cloud-connector server``: GET its ``/ready`` on
+   ``127.0.0.1:$PORT`` (8080 in the image), 200 once listening, 503 while draining;
+   with TLS (``CC_TLS_CERT``) over HTTPS without checking the certificate, which names
+   the public host;
+3. a connector with ``CC_METRICS`` (its ``--metrics`` address): GET its ``/ready``
+   there, 200 while its session is connected;
+4. a connector without: it listens on nothing of its own, and while its process runs
+   it is retrying, so it is healthy.
+
+Standard library only; exit 0 healthy, 1 not.  tests/packaging runs it against real
+gateways and connectors, with their PID as the argument (default 1, the container's).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import ssl
 import sys
 import urllib.request
 
-__all__ = ["is_gateway", "main"]
+__all__ = ["is_gateway", "main", "metrics_ready_url"]
 
 
 def is_gateway(pid: int) -> bool:
@@ -26,24 +33,44 @@ def is_gateway(pid: int) -> bool:
     return b"server" in argv[1:]
 
 
-def main(argv: list[str]) -> int:
-    """``docker-healthcheck.py [PID]``: the service's process, 1 (the container's) by default."""
-    pid = int(argv[0]) if argv else 1
-    try:
-        if not is_gateway(pid):
-            return 0
-    except OSError as exc:
-        print(f"process {pid}: {exc}", file=sys.stderr)
-        return 1
-    tls = bool(os.environ.get("CC_TLS_CERT"))
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{os.environ.get('PORT', '8080')}/health"
-    context = ssl._create_unverified_context() if tls else None
+def metrics_ready_url(address: str) -> str:
+    """``--metrics`` spellings (``9090``, ``0.0.0.0:9090``, ``[::]:9090``) -> its /ready."""
+    if address.isdigit():
+        host, port = "127.0.0.1", address
+    else:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ready"
+
+
+def _get(url: str) -> int:
+    insecure = url.startswith("https:")
+    context = ssl._create_unverified_context() if insecure else None
     try:
         with urllib.request.urlopen(url, timeout=4, context=context) as response:
             return 0 if response.status == 200 else 1
-    except OSError as exc:
+    except OSError as exc:  # urllib's HTTPError (503) included
         print(f"{url}: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str]) -> int:
+    """``docker-healthcheck.py [PID]``: the service's process, 1 by default."""
+    if os.environ.get("CC_HEALTHCHECK_URL"):
+        return _get(os.environ["CC_HEALTHCHECK_URL"])
+    pid = int(argv[0]) if argv else 1
+    try:
+        gateway = is_gateway(pid)
+    except OSError as exc:
+        print(f"process {pid}: {exc}", file=sys.stderr)
+        return 1
+    if gateway:
+        scheme = "https" if os.environ.get("CC_TLS_CERT") else "http"
+        return _get(f"{scheme}://127.0.0.1:{os.environ.get('PORT', '8080')}/ready")
+    if os.environ.get("CC_METRICS"):
+        return _get(metrics_ready_url(os.environ["CC_METRICS"]))
+    return 0
 
 
 if __name__ == "__main__":

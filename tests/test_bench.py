@@ -5,6 +5,7 @@ No speed is asserted anywhere: figures depend on the machine and on what else ru
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -62,7 +63,12 @@ def test_ours_path_reports_per_process_figures(tmp_path: Path) -> None:
     for role in ("gateway", "connector"):
         assert ours["figures"][f"rss_idle_MB_{role}"] > 0
         assert ours["figures"][f"cpu_s_per_GiB_{role}"] > 0
+        # bench.probe: the fast path's packet counts of each process, for bench.gate
+        counts = ours["details"]["fast_path"][role]
+        assert counts["sealed"] > 0 and counts["opened"] > 0, counts
     assert {f.key for f in FIGURES} >= set(ours["figures"])
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_worker_scaling_compares_two_workers_with_one(tmp_path: Path) -> None:

@@ -19,24 +19,25 @@ from cc.cli.common import (
     UsageError,
     add_udp_flags,
     duration,
-    env_default,
-    env_flag,
-    env_list,
     fail,
     parse_header,
     run_async,
     udp_settings,
 )
 from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
-from cc.log import redact, setup_logging
+from cc.log import redact, set_error_format, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
+from cc.protocol.hosts import split_listen_address
+from cc.protocol.keys import fingerprint_format_error
 from cc.protocol.remote import Remote, check_unique, parse_remote
 from cc.transport.tls import TLSOptions
 from cc.transport.urls import normalize_server_url
 
 if TYPE_CHECKING:
     from cc.connector.config import ConnectorConfig
+    from cc.connector.connector import Connector
+    from cc.connector.monitor import Monitor
 
 __all__ = ["HELP", "add_connector_flags", "build_connector_config", "main"]
 
@@ -162,6 +163,18 @@ HELP = f"""\
     --udp-max-size, Largest UDP datagram relayed, in bytes; larger ones
     are dropped. Defaults to 9012, as chisel (env CC_UDP_MAX_SIZE).
 
+    --identifier, A name this connector serves the HTTP API gateway
+    under (repeatable): targets.yaml routes a target with an identifier
+    only to connectors that carry it (env CC_IDENTIFIER, names separated
+    by spaces or commas).
+
+    --http-target, HOST[:PORT] the HTTP API gateway may ask this
+    connector to dial (repeatable; without a port, 80 and 443). The
+    connector dials nothing else for it, and the gateway routes a
+    target only to connectors that declared it (env CC_HTTP_TARGETS,
+    separated by spaces or commas). With --http-target no remote is
+    required. A chisel server ignores both.
+
     --workers, Number of connector processes, each with its own session,
     so that tunnelled traffic spreads over the CPUs. Against a
     cloud-connector server the sessions share every TCP reverse port
@@ -171,7 +184,14 @@ HELP = f"""\
     Local (forward) TCP ports are shared by all workers. A control
     process restarts a worker that dies, passes signals on, and sums
     the workers' figures on SIGUSR2. Defaults to 'auto': the number of
-    usable CPUs, at most 8, or 1 with a stdio remote (env CC_WORKERS).
+    usable CPUs, at most 8; 1 on a machine with 2 CPUs or fewer (where
+    a second worker finds no idle core and only costs memory) and with
+    a stdio remote (env CC_WORKERS).
+
+    --metrics, An address to serve Prometheus metrics (/metrics) and a
+    readiness probe (/ready: 200 while connected, 503 otherwise) on,
+    for example 9090 or 127.0.0.1:9090; a port alone means 127.0.0.1,
+    0.0.0.0:9090 every interface. Off by default (env CC_METRICS).
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -184,6 +204,15 @@ HELP = f"""\
     stop the program to stderr. With a stdio remote, logs go to stderr
     so that stdout carries only the tunnelled bytes.
 
+    --config, A TOML file of options, one key per long option without
+    its dashes: server = "https://...", remotes = ["R:8081:..."],
+    keepalive-timeout = "10s", header = ["Token: ..."], verbose = true.
+    The command line wins over the environment, which wins over the
+    file. An unknown key or a wrong type stops the client, naming the
+    key and its line (env CC_CONFIG).
+
+    --version, Print the version and exit.
+
     --help, This help text.
 
   Every option also takes Go's single-dash form (-auth) and --name=value.
@@ -194,7 +223,8 @@ HELP = f"""\
     SIGHUP skips the current reconnect wait.
 
   Exit status: 0 after a signal, 1 when the client gives up or is
-  refused (token, password, fingerprint), 2 for bad command-line input.
+  refused (token, password, fingerprint) or when a stdio stream is
+  refused or cut short, 2 for bad command-line input.
 
   Version:
     {__version__}
@@ -203,30 +233,26 @@ HELP = f"""\
 
 def add_connector_flags(p: GoArgumentParser) -> None:
     """Options shared by ``cloud-connector client`` and ``outsystemscc``."""
-    p.add_flag("--keepalive", type=duration, default=env_default("CC_KEEPALIVE", "25s"))
-    p.add_flag("--max-retry-count", type=int, default=env_default("CC_MAX_RETRY_COUNT", "-1"))
-    p.add_flag(
-        "--max-retry-interval", type=duration, default=env_default("CC_MAX_RETRY_INTERVAL", "5m")
-    )
-    p.add_flag("--proxy", default=env_default("CC_PROXY"))
-    p.add_flag("--header", action="append", default=env_list("CC_HEADERS"))
-    p.add_flag("--hostname", default=env_default("CC_HOSTNAME"))
-    p.add_flag("--pid", action="store_true", default=env_flag("CC_PID"))
-    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
-    p.add_flag(
-        "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
-    )
-    p.add_flag(
-        "--keepalive-timeout", type=duration, default=env_default("CC_KEEPALIVE_TIMEOUT", "10s")
-    )
-    p.add_flag("--tls-ca", default=env_default("CC_TLS_CA"))
-    p.add_flag("--tls-skip-verify", action="store_true", default=env_flag("CC_TLS_SKIP_VERIFY"))
-    p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
-    p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
-    p.add_flag("--sni", default=env_default("CC_SNI"))
+    p.add_config_flag()
+    p.add_flag("--keepalive", type=duration, env="CC_KEEPALIVE", default="25s")
+    p.add_flag("--max-retry-count", type=int, env="CC_MAX_RETRY_COUNT", default="-1")
+    p.add_flag("--max-retry-interval", type=duration, env="CC_MAX_RETRY_INTERVAL", default="5m")
+    p.add_flag("--proxy", env="CC_PROXY")
+    p.add_flag("--header", action="append", env="CC_HEADERS")
+    p.add_flag("--hostname", env="CC_HOSTNAME")
+    p.add_flag("--pid", action="store_true", env="CC_PID", default=False)
+    p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
+    p.add_flag("--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text")
+    p.add_flag("--keepalive-timeout", type=duration, env="CC_KEEPALIVE_TIMEOUT", default="10s")
+    p.add_flag("--metrics", env="CC_METRICS")
+    p.add_flag("--tls-ca", env="CC_TLS_CA", path=True)
+    p.add_flag("--tls-skip-verify", action="store_true", env="CC_TLS_SKIP_VERIFY", default=False)
+    p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
+    p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
+    p.add_flag("--sni", env="CC_SNI")
     add_udp_flags(p)
-    p.add_argument("server", nargs="?", default=env_default("CC_SERVER"))
-    p.add_argument("remotes", nargs="*", default=(env_default("CC_REMOTES") or "").split())
+    p.add_flag("server", nargs="?", env="CC_SERVER")
+    p.add_flag("remotes", nargs="*", env="CC_REMOTES", default=[])
 
 
 def _check_tls(tls: TLSOptions) -> None:
@@ -296,6 +322,8 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
             hostname = value
     if args.max_retry_interval <= 0:
         raise UsageError("--max-retry-interval must be positive")
+    if args.metrics:
+        split_listen_address(args.metrics)  # HostError (a ProtocolError) if malformed
     return ConnectorConfig(
         server=server,
         remotes=remotes,
@@ -311,20 +339,52 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     )
 
 
-async def run_connector(prog: str, config: ConnectorConfig, pid_path: str | None) -> int:
+async def run_connector(
+    prog: str, config: ConnectorConfig, pid_path: str | None, metrics: str | None = None
+) -> int:
     """Run until stopped by a signal (exit 0) or a fatal error (exit 1).
 
     A signal asks the connector to stop; if it is stuck in a dial or pre-flight
     (a firewall that drops packets makes that last the full connect timeout),
     the run is cancelled after STOP_GRACE so SIGTERM always ends us promptly.
+    ``metrics``: the --metrics address (cc.connector.monitor), None for none.
     """
-    from cc.connector.connector import Connector, FatalError
-    from cc.runtime.process import PidFile, install_signals
+    from cc.connector.connector import Connector
 
     connector = Connector(config)
     for remote in config.remotes:
         # SIGUSR2 lists every remote from the start, not only those used so far.
         connector.stats.remote(str(remote))
+    monitor = await _start_monitor(prog, connector, metrics)
+    try:
+        return await _run(prog, connector, pid_path)
+    finally:
+        if monitor is not None:
+            await monitor.stop()
+
+
+async def _start_monitor(prog: str, connector: Connector, address: str | None) -> Monitor | None:
+    """--metrics: listen now, so that a taken port fails at start, not later."""
+    if not address:
+        return None
+    from cc.connector.monitor import Monitor
+    from cc.runtime.figures import FiguresLink, Fleet
+
+    host, port = split_listen_address(address)
+    worker = connector.config.worker_count > 1
+    fleet = Fleet(connector.figures, FiguresLink.from_environment() if worker else None)
+    monitor = Monitor(fleet, host, port, reuse_port=worker)
+    try:
+        await monitor.start()
+    except OSError as exc:
+        fail(prog, f"--metrics: cannot listen on {monitor.address}: {exc.strerror or exc}")
+    return monitor
+
+
+async def _run(prog: str, connector: Connector, pid_path: str | None) -> int:
+    from cc.connector.connector import FatalError
+    from cc.runtime.process import PidFile, install_signals
+
     loop = asyncio.get_running_loop()
     stopping = False
 
@@ -360,11 +420,32 @@ def _has_stdio(remotes: list[Remote]) -> bool:
 
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
-    p.add_flag("--fingerprint", default=env_default("CC_FINGERPRINT", ""))
-    p.add_flag("--auth", default=env_default("AUTH"))
-    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
+    p.add_flag("--fingerprint", env="CC_FINGERPRINT", default="")
+    p.add_flag("--auth", env="AUTH")
+    p.add_flag(
+        "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
+    )
+    p.add_flag("--identifier", action="append", env="CC_IDENTIFIER", default=[])
+    p.add_flag("--http-target", action="append", env="CC_HTTP_TARGETS", default=[])
     add_connector_flags(p)
     return p
+
+
+def _http_offer(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """--identifier and --http-target, checked: (identifiers, canonical host:port targets)."""
+    from cc.protocol.apigw.targets import parse_http_target
+
+    identifiers = []
+    for name in args.identifier:
+        if not name or len(name) > 200 or any(c.isspace() or c == "," for c in name):
+            raise UsageError(f"--identifier {name!r}: a name without spaces or commas")
+        identifiers.append(name)
+    targets: list[str] = []
+    for text in args.http_target:
+        for target in parse_http_target(text):
+            if target not in targets:
+                targets.append(target)
+    return identifiers, targets
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
@@ -372,12 +453,18 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
     if not args.server:
         raise UsageError("a server URL is required (see --help)")
     remotes = [parse_remote(r) for r in args.remotes]
-    if not remotes:
-        raise UsageError("at least one remote is required")
+    identifiers, http_targets = _http_offer(args)
+    if not remotes and not http_targets:
+        raise UsageError("at least one remote (or --http-target) is required")
     check_unique(remotes)
     config = build_connector_config(args, remotes)
+    config.identifiers = identifiers
+    config.http_targets = http_targets
     if args.auth:
         config.auth = parse_user_pass(args.auth)
+    problem = fingerprint_format_error(args.fingerprint)
+    if problem is not None:
+        raise UsageError(problem)
     config.fingerprint = args.fingerprint
     config.config_version = __version__
     workers = args.workers
@@ -395,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        print(__version__)
+        return 0
+    set_error_format(args.log_format)
     try:
         config, workers = settings_from_args(args)
     except (UsageError, ProtocolError, ValueError) as exc:
@@ -411,12 +502,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.worker_index, config.worker_count = index, workers
         config.group = sys.stdin.readline().strip() or None
         pid_path = None  # the control process has it
-    return run_async(PROG, lambda: run_connector(PROG, config, pid_path))
+    return run_async(PROG, lambda: run_connector(PROG, config, pid_path, args.metrics))
 
 
 async def _supervise(command: list[str], workers: int, pid_path: str | None) -> int:
     """The control process: one connector per worker, none here."""
     return await supervise(
+        prog=PROG,
         component="client",
         command=command,
         count=workers,

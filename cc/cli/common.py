@@ -1,8 +1,13 @@
-"""What every front end shares: Go-style flags, env defaults, clean errors, the run loop.
+"""What every front end shares: Go-style flags, layered defaults, clean errors, the run loop.
 
 chisel and outsystemscc parse flags with Go's ``flag`` package, which takes
 ``-name`` as well as ``--name`` and ``--name=value``; users paste both, so each
 long option here answers to both spellings.
+
+An option's value comes from, in this order: the command line, its environment
+variable (``env=``), the ``--config`` file (``cc.cli.configfile``), its built-in
+default.  ``add_flag`` records where to look; ``parse_args`` fills the defaults
+from the layers just before argparse reads the command line.
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cc.cli.configfile import ConfigFileError, FileOption, load_config_file
+from cc.log import fatal_line
 from cc.protocol.durations import parse_duration
 from cc.protocol.errors import ProtocolError
+from cc.runtime.report import report_to_control
 
 if TYPE_CHECKING:
     from cc.tunnel.udp.settings import UDPSettings
@@ -47,8 +56,14 @@ class UsageError(Exception):
     """Bad command-line input: one line on stderr, exit status 2."""
 
 
-def fail(prog: str, message: str, status: int = EXIT_FATAL) -> NoReturn:
-    print(f"{prog}: {message}", file=sys.stderr)
+def fail(prog: str, message: str, status: int = EXIT_FATAL, *, report: bool = True) -> NoReturn:
+    """Stop with one line on stderr (JSON with ``--log-format json``) and ``status``.
+
+    A ``--workers`` worker hands the line to its control process instead, which
+    prints it once for all of them (``report=False``: print it here anyway).
+    """
+    if not (report and report_to_control(message)):
+        print(fatal_line(prog, message, status), file=sys.stderr)
     raise SystemExit(status)
 
 
@@ -64,6 +79,26 @@ def fail_on_refused_import(prog: str, exc: BaseException) -> None:
         fail(prog, str(exc))
 
 
+class _QuietParser(argparse.ArgumentParser):
+    """Finds ``--config`` before the real parse; leaves every complaint to the real one."""
+
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, message)
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """Where an option's default comes from, below the command line."""
+
+    env: str | None
+    fallback: Any
+    file: FileOption | None
+
+
+#: argparse types whose TOML form is a number, not a string.
+INTEGER_TYPES: set[Callable[[str], Any]] = {int}
+
+
 class GoArgumentParser(argparse.ArgumentParser):
     """argparse that also accepts ``-flag`` for every ``--flag`` and fails in one line."""
 
@@ -72,14 +107,101 @@ class GoArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("add_help", False)
         super().__init__(*args, **kwargs)
         self.help_text = help_text
+        self._layers: dict[str, _Layers] = {}
+        self._config_flag = False
         self.add_argument("--help", "-help", "-h", action="store_true", help="This help text")
+        self.add_argument("--version", "-version", action="store_true", help="Print the version")
 
-    def add_flag(self, name: str, *more: str, **kwargs: Any) -> argparse.Action:
-        """``add_flag("--auth")`` also registers ``-auth``."""
+    def add_flag(
+        self,
+        name: str,
+        *more: str,
+        env: str | None = None,
+        in_file: bool = True,
+        path: bool = False,
+        file_types: tuple[type, ...] | None = None,
+        **kwargs: Any,
+    ) -> argparse.Action:
+        """``add_flag("--auth")`` also registers ``-auth``; a name without dashes is positional.
+
+        ``env``: the variable that overrides ``default``; ``in_file``: the option may
+        be set in the ``--config`` file (as its long name without dashes); ``path``:
+        a relative path there is taken from the file's directory; ``file_types``: the
+        TOML types the file may use (default: integers for int types, else strings).
+        """
         names = [name, *more]
         if name.startswith("--"):
             names.append(name[1:])
-        return self.add_argument(*names, **kwargs)
+        fallback = kwargs.pop("default", None)
+        if isinstance(kwargs.get("action"), str) and kwargs["action"] == "append":
+            fallback = list(fallback or [])
+        action = self.add_argument(*names, **kwargs)
+        key = name.lstrip("-")
+        file = None
+        if in_file:
+            file = FileOption(
+                key,
+                self._kind(action),
+                file_types or ((int,) if action.type in INTEGER_TYPES else (str,)),
+                convert=action.type if callable(action.type) else None,
+                choices=tuple(action.choices) if action.choices else None,
+                path=path,
+                example=fallback if isinstance(fallback, str) and fallback else None,
+            )
+        self._layers[action.dest] = _Layers(env, fallback, file)
+        action.default = fallback
+        return action
+
+    def add_config_flag(self) -> None:
+        """``--config FILE`` (env CC_CONFIG): options from a TOML file."""
+        self.add_flag("--config", env="CC_CONFIG", in_file=False)
+        self._config_flag = True
+
+    @staticmethod
+    def _kind(action: argparse.Action) -> str:
+        if isinstance(action, argparse._StoreTrueAction):
+            return "flag"
+        if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
+            return "list"
+        return "value"
+
+    def _config_path(self, argv: Sequence[str]) -> str | None:
+        """``--config`` from the command line (a flag wins), else from CC_CONFIG."""
+        pre = _QuietParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+        pre.add_argument("--config", "-config")
+        try:
+            known, _ = pre.parse_known_args(list(argv))
+        except argparse.ArgumentError:
+            return None  # "--config" without a value: the real parse says so
+        return known.config or env_default("CC_CONFIG")
+
+    def _apply_layers(self, argv: Sequence[str]) -> None:
+        """Set every option's default from its variable, the config file or its fallback."""
+        from_file: dict[str, Any] = {}
+        path = self._config_path(argv) if self._config_flag else None
+        if path:
+            options = {layer.file.key: layer.file for layer in self._layers.values() if layer.file}
+            try:
+                from_file = load_config_file(path, options)
+            except ConfigFileError as exc:
+                fail(self.prog, str(exc), EXIT_USAGE)
+        for action in self._actions:
+            layer = self._layers.get(action.dest)
+            if layer is None:
+                continue
+            value = layer.fallback
+            if layer.file is not None and layer.file.key in from_file:
+                value = from_file[layer.file.key]
+            if layer.env is not None:
+                value = _from_env(layer.env, self._kind(action), value)
+            action.default = value
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        self._apply_layers(argv)
+        return super().parse_args(argv, namespace)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
@@ -90,6 +212,27 @@ class GoArgumentParser(argparse.ArgumentParser):
             (file or sys.stdout).write(self.help_text)
         else:
             super().print_help(file)
+
+
+#: list variables whose items may also be separated by commas
+COMMA_LISTS = frozenset({"CC_IDENTIFIER", "CC_HTTP_TARGETS"})
+
+
+def _from_env(name: str, kind: str, value: Any) -> Any:
+    """``value`` unless the variable ``name`` is set (and not empty)."""
+    if not os.environ.get(name):
+        return value
+    if kind == "flag":
+        return env_flag(name)
+    if kind == "list":
+        # CC_HEADERS: one per line; CC_REMOTES: separated by spaces or lines.
+        # CC_IDENTIFIER, CC_HTTP_TARGETS: separated by spaces or commas.
+        if name == "CC_HEADERS":
+            return env_list(name)
+        if name in COMMA_LISTS:
+            return os.environ[name].replace(",", " ").split()
+        return os.environ[name].split()
+    return os.environ[name]
 
 
 def env_default(name: str, fallback: str | None = None) -> str | None:
@@ -192,7 +335,7 @@ def run_async(
 
         if logging.getLogger("cc").isEnabledFor(logging.DEBUG):
             traceback.print_exc()
-        fail(prog, f"internal error: {type(exc).__name__}: {exc}")
+        fail(prog, f"internal error: {type(exc).__name__}: {exc}", report=False)
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -202,11 +345,9 @@ def run_async(
 
 def add_udp_flags(p: GoArgumentParser) -> None:
     """``--udp-*``: limits of the UDP data path, for clients and the server alike."""
-    p.add_flag("--udp-max-senders", type=int, default=env_default("CC_UDP_MAX_SENDERS", "10000"))
-    p.add_flag(
-        "--udp-idle-timeout", type=duration, default=env_default("CC_UDP_IDLE_TIMEOUT", "15s")
-    )
-    p.add_flag("--udp-max-size", type=int, default=env_default("CC_UDP_MAX_SIZE", "9012"))
+    p.add_flag("--udp-max-senders", type=int, env="CC_UDP_MAX_SENDERS", default="10000")
+    p.add_flag("--udp-idle-timeout", type=duration, env="CC_UDP_IDLE_TIMEOUT", default="15s")
+    p.add_flag("--udp-max-size", type=int, env="CC_UDP_MAX_SIZE", default="9012")
 
 
 def udp_settings(args: argparse.Namespace) -> UDPSettings:

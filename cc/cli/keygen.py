@@ -24,6 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        from cc import __version__
+
+        print(__version__)
+        return 0
     key = keys.seed_private_key(args.seed) if args.seed else keys.generate_private_key()
     return write_key(PROG, args.path, key, args.format)
 

@@ -16,6 +16,7 @@ Commands:
   server   run the gateway (chisel server compatible)
   client   run a connector (chisel client compatible)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
+  status   print the sessions connected to a gateway (its /status page, needs --admin)
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
   version  print the version, Python's, which fast path runs and the dependencies'
 
@@ -36,18 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.client import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
+    elif command == "status":
+        from cc.cli.status import main as run
     elif command == "demo":
-        from cc.cli.common import fail_on_refused_import, run_async
-        from cc.log import setup_logging
-
-        try:
-            from cc.demo import run_demo
-        except ImportError as exc:
-            fail_on_refused_import("cloud-connector demo", exc)
-            raise
-
-        setup_logging("-v" in rest)
-        return run_async("cloud-connector demo", run_demo, component="demo")
+        from cc.cli.demo import main as run
     elif command in ("--version", "-version"):
         print(__version__)
         return 0
@@ -56,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, keygen, demo, version; see cloud-connector --help)",
+            "(commands: server, client, keygen, status, demo, version; see cloud-connector --help)",
             file=sys.stderr,
         )
         return 2

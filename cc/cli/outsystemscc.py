@@ -17,27 +17,40 @@ from importlib import resources
 from cc import __version__
 from cc.cli.client import add_connector_flags, build_connector_config, run_connector
 from cc.cli.common import EXIT_USAGE, GoArgumentParser, UsageError, fail, run_async
-from cc.log import setup_logging
+from cc.log import set_error_format, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import check_unique, parse_outsystemscc_remote
 
-__all__ = ["HELP", "main"]
+__all__ = ["EXTRA_HELP", "HELP", "SEED_HELP", "main"]
 
 PROG = "outsystemscc"
-HELP = resources.files("cc.cli").joinpath("outsystemscc_help.txt").read_text(encoding="utf-8")
+_TEXTS = resources.files("cc.cli")
+#: The seed's text, verbatim (tests/vectors), then a separate section for what we add.
+SEED_HELP = _TEXTS.joinpath("outsystemscc_help.txt").read_text(encoding="utf-8")
+EXTRA_HELP = _TEXTS.joinpath("outsystemscc_extra_help.txt").read_text(encoding="utf-8")
+HELP = SEED_HELP + EXTRA_HELP
 #: The OutSystems fork never pings more often than this.
 MIN_KEEPALIVE = 5.0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``outsystemscc``: the Cloud Connector's command line (console script and ``-m``)."""
+def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     add_connector_flags(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``outsystemscc``: the Cloud Connector's command line (console script and ``-m``)."""
+    p = _parser()
     args = p.parse_args(argv)
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        print(__version__)
+        return 0
+    set_error_format(args.log_format)
     try:
         if not args.server:
             raise UsageError("a server URL is required")
@@ -65,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.announce = False
     setup_logging(args.verbose, args.log_format)
     return run_async(
-        PROG, lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None)
+        PROG,
+        lambda: run_connector(PROG, config, "outsystemscc.pid" if args.pid else None, args.metrics),
     )
 
 

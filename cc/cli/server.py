@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import ssl
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,6 @@ from cc.cli.common import (
     UsageError,
     add_udp_flags,
     duration,
-    env_default,
-    env_flag,
     fail,
     fail_on_refused_import,
     run_async,
@@ -29,7 +28,7 @@ from cc.cli.common import (
 )
 from cc.cli.keygen import write_key
 from cc.cli.workers import auto_workers, supervise, worker_count, worker_index
-from cc.log import get_logger, setup_logging
+from cc.log import get_logger, set_error_format, setup_logging
 from cc.protocol import keys
 from cc.protocol.acl import (
     TokenTable,
@@ -39,6 +38,7 @@ from cc.protocol.acl import (
     parse_user_pass,
 )
 from cc.protocol.admission import AdmissionPolicy
+from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
 
@@ -93,7 +93,10 @@ HELP = f"""\
     are matched as "<remote-host>:<remote-port>" for normal remotes and
     "R:<local-interface>:<local-port>" for reverse ones; "" or "*"
     allows everything, an empty list nothing. The file is reloaded when
-    it changes (env CC_AUTHFILE).
+    it changes, and sessions already in are held to it: a removed user
+    or a changed password closes the user's sessions, narrower regexes
+    close the reverse ports and refuse the channels they no longer
+    allow (env CC_AUTHFILE).
 
     --auth, A single user with full access, in the form <user:pass>;
     the same as an authfile holding {{"<user:pass>": [""]}}. Defaults to
@@ -110,7 +113,8 @@ HELP = f"""\
     header (what the Cloud Connector sends with --header "token: ...");
     a missing or unknown token is refused with HTTP 401 before any SSH
     state exists, and the token's regexes limit its remotes as above.
-    Reloaded when it changes (env CC_TOKENS).
+    Reloaded when it changes, like --authfile: a removed token closes
+    the sessions that came with it (env CC_TOKENS).
 
     --keepalive, How often the server pings each client. Since the
     underlying transport is HTTP, proxies on the way often close idle
@@ -125,7 +129,14 @@ HELP = f"""\
     --backend, Another HTTP server to proxy plain (non-WebSocket)
     requests to, for example http://127.0.0.1:3000, which hides the
     gateway behind a normal web site. Without it, /health answers "OK",
-    /version the version, everything else 404 (env CC_BACKEND).
+    /version the version, everything else 404 (env CC_BACKEND). /ready,
+    /metrics and /status are always the gateway's own.
+
+    --admin, Credentials in the form <user:pass> that turn on the status
+    page (/status, and /status.json) and are then also required for
+    /metrics; HTTP Basic authentication, and wrong guesses cost the
+    guesser like wrong passwords do. Without it there is no status page
+    and /metrics is public (env CC_ADMIN).
 
     --socks5, Allow clients to use the server's internal SOCKS5 proxy
     (the "socks" remote; see cloud-connector client --help). Unlike
@@ -175,13 +186,33 @@ HELP = f"""\
     without one are refused (mutual TLS). Requires --tls-cert and
     --tls-key (env CC_TLS_CA).
 
+    --targets, Serve the HTTP API gateway: a targets.yaml mapping each
+    public Host to a target behind connectors, with path/method policies
+    and connector identifiers (see the README). Reloaded when it
+    changes; a broken new version keeps the last good one (env
+    CC_TARGETS). Needs --app-port, and one worker.
+
+    --app-port, --app-host, Where the HTTP API gateway takes requests
+    (env CC_APP_PORT, CC_APP_HOST; the host defaults to 0.0.0.0). GET
+    /healthz and /readyz answer there for a Host with no target.
+
+    --timeout, How long the HTTP API gateway waits for the next bytes of
+    a target's answer before it answers 504 (or cuts a started answer).
+    Defaults to '180s' (env CC_TIMEOUT).
+
+    --trusted-proxies, Comma-separated addresses or CIDR blocks whose
+    X-Forwarded-* and X-Real-IP headers the HTTP API gateway believes and
+    appends to; anyone else's are replaced (env CC_TRUSTED_PROXIES).
+
     --workers, Number of gateway processes sharing the port with
     SO_REUSEPORT, so sessions spread over the CPUs; a control process
     restarts a worker that dies and sums their figures on SIGUSR2.
     Sessions of one multi-worker connector share its reverse ports
     even when they land on different workers. Defaults to 'auto': the
-    number of usable CPUs, at most 8, or 1 with --port 0 (env
-    CC_WORKERS). More than 1 needs a fixed --port.
+    number of usable CPUs, at most 8; 1 on a machine with 2 CPUs or
+    fewer and with --port 0 (env CC_WORKERS). More than 1 needs a fixed
+    --port. A port that cannot be opened (in use, not allowed) stops
+    the whole gateway with status 1, whatever the number of workers.
 
     --pid, Write the process id to cloud-connector.pid in the current
     working directory; the file is removed on a clean exit.
@@ -192,6 +223,16 @@ HELP = f"""\
     chisel prints) or 'json' (one object per line with time, level,
     logger and msg; env CC_LOG_FORMAT). Logs go to stdout, errors that
     stop the program to stderr.
+
+    --config, A TOML file of options, one key per long option without
+    its dashes: port = 8080, reverse = true, authfile = "users.json",
+    keepalive-timeout = "10s". Relative paths are taken from the file's
+    directory; --authfile and --tokens are still reloaded on change.
+    The command line wins over the environment, which wins over the
+    file. An unknown key or a wrong type stops the server, naming the
+    key and its line (env CC_CONFIG).
+
+    --version, Print the version and exit.
 
     --help, This help text.
 
@@ -255,6 +296,21 @@ def _tls_context(args: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """Why the gateway cannot have its port, and what to do about it."""
+    where = join_host_port(host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: address already in use "
+            "(another program, or another gateway, has this port: stop it or choose --port)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such local address (check --host)"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
 def _reason(exc: OSError) -> str:
     """``ssl.SSLError`` carries a short library reason; plain OSErrors a strerror."""
     return str(getattr(exc, "reason", None) or exc.strerror or exc)
@@ -289,84 +345,98 @@ def positive_duration(text: str) -> float:
 
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
-    p.add_flag("--host", default=env_default("HOST", "0.0.0.0"))
-    p.add_flag("--port", "-p", type=int, default=env_default("PORT", "8080"))
-    p.add_flag("--key", default=env_default("CHISEL_KEY"), help="seed for a deterministic host key")
-    p.add_flag("--keygen", help="write a new private key to PATH (- for stdout) and exit")
+    p.add_config_flag()
+    p.add_flag("--host", env="HOST", default="0.0.0.0")
+    p.add_flag("--port", "-p", type=int, env="PORT", default="8080")
+    p.add_flag("--key", env="CHISEL_KEY", help="seed for a deterministic host key")
     p.add_flag(
-        "--keyfile", default=env_default("CHISEL_KEY_FILE"), help="host key: PEM file or ck-..."
+        "--keygen", in_file=False, help="write a new private key to PATH (- for stdout) and exit"
     )
-    p.add_flag(
-        "--authfile", default=env_default("CC_AUTHFILE"), help="users.json, reloaded on change"
-    )
-    p.add_flag("--auth", default=env_default("AUTH"), help="one user with full access, user:pass")
-    p.add_flag(
-        "--tokens", default=env_default("CC_TOKENS"), help="tokens.json: token -> allowed remotes"
-    )
-    p.add_flag("--keepalive", type=duration, default=env_default("CC_KEEPALIVE", "25s"))
+    p.add_flag("--keyfile", env="CHISEL_KEY_FILE", path=True, help="host key: PEM file or ck-...")
+    p.add_flag("--authfile", env="CC_AUTHFILE", path=True, help="users.json, reloaded on change")
+    p.add_flag("--auth", env="AUTH", help="one user with full access, user:pass")
+    p.add_flag("--tokens", env="CC_TOKENS", path=True, help="tokens.json: token -> allowed remotes")
+    p.add_flag("--keepalive", type=duration, env="CC_KEEPALIVE", default="25s")
     p.add_flag(
         "--keepalive-timeout",
         type=duration,
-        default=env_default("CC_KEEPALIVE_TIMEOUT", "10s"),
+        env="CC_KEEPALIVE_TIMEOUT",
+        default="10s",
         help="close a session (and free its reverse ports) when a keepalive ping "
         "gets no answer within this long",
     )
+    p.add_flag("--backend", env="CC_BACKEND", help="proxy plain HTTP requests here")
     p.add_flag(
-        "--backend", default=env_default("CC_BACKEND"), help="proxy plain HTTP requests here"
+        "--admin",
+        env="CC_ADMIN",
+        help="user:pass for /status (and /metrics), HTTP Basic",
     )
     p.add_flag(
         "--socks5",
         action="store_true",
-        default=env_flag("CC_SOCKS5"),
+        env="CC_SOCKS5",
+        default=False,
         help="allow clients to use the SOCKS5 proxy",
     )
     p.add_flag(
         "--reverse",
         action="store_true",
-        default=env_flag("CC_REVERSE"),
+        env="CC_REVERSE",
+        default=False,
         help="allow reverse (R:) remotes",
     )
     add_udp_flags(p)
     p.add_flag(
         "--login-grace-time",
         type=positive_duration,
-        default=env_default("CC_LOGIN_GRACE_TIME", "30s"),
+        env="CC_LOGIN_GRACE_TIME",
+        default="30s",
         help="close connections that have not logged in within this long",
     )
     p.add_flag(
         "--max-unauthenticated",
         type=count,
-        default=env_default("CC_MAX_UNAUTHENTICATED", "512"),
+        env="CC_MAX_UNAUTHENTICATED",
+        default="512",
+        file_types=(int,),
         help="connections waiting to log in, at most (the oldest goes first)",
     )
     p.add_flag(
         "--max-unauthenticated-per-source",
         type=count,
-        default=env_default("CC_MAX_UNAUTHENTICATED_PER_SOURCE", "32"),
+        env="CC_MAX_UNAUTHENTICATED_PER_SOURCE",
+        default="32",
+        file_types=(int,),
         help="connections waiting to log in from one address, at most",
     )
     p.add_flag(
         "--max-auth-tries",
         type=positive_count,
-        default=env_default("CC_MAX_AUTH_TRIES", "3"),
+        env="CC_MAX_AUTH_TRIES",
+        default="3",
+        file_types=(int,),
         help="wrong passwords per connection before it is closed",
     )
-    p.add_flag("--tls-key", default=env_default("CC_TLS_KEY"))
-    p.add_flag("--tls-cert", default=env_default("CC_TLS_CERT"))
-    p.add_flag(
-        "--tls-ca", default=env_default("CC_TLS_CA"), help="require client certs from this CA"
-    )
+    p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
+    p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
+    p.add_flag("--tls-ca", env="CC_TLS_CA", path=True, help="require client certs from this CA")
     p.add_flag(
         "--pid",
         action="store_true",
-        default=env_flag("CC_PID"),
+        env="CC_PID",
+        default=False,
         help="write cloud-connector.pid in the working directory",
     )
-    p.add_flag("--workers", type=worker_count, default=env_default("CC_WORKERS", "auto"))
-    p.add_flag("--verbose", "-v", action="store_true", default=env_flag("CC_VERBOSE"))
+    p.add_flag("--targets", env="CC_TARGETS", path=True, help="HTTP API gateway targets.yaml")
+    p.add_flag("--app-port", type=int, env="CC_APP_PORT")
+    p.add_flag("--app-host", env="CC_APP_HOST", default="0.0.0.0")
+    p.add_flag("--timeout", type=positive_duration, env="CC_TIMEOUT", default="180s")
+    p.add_flag("--trusted-proxies", env="CC_TRUSTED_PROXIES", default="")
     p.add_flag(
-        "--log-format", choices=("text", "json"), default=env_default("CC_LOG_FORMAT", "text")
+        "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
     )
+    p.add_flag("--verbose", "-v", action="store_true", env="CC_VERBOSE", default=False)
+    p.add_flag("--log-format", choices=("text", "json"), env="CC_LOG_FORMAT", default="text")
     return p
 
 
@@ -379,6 +449,10 @@ class ServerSettings:
     tokens: TokenTable | None
     tls: ssl.SSLContext | None
     workers: int
+    admin: AdminCredentials | None = None
+    #: the HTTP API gateway's targets, loaded (None: not serving it)
+    targets: Any = None
+    trusted: Any = None
 
 
 def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
@@ -395,6 +469,12 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     if not 0 <= args.port < 65536:
         raise UsageError(f"port {args.port} out of range")
     workers = args.workers
+    if args.targets or args.app_port is not None:
+        # each worker knows only its own sessions: a request on one worker could not
+        # reach a connector whose session landed on another
+        if workers is not None and workers > 1:
+            raise UsageError("--targets (the HTTP API gateway) runs with one worker")
+        workers = 1
     if workers is None:  # auto: one per CPU, unless the port is picked at random
         workers = 1 if args.port == 0 else auto_workers()
     elif workers > 1 and not worker and args.port == 0:
@@ -405,7 +485,29 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     elif args.auth:
         users = UserTable.single(*parse_user_pass(args.auth))
     tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
-    return ServerSettings(key, users, tokens, _tls_context(args), workers)
+    admin = AdminCredentials.parse(args.admin) if args.admin else None
+    settings = ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
+    if args.targets or args.app_port is not None:
+        _app_settings(args, settings)
+    return settings
+
+
+def _app_settings(args: argparse.Namespace, settings: ServerSettings) -> None:
+    """--targets and its companions, checked and loaded now (exit 2 when wrong)."""
+    from cc.gateway.apigw.targetfile import load_targets
+    from cc.protocol.apigw.forwarding import TrustedProxies
+
+    if not args.targets or args.app_port is None:
+        raise UsageError("--targets and --app-port go together")
+    if not 0 <= args.app_port < 65536:
+        raise UsageError(f"--app-port {args.app_port} out of range")
+    try:
+        settings.targets = load_targets(args.targets)
+    except OSError as exc:
+        raise UsageError(f"cannot read --targets {args.targets}: {exc.strerror or exc}") from None
+    except ProtocolError as exc:
+        raise UsageError(f"--targets {args.targets}: {exc}") from None
+    settings.trusted = TrustedProxies.parse(args.trusted_proxies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.help:
         p.print_help()
         return 0
+    if args.version:
+        print(__version__)
+        return 0
+    set_error_format(args.log_format)
     worker = worker_index() is not None
     try:
         settings = settings_from_args(args, worker)
@@ -426,7 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers > 1 and not worker:
         return run_async(PROG, lambda: _supervise(args, argv, settings), component="server")
     config = _gateway_config(args, settings, worker)
-    return run_async(PROG, lambda: _serve(config, args, pid=not worker), component="server")
+    return run_async(
+        PROG, lambda: _serve(config, args, pid=not worker, settings=settings), component="server"
+    )
 
 
 async def _supervise(
@@ -436,6 +544,7 @@ async def _supervise(
     handoff = None if (args.keyfile or args.key) else keys.encode_inline(settings.key) + "\n"
     worker_argv = list(sys.argv[2:] if argv is None else argv)
     return await supervise(
+        prog=PROG,
         component="server",
         command=["server", *worker_argv],
         count=settings.workers,
@@ -452,6 +561,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
     try:
         from cc.gateway.gateway import GatewayConfig
         from cc.gateway.ports import registry_from_environment
+        from cc.runtime.figures import FiguresLink
     except ImportError as exc:
         fail_on_refused_import(PROG, exc)
         raise
@@ -474,10 +584,15 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         max_auth_tries=args.max_auth_tries,
         reuse_port=worker,
         port_registry=registry_from_environment(),
+        admin=settings.admin,
+        figures_link=FiguresLink.from_environment() if worker else None,
+        worker=worker_index(),
     )
 
 
-async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
+async def _serve(
+    config: GatewayConfig, args: Any, pid: bool = True, settings: ServerSettings | None = None
+) -> int:
     from cc.gateway.gateway import Gateway
     from cc.runtime.filewatch import FileWatcher
     from cc.runtime.process import PidFile, install_signals
@@ -486,18 +601,46 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        where = join_host_port(config.host, config.port)
-        fail(PROG, f"cannot listen on {where}: {exc.strerror or exc}")
+        fail(PROG, listen_error(config.host, config.port, exc))
+    app = None
+    if settings is not None and settings.targets is not None:
+        from cc.gateway.apigw import AppConfig, AppGateway
+
+        app = AppGateway(
+            gateway,
+            AppConfig(
+                targets_path=args.targets,
+                host=args.app_host,
+                port=args.app_port,
+                timeout=args.timeout,
+                trusted=settings.trusted,
+            ),
+            settings.targets,
+        )
+        try:
+            await app.start()
+        except OSError as exc:
+            await gateway.close()
+            fail(PROG, listen_error(args.app_host, args.app_port, exc))
+    # Every worker watches the files itself and re-checks its own live sessions.
     watchers: list[FileWatcher[Any]] = []
     if args.authfile:
         watchers.append(
             FileWatcher(
-                args.authfile, parse_authfile, lambda users: setattr(config, "users", users), log
+                args.authfile,
+                parse_authfile,
+                lambda users: gateway.apply_credentials(users, config.tokens),
+                log,
             )
         )
     if args.tokens:
         watchers.append(
-            FileWatcher(args.tokens, parse_tokens_file, lambda t: setattr(config, "tokens", t), log)
+            FileWatcher(
+                args.tokens,
+                parse_tokens_file,
+                lambda tokens: gateway.apply_credentials(config.users, tokens),
+                log,
+            )
         )
     for watcher in watchers:
         watcher.start()
@@ -516,5 +659,7 @@ async def _serve(config: GatewayConfig, args: Any, pid: bool = True) -> int:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+        if app is not None:
+            await app.close()
         await gateway.close(drain_timeout=10.0)
     return 0

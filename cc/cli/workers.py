@@ -17,11 +17,23 @@ from collections.abc import Collection
 from cc.log import get_logger
 from cc.runtime.supervisor import WORKER_ENV
 
-__all__ = ["AUTO_WORKERS_CAP", "auto_workers", "supervise", "worker_count", "worker_index"]
+__all__ = [
+    "AUTO_WORKERS_CAP",
+    "AUTO_WORKERS_MIN_CPUS",
+    "auto_workers",
+    "supervise",
+    "usable_cpus",
+    "worker_count",
+    "worker_index",
+]
 
 #: ``--workers auto`` is the number of usable CPUs, but at most this: every worker
 #: is a process with its own memory, and a big box does not need 64 sessions.
 AUTO_WORKERS_CAP = 8
+#: At or below this many CPUs ``auto`` means one process: a second worker finds no idle
+#: core (the tunnel, the services and the kernel already share two), so it buys ~1x
+#: throughput for a control process and another ~50 MB of RSS.
+AUTO_WORKERS_MIN_CPUS = 3
 
 
 def worker_count(text: str) -> int | None:
@@ -37,13 +49,23 @@ def worker_count(text: str) -> int | None:
     return count
 
 
-def auto_workers() -> int:
+def usable_cpus() -> int:
     """The CPUs this process may run on (a container's cpuset, not the host's)."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, AUTO_WORKERS_CAP))
+        return os.cpu_count() or 1
+
+
+def auto_workers(cpus: int | None = None) -> int:
+    """``--workers auto``: one per usable CPU, at most 8; one on a machine of 2 or fewer.
+
+    ``cpus`` replaces the machine's count (tests, and callers that know better).
+    """
+    count = usable_cpus() if cpus is None else cpus
+    if count < AUTO_WORKERS_MIN_CPUS:
+        return 1
+    return min(count, AUTO_WORKERS_CAP)
 
 
 def worker_index() -> int | None:
@@ -54,6 +76,7 @@ def worker_index() -> int | None:
 
 async def supervise(
     *,
+    prog: str,
     component: str,
     command: list[str],
     count: int,
@@ -67,8 +90,10 @@ async def supervise(
     """Run ``count`` workers of ``cloud-connector <command...>`` until a signal stops us.
 
     Returns 0 after SIGINT/SIGTERM, or the status of a worker that exited with
-    one of ``fatal_codes`` (the others were stopped).
+    one of ``fatal_codes`` or with a reported reason (the others were stopped); that
+    reason is printed here, once, rather than by every worker.
     """
+    from cc.cli.common import fail
     from cc.protocol.workers import PortClaims
     from cc.runtime.process import PidFile, install_signals
     from cc.runtime.supervisor import Supervisor
@@ -95,4 +120,7 @@ async def supervise(
     )
     get_logger(component).info("Starting %d workers%s", count, what)
     with PidFile(pid_path):
-        return await supervisor.run()
+        status = await supervisor.run()
+    if status != 0 and supervisor.reason is not None:
+        fail(prog, supervisor.reason, status)
+    return status

@@ -56,6 +56,10 @@ class ConnectorConfig:
     #: the secret all workers of this connector send, so our gateway lets their
     #: sessions share reverse ports (see cc.protocol.workers)
     group: str | None = None
+    #: --identifier: names the HTTP API gateway's targets.yaml may route by
+    identifiers: list[str] = field(default_factory=list)
+    #: --http-target: ``host:port`` (canonical) the HTTP API gateway may ask us to dial
+    http_targets: list[str] = field(default_factory=list)
 
     def forward_remotes(self) -> tuple[Remote, ...]:
         return forward_plan(self.remotes, self.worker_index, self.worker_count)

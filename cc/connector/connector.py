@@ -18,12 +18,19 @@ from typing import Any
 
 import asyncssh
 
+from cc import fastpath as _fastpath
 from cc.connector.config import ConnectorConfig
-from cc.log import get_logger, redact
+from cc.log import event, get_logger, redact
+from cc.metrics import Figures
 from cc.protocol.backoff import Backoff
-from cc.protocol.config import Config, encode_config
+from cc.protocol.config import Config, HTTPOffer, encode_config
 from cc.protocol.durations import format_duration
-from cc.protocol.keys import FingerprintCheck, fingerprint_matches, fingerprint_sha256
+from cc.protocol.keys import (
+    FingerprintCheck,
+    fingerprint_matches,
+    fingerprint_md5,
+    fingerprint_sha256,
+)
 from cc.protocol.remote import Proto, Remote
 from cc.protocol.verdict import (
     Action,
@@ -37,6 +44,7 @@ from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
+    fast_path_counts,
     new_client_connection,
     send_global_request,
 )
@@ -48,6 +56,7 @@ from cc.transport.dial import (
     open_websocket,
     websocket_url,
 )
+from cc.transport.errors import RetryLater
 from cc.transport.preflight import follow_redirect
 from cc.transport.websocket import WebSocketTransport
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
@@ -78,9 +87,14 @@ class Connector:
         self._listeners: list[asyncio.AbstractServer] = []
         self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
+        self._http_targets = frozenset(config.http_targets)
         self._stdio: asyncio.Task[None] | None = None
+        #: why run() is to raise FatalError once stopped (a stdio stream was cut)
+        self._failure: str | None = None
         #: the current session's keepalive (None before the first session)
         self.keepalive: KeepaliveDriver | None = None
+        #: sessions connected so far; the current one's number in log fields
+        self._sessions = 0
 
     # -- control --------------------------------------------------------------
     def stop(self) -> None:
@@ -93,8 +107,28 @@ class Connector:
             server.close()
         self._drainer = asyncio.get_running_loop().create_task(self._drain_then_close())
 
+    def fail(self, reason: str) -> None:
+        """Stop as ``stop()`` does, then make ``run()`` raise FatalError(reason)."""
+        if self._failure is None:
+            self._failure = reason
+        self.stop()
+
     def open_connections(self) -> int:
         return self.endpoint.open_connections()
+
+    def figures(self) -> Figures:
+        """What --metrics shows of this process: ready while a session is connected."""
+        counts = fast_path_counts()
+        cfg = self.config
+        return Figures(
+            role="connector",
+            stats=self.stats,
+            ready=self.stats.state == "connected",
+            fast_path=_fastpath.IMPLEMENTATION,
+            sealed=counts.sealed,
+            opened=counts.opened,
+            workers=[cfg.worker_index] if cfg.worker_count > 1 else [],
+        )
 
     async def _drain_then_close(self) -> None:
         if self.open_connections():
@@ -141,6 +175,7 @@ class Connector:
         await self._open_forward_listeners()
         try:
             while not self._stopping:
+                not_before: float | None = None
                 try:
                     connected_for = await self._connect_and_serve()
                     if connected_for >= self.config.backoff_reset_after:
@@ -148,15 +183,22 @@ class Connector:
                 except FatalError:
                     raise
                 except TLSVerifyError as exc:  # a bad certificate does not heal: stop
-                    log.info("Connection error: %s", exc)
+                    log.info(
+                        "Connection error: %s", exc, extra=event("connection_error", error=str(exc))
+                    )
                     raise FatalError(str(exc)) from None
                 except (DialError, HandshakeError, OSError, asyncssh.Error) as exc:
                     if self._stopping:
                         break
-                    log.info("Connection error: %s", _describe(exc))
+                    error = _describe(exc)
+                    log.info(
+                        "Connection error: %s", error, extra=event("connection_error", error=error)
+                    )
+                    # a banned address is told when to come back: sooner is refused anyway
+                    not_before = exc.retry_after if isinstance(exc, RetryLater) else None
                 if self._stopping:
                     break
-                await self._wait_before_retry()
+                await self._wait_before_retry(not_before)
         finally:
             self.stats.state = "stopped"
             for server in self._listeners:
@@ -166,16 +208,26 @@ class Connector:
                 await asyncio.gather(self._stdio, return_exceptions=True)
             if self._drainer is not None:
                 await asyncio.gather(self._drainer, return_exceptions=True)
+        if self._failure is not None:
+            raise FatalError(self._failure)
 
-    async def _wait_before_retry(self) -> None:
+    async def _wait_before_retry(self, not_before: float | None = None) -> None:
+        """The backoff wait (at least ``not_before`` s, capped by --max-retry-interval)."""
         attempt = self._backoff.attempts
         limit = self.config.max_retry_count
         if limit >= 0 and attempt >= limit:
-            log.info("Give up")
-            raise FatalError(f"gave up after {attempt} retries (--max-retry-count {limit})")
+            reason = f"gave up after {attempt} retries (--max-retry-count {limit})"
+            log.info("Give up", extra=event("give_up", error=reason))
+            raise FatalError(reason)
         delay = self._backoff.next_delay()
+        if not_before is not None:
+            delay = max(delay, min(not_before, self.config.max_retry_interval))
         self.stats.reconnects += 1
-        log.info("Retrying in %s...", format_duration(delay))
+        log.info(
+            "Retrying in %s...",
+            format_duration(delay),
+            extra=event("reconnect", delay_s=round(delay, 3)),
+        )
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -195,7 +247,19 @@ class Connector:
         try:
             started = time.perf_counter()
             await self._send_config(conn, self._session_remotes(wst))
-            log.info("Connected (Latency %s)", format_duration(time.perf_counter() - started))
+            latency = time.perf_counter() - started
+            self._sessions += 1
+            log.info(
+                "Connected (Latency %s)",
+                format_duration(latency),
+                extra=event(
+                    "session_connected",
+                    session=self._sessions,
+                    peer=self._peer(),
+                    user=self.config.auth[0] or None,
+                    duration_s=round(latency, 6),
+                ),
+            )
             return await self._serve(conn)
         finally:
             self.conn = None
@@ -220,7 +284,10 @@ class Connector:
                 announce=cfg.announce,
             )
         except HandshakeError as exc:
-            raise _verdict_error(upgrade_verdict(exc.status, str(exc))) from None
+            verdict = upgrade_verdict(exc.status, str(exc), exc.detail, exc.retry_after)
+            if verdict.action is Action.RETRY and exc.retry_after is not None:
+                raise RetryLater(verdict.reason, exc.retry_after) from None
+            raise _verdict_error(verdict) from None
 
     async def _ssh_handshake(self, wst: WebSocketTransport) -> Any:
         """SSH over the WebSocket, up to an accepted password (bounded by connect_timeout)."""
@@ -249,7 +316,8 @@ class Connector:
     async def _send_config(self, conn: Any, remotes: tuple[Remote, ...]) -> None:
         """The config request; returns if the gateway accepted it (see cc.protocol.verdict)."""
         cfg = self.config
-        config = Config(version=cfg.config_version, remotes=remotes)
+        http = HTTPOffer(tuple(cfg.identifiers), tuple(cfg.http_targets))
+        config = Config(version=cfg.config_version, remotes=remotes, http=http)
         try:
             # Bounded: a gateway that went silent after auth must not hang us forever.
             async with asyncio.timeout(cfg.connect_timeout):
@@ -277,9 +345,23 @@ class Connector:
             await conn.wait_closed()
         finally:
             self.keepalive.stop()
+        lasted = time.monotonic() - connected_at
         if not self._stopping:
-            log.info("Disconnected")
-        return time.monotonic() - connected_at
+            log.info(
+                "Disconnected",
+                extra=event(
+                    "session_closed",
+                    session=self._sessions,
+                    peer=self._peer(),
+                    duration_s=round(lasted, 3),
+                ),
+            )
+        return lasted
+
+    def _peer(self) -> str:
+        """The gateway's host:port, for log fields (never the URL's credentials)."""
+        server = self.config.server
+        return str(server.netloc.rsplit("@", 1)[-1])
 
     def _worker_remotes(self, gateway_is_ours: bool) -> tuple[Remote, ...]:
         """This worker's share, logged so the split is visible at 3 a.m."""
@@ -346,6 +428,11 @@ class Connector:
             log.warning("Denied channel to %r: %s", asked[:200], exc.reason)
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, exc.reason) from None
         remote = self._reverse_targets.get(target.text)
+        if remote is None and not target.udp and target.text in self._http_targets:
+            # a request of the HTTP API gateway, to a target we declared
+            return self.endpoint.route_channel(
+                target, self.stats.remote(f"http {target.text}"), f"http {target.text}"
+            )
         if remote is None:
             log.warning("Denied channel to %r: not one of our remotes", asked[:200])
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "Denied outbound connection")
@@ -372,7 +459,13 @@ class ConnectorSession(asyncssh.SSHClient):
             return
         result = fingerprint_matches(expected, key_data)
         if result is FingerprintCheck.MISMATCH:
-            raise ValueError(f"Invalid fingerprint ({got})")
+            legacy = ":" in expected  # the MD5 form: show the server's in that form too
+            raise ValueError(
+                f"Invalid fingerprint: expected {expected} (--fingerprint), got "
+                + (f"{fingerprint_md5(key_data)} (SHA256 {got})" if legacy else got)
+                + ' from the server: compare with the "Fingerprint" line the gateway logs'
+                " at start; if they differ, this is not your gateway"
+            )
         if result is FingerprintCheck.MATCH_LEGACY_MD5:
             log.warning(
                 "Specified deprecated MD5 fingerprint (%s), "

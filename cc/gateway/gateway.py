@@ -4,12 +4,15 @@ One HTTP listener.  A request that asks for a ``chisel-v3`` WebSocket is checked
 (token header, when ``--tokens`` is set) *before* any WebSocket or SSH state
 exists, then upgraded; the SSH session authenticates the user, receives the
 ``config`` request, and the gateway opens the session's reverse listeners.  Any
-other request gets ``/health``, ``/version``, 404, or goes to ``--backend``.
+other request is routed by path (cc.gateway.routes: ``/health``, ``/version``,
+``/ready``, ``/metrics``, and ``/status`` with ``--admin``), or goes to ``--backend``,
+or gets 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import ssl
 import time
@@ -19,20 +22,28 @@ from typing import Any, cast
 import asyncssh
 
 from cc import CHISEL_PROTOCOL, __version__
+from cc import fastpath as _fastpath
+from cc.gateway import metrics, probes, status
 from cc.gateway.backend import proxy_to_backend
 from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
+from cc.gateway.routes import Reply, Request, Route, Router
 from cc.gateway.session import GatewaySession, PeerContext
-from cc.log import get_logger
+from cc.log import event, get_logger
+from cc.metrics import Figures
 from cc.protocol import http
-from cc.protocol.acl import TokenTable, UserTable
+from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
 from cc.protocol.admission import Admission, AdmissionPolicy
 from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
+from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.hosts import bare_host, join_host_port
+from cc.protocol.status import MAX_ROWS
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
+from cc.runtime.figures import FiguresLink, Fleet
 from cc.ssh import (
+    fast_path_counts,
     new_server_connection,
 )
 from cc.stats import SessionStats
@@ -51,6 +62,11 @@ auth_log = get_logger("server.auth")
 #: connection can make us hold small; peers send one frame per SSH packet (at most
 #: 256 KiB plus framing), which leaves 4x headroom.
 MAX_FRAME_FROM_CLIENT = 1 << 20
+#: The 401's body, by what was wrong: the connector shows it to its operator.
+TOKEN_REFUSALS = {
+    "no token": b'no token: this gateway needs a "Token: <token>" header\n',
+    "wrong token": b'wrong token: the "Token" header is not one of this gateway\'s tokens\n',
+}
 #: Seconds between the gateway's housekeeping rounds (log summaries that are due).
 HOUSEKEEPING_INTERVAL = 5.0
 
@@ -86,6 +102,12 @@ class GatewayConfig:
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     #: failed logins and refusals are logged once, then summarised this often per source
     log_summary_interval: float = 60.0
+    #: --admin: turns on /status and /status.json and protects /metrics
+    admin: AdminCredentials | None = None
+    #: a worker's line to its control process, for figures of all workers (cc.runtime.figures)
+    figures_link: FiguresLink | None = None
+    #: this worker's 0-based index (None: not a worker)
+    worker: int | None = None
 
 
 class Gateway:
@@ -104,6 +126,14 @@ class Gateway:
         self._session_ids = 0
         host_key = asyncssh.import_private_key(config.host_key_pem)
         self._host_key = host_key
+        #: SIGTERM: /ready answers 503 and new sessions are turned away while connections finish
+        self.draining = False
+        self.router = Router()
+        probes.register(self.router)
+        metrics.register(self.router)
+        if config.admin is not None:
+            status.register(self.router)
+        self.fleet = Fleet(self.figures, config.figures_link)
 
     @property
     def fingerprint(self) -> str:
@@ -130,21 +160,36 @@ class Gateway:
         self._front = front
         self._schedule_housekeeping()
         self.stats.state = "listening"
+        self.fleet.start()
         scheme = "https" if self.config.tls else "http"
         log.info("Fingerprint %s", self.fingerprint)
         log.info("Listening on %s://%s", scheme, join_host_port(host or "0.0.0.0", self.ports[0]))
 
+    @property
+    def ready(self) -> bool:
+        """This process should get traffic: listening and not draining."""
+        return self.stats.state == "listening" and not self.draining
+
     async def close(self, drain_timeout: float = 0.0) -> None:
-        """Stop accepting, let open connections finish (bounded), then end every session."""
-        if self._front is not None:
-            self._front.close()
+        """Turn new sessions away, let open connections finish (bounded), end every session.
+
+        While connections drain, the HTTP port still answers: ``/ready`` says 503 (so
+        a load balancer stops sending connectors here) and upgrades get 503 (which
+        connectors retry, elsewhere); then it closes.
+        """
+        self.draining = True
+        self.stats.state = "draining"
+        self.fleet.nudge()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for session in list(self.sessions):
             session.close_listeners()
         await drain(self.stats, drain_timeout)
+        if self._front is not None:
+            self._front.close()
         for session in list(self.sessions):
             session.close()
+        await self.fleet.stop()
         self.stats.state = "stopped"
 
     def _schedule_housekeeping(self) -> None:
@@ -165,28 +210,81 @@ class Gateway:
         """Seconds left of ``source``'s ban for repeated failed logins (0.0: none)."""
         return self.auth_guard.banned_for(source, time.monotonic())
 
-    def login_failed(self, source: str, line: str) -> Penalty:
-        """Count a failed password or token; log it (rate-limited) and say what it costs."""
+    def login_failed(
+        self,
+        source: str,
+        line: str,
+        fields: dict[str, object] | None = None,
+        *,
+        reason: str = "password",
+    ) -> Penalty:
+        """Count a failed password, token or admin login; log it (rate-limited); its cost.
+
+        ``fields``: the failure's log fields (``cc.log.event``) for the JSON format;
+        ``reason`` labels the failure in the metrics: password, token, banned, admin.
+        """
+        self.stats.count_auth_failure(reason)
         now = time.monotonic()
         penalty = self.auth_guard.failed(source, now)
         first = self.failed_logins.record(source, now, line)
         if first is not None:
-            auth_log.warning("%s", first)
+            auth_log.warning("%s", first, extra=fields)
         if penalty.banned_for is not None:
             auth_log.warning(
                 "Banned %s for %.0f s after %d failed logins",
                 source,
                 penalty.banned_for,
                 penalty.failures,
+                extra=event("banned", peer=source, duration_s=penalty.banned_for),
             )
         return penalty
 
     def open_connections(self) -> int:
         return open_connections(self.stats)
 
+    # -- figures: /metrics, /ready, /status ----------------------------------------
+    def figures(self) -> Figures:
+        """This process's figures, now (a worker's go to its control process too)."""
+        counts = fast_path_counts()
+        self.stats.sessions = len(self.sessions)
+        return Figures(
+            role="gateway",
+            stats=self.stats,
+            ready=self.ready,
+            fast_path=_fastpath.IMPLEMENTATION,
+            sealed=counts.sealed,
+            opened=counts.opened,
+            workers=[] if self.config.worker is None else [self.config.worker],
+            rows=self.status_rows() if self.config.admin is not None else [],
+        )
+
+    def status_rows(self) -> list[dict[str, object]]:
+        """One row per session that is set up (cc.protocol.status), at most MAX_ROWS."""
+        rows = []
+        for session in sorted(self.sessions, key=lambda s: s.id):
+            row = session.status_row()
+            if row is not None:
+                if self.config.worker is not None:
+                    row.worker = self.config.worker + 1
+                rows.append(row.as_dict())
+            if len(rows) >= MAX_ROWS:
+                break
+        return rows
+
     async def serve_forever(self) -> None:
         assert self._front is not None
         await self._front.serve_forever()
+
+    def apply_credentials(self, users: UserTable | None, tokens: TokenTable | None) -> None:
+        """Reloaded users or tokens: new logins use them, and live sessions are re-checked.
+
+        chisel only checks at login, so a revoked user kept its tunnels; here each
+        session is held to what a login with its credentials would get now.
+        """
+        self.config.users = users
+        self.config.tokens = tokens
+        for session in list(self.sessions):
+            session.recheck_credentials(users, tokens)
 
     def _new_session(self) -> GatewaySession:
         self._session_ids += 1
@@ -198,8 +296,12 @@ class Gateway:
         if request.is_websocket_upgrade():
             protocol = request.headers.get("Sec-WebSocket-Protocol") or ""
             if protocol == CHISEL_PROTOCOL:
+                if self.draining:
+                    conn.respond(503, b"gateway is shutting down\n", [("Retry-After", "1")])
+                    return
                 banned = self.banned_for(conn.doorway.source)
                 if banned > 0:
+                    self.stats.count_auth_failure("banned")
                     conn.respond(
                         429,
                         b"too many failed logins from your address\n",
@@ -214,14 +316,15 @@ class Gateway:
                 CHISEL_PROTOCOL,
                 peer,
             )
+        route = self.router.find(request.path, backend=bool(self.config.backend))
+        if route is not None:
+            # Counts as unauthenticated until answered (admin logins may be held back
+            # by a guesser's penalty): the front's caps and grace time still apply.
+            conn.serve(route, Request(self, request, peer, conn.doorway.source))
+            return
         conn.doorway.release()  # plain HTTP: served (or proxied) like any web server
         if self.config.backend:
             conn.hand_over(proxy_to_backend(conn.transport, self.config.backend, conn.head + rest))
-            return
-        if request.path == "/health":
-            conn.respond(200, b"OK\n")
-        elif request.path == "/version":
-            conn.respond(200, self.config.version.encode())
         else:
             conn.respond(404, b"Not found")
 
@@ -232,16 +335,25 @@ class Gateway:
             conn.transport.write(answer.data)
             conn.transport.close()
             return
-        token_permissions = None
+        token_permissions: Permissions | None = None
+        token_name: str | None = None
+        digest: bytes | None = None
         if self.config.tokens is not None:
             token = request.headers.get("token")
-            token_permissions = self.config.tokens.lookup(token) if token else None
-            if token_permissions is None:
+            digest = token_digest(token) if token else None
+            entry = self.config.tokens.entry_by_digest(digest) if digest else None
+            if entry is not None:
+                token_name = f"token #{entry[0]}"
+                token_permissions = entry[1]
+            else:
+                what = "wrong token" if token else "no token"
                 penalty = self.login_failed(
                     conn.doorway.source,
-                    f"Refused connection from {conn.peer}: {'wrong' if token else 'no'} token",
+                    f"Refused connection from {conn.peer}: {what}",
+                    event("login_failed", peer=conn.peer, error=what),
+                    reason="token",
                 )
-                conn.respond_later(penalty.delay, 401, b"unauthorized\n")
+                conn.respond_later(penalty.delay, 401, TOKEN_REFUSALS[what])
                 return
         transport = conn.transport
         transport.write(answer.data)
@@ -256,6 +368,8 @@ class Gateway:
                 group=_group_secret(request),
                 source=conn.doorway.source,
                 authenticated=conn.doorway.release,
+                token_digest=digest,
+                token_name=token_name,
             ),
             cc_peer_is_ours=answer.peer_is_ours,
         )
@@ -289,6 +403,8 @@ class _HTTPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self._task: asyncio.Task[None] | None = None
         self._answer: asyncio.TimerHandle | None = None
+        #: one of our handlers is answering: nothing more is read meanwhile
+        self._serving = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -314,6 +430,7 @@ class _HTTPConnection(asyncio.Protocol):
             not self.transport.is_closing()
             and self.transport.get_protocol() is self
             and self._answer is None
+            and not self._serving
         ):
             self.transport.resume_reading()
 
@@ -342,6 +459,44 @@ class _HTTPConnection(asyncio.Protocol):
 
     def hand_over(self, coro: Any) -> None:
         self._task = asyncio.get_running_loop().create_task(coro)
+
+    def serve(self, route: Route, request: Request) -> None:
+        """Answer with one of the gateway's own handlers (cc.gateway.routes)."""
+        if request.request.method not in route.methods:
+            self.respond(
+                405, b"Method not allowed\n", [("Allow", ", ".join(sorted(route.methods)))]
+            )
+            return
+        self._serving = True
+        self.hand_over(self._serve(route, request))
+
+    async def _serve(self, route: Route, request: Request) -> None:
+        try:
+            reply = await route.handler(request)
+        except Exception:
+            log.exception("%s %s failed", request.request.method, request.request.path)
+            reply = Reply(500, b"internal error\n")
+        if request.request.method == "HEAD":
+            reply = dataclasses.replace(reply, head_only=True)
+        self.send(reply)
+
+    def send(self, reply: Reply) -> None:
+        if self.transport.is_closing():
+            return
+        data = http.build_response(
+            reply.status,
+            [
+                ("Content-Type", reply.content_type),
+                ("Cache-Control", "no-store"),
+                ("Connection", "close"),
+                *reply.headers,
+            ],
+            reply.body,
+        )
+        if reply.head_only:
+            data = data[: data.index(b"\r\n\r\n") + 4]
+        self.transport.write(data)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._answer is not None:

@@ -18,17 +18,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
-from cc.log import get_logger
+from cc.log import event, get_logger
 from cc.protocol import http
-from cc.protocol.acl import Permissions
+from cc.protocol.acl import Permissions, TokenTable, UserTable, password_digest
 from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
+from cc.protocol.revocation import Login, Revoke, Update, recheck
+from cc.protocol.status import SessionRow
 from cc.protocol.workers import is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
 )
+from cc.stats import SessionStats
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
 from cc.tunnel.keepalive import KeepaliveDriver
 
@@ -54,11 +57,15 @@ class PeerContext:
     request: http.Request
     #: the connector's group secret (GROUP_HEADER), when it runs several sessions
     group: str | None = None
+    #: ``acl.token_digest`` of its token, so a reload can tell whether it was revoked
+    token_digest: bytes | None = None
     started: float = field(default_factory=time.monotonic)
     #: the unit of blame for failed logins (see cc.protocol.authguard.source_of)
     source: str = "?"
     #: tells the front this connection no longer counts as unauthenticated
     authenticated: Callable[[], None] = field(default=lambda: None)
+    #: ``token #N`` (its entry in the tokens file) when a token let it in
+    token_name: str | None = None
 
 
 class GatewaySession(asyncssh.SSHServer):
@@ -72,11 +79,21 @@ class GatewaySession(asyncssh.SSHServer):
         self.context: PeerContext | None = None
         self.user = ""
         self.permissions: Permissions | None = None
+        #: ``acl.password_digest`` of the password it logged in with (reloads re-check it)
+        self.password_digest: bytes | None = None
         self.remotes: tuple[Remote, ...] = ()
+        #: what the connector offers the HTTP API gateway (set with the config)
+        self.http_identifiers: frozenset[str] = frozenset()
+        self.http_targets: frozenset[str] = frozenset()
         self.listeners: list[asyncio.AbstractServer] = []
-        self.endpoint = TunnelEndpoint(
-            lambda: self.conn, gateway.stats, self.log, gateway.config.udp
-        )
+        #: the reverse remote each listener serves (a narrowed ACL closes some)
+        self._listener_remotes: dict[asyncio.AbstractServer, Remote] = {}
+        #: this session's own figures (the status page); they add up in gateway.stats
+        self.stats = SessionStats(state="handshaking", parent=gateway.stats)
+        self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, self.log, gateway.config.udp)
+        self.client_version = ""
+        #: wall-clock time the session was set up (0.0: not yet)
+        self.since = 0.0
         #: reverse ports this session claimed, with the share key (None: exclusive)
         self._claimed: dict[int, str | None] = {}
         self._partner_checks: set[asyncio.Task[None]] = set()
@@ -96,6 +113,7 @@ class GatewaySession(asyncssh.SSHServer):
         self.context = conn.get_extra_info("cc_context")
         self.gateway.sessions.add(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         self.log.debug("Handshaking with %s...", self.context.peer if self.context else "?")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,8 +126,22 @@ class GatewaySession(asyncssh.SSHServer):
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.gateway.fleet.nudge()
         if self._configured:
-            self.log.info("Closed connection (%s)", exc or "normal close")
+            self.log.info(
+                "Closed connection (%s)",
+                exc or "normal close",
+                extra=event(
+                    "session_closed",
+                    session=self.id,
+                    user=self.user,
+                    peer=self.context.peer if self.context else None,
+                    duration_s=round(time.monotonic() - self.context.started, 3)
+                    if self.context
+                    else None,
+                    error=str(exc) if exc else None,
+                ),
+            )
         elif exc is not None and not self._we_closed(exc):
             peer = self.context.peer if self.context else "?"
             # a peer that just hangs up is no news; one that talks nonsense is
@@ -160,7 +192,16 @@ class GatewaySession(asyncssh.SSHServer):
         if permissions is None:
             self._failed_logins += 1
             penalty = gateway.login_failed(
-                source, f"Login failed for user: {username} (from {peer})"
+                source,
+                f"Login failed for user: {username} (from {peer})",
+                event(
+                    "login_failed",
+                    session=self.id,
+                    user=username,
+                    peer=peer,
+                    error="banned" if banned else "wrong password",
+                ),
+                reason="banned" if banned else "password",
             )
             if penalty.delay > 0:
                 await asyncio.sleep(penalty.delay)
@@ -171,6 +212,7 @@ class GatewaySession(asyncssh.SSHServer):
                 )
             return False
         gateway.auth_guard.succeeded(source)
+        self.password_digest = password_digest(password)
         self.permissions = permissions
         self._auth_done(username)
         return True
@@ -223,6 +265,10 @@ class GatewaySession(asyncssh.SSHServer):
         error = self._refusal(config.remotes)
         if error is None:
             error = await self._open_listeners([r for r in config.remotes if r.reverse])
+        if error is None:  # revoked, narrowed or gone while the listeners opened?
+            error = "server: closed" if self.conn.is_closed() else self._refusal(config.remotes)
+            if error is not None:
+                self.close_listeners()
         if error is not None:
             return error
         self._start(config)
@@ -253,12 +299,18 @@ class GatewaySession(asyncssh.SSHServer):
             subject = remote.acl_subject()
             if not self.allowed(subject):
                 self.log.warning("Access to '%s' denied for user '%s'", subject, self.user)
+                self.endpoint.note_error(f"access to '{subject}' denied")
                 return f"server: access to '{subject}' denied"
         return None
 
     def _start(self, config: Config) -> None:
         """The config is accepted and the listeners are up: the session serves from now on."""
         self.remotes = config.remotes
+        self.client_version = config.version
+        self.since = time.time()
+        self.stats.state = "connected"
+        self.http_identifiers = frozenset(config.http.identifiers)
+        self.http_targets = frozenset(config.http.targets)
         self._configured = True
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
             self.keepalive.start()
@@ -269,6 +321,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.user,
             config.version,
             ", ".join(str(r) for r in config.remotes),
+            extra=event("session_connected", session=self.id, user=self.user, peer=peer),
         )
 
     def _keepalive_dead(self) -> None:
@@ -306,9 +359,11 @@ class GatewaySession(asyncssh.SSHServer):
                     self.log.warning(
                         "Cannot listen on %s: %s", remote.local(), error.strerror or error
                     )
+                    self.endpoint.note_error(f"cannot listen on {remote.local()}")
                     return f"server: Server cannot listen on {remote.local()}"
                 await asyncio.sleep(0.05)  # uvloop closes a listening socket a tick later
             self.listeners.append(server)
+            self._listener_remotes[server] = remote
             self.log.debug("tun: %s: Listening", remote)
         return None
 
@@ -412,6 +467,65 @@ class GatewaySession(asyncssh.SSHServer):
         for task in self._partner_checks:
             task.cancel()
 
+    # -- a reloaded authfile or tokens file ---------------------------------------
+    def recheck_credentials(self, users: UserTable | None, tokens: TokenTable | None) -> None:
+        """Hold this live session to reloaded credentials, as if it logged in now.
+
+        chisel keeps a session's login-time permissions for ever.  Here a removed
+        user or token (or a changed password) ends the session; narrower ACLs
+        close the reverse listeners they no longer allow, and every later channel
+        (and SOCKS request) is checked against the new ones through ``allowed``.
+        """
+        if self.permissions is None or self.conn is None or self.conn.is_closed():
+            return  # not logged in yet (validate_password reads the new table), or gone
+        context = self.context
+        peer = context.peer if context else "?"
+        token = context.token_permissions if context else None
+        login = Login(self.user, self.password_digest, context.token_digest if context else None)
+        decision = recheck(login, users, tokens, (self.permissions, token))
+        if isinstance(decision, Revoke):
+            self.log.warning(
+                "Closed session of user '%s' from %s: %s", self.user, peer, decision.reason
+            )
+            self.close_listeners()
+            self.close()
+        elif isinstance(decision, Update):
+            forwards = [r for r in self.remotes if not r.reverse and not r.socks]
+            before = [r for r in forwards if self.allowed(r.acl_subject())]
+            self.permissions = decision.user
+            if context is not None:
+                context.token_permissions = decision.token
+            self.log.debug("Permissions of user '%s' from %s reloaded", self.user, peer)
+            self._close_disallowed_listeners(peer)
+            for remote in before:
+                if not self.allowed(remote.acl_subject()):
+                    self.log.warning(
+                        "Refusing channels of %s for user '%s' from %s: '%s' is no longer allowed",
+                        remote,
+                        self.user,
+                        peer,
+                        remote.acl_subject(),
+                    )
+
+    def _close_disallowed_listeners(self, peer: str) -> None:
+        for server in list(self.listeners):
+            remote = self._listener_remotes.get(server)
+            if remote is None or self.allowed(remote.acl_subject()):
+                continue
+            del self._listener_remotes[server]
+            server.close()
+            self.listeners.remove(server)
+            if remote.local_proto is Proto.TCP and remote.local_port in self._claimed:
+                del self._claimed[remote.local_port]
+                self.gateway.config.port_registry.release(remote.local_port, self.id)
+            self.log.warning(
+                "Closed %s of user '%s' from %s: '%s' is no longer allowed",
+                remote,
+                self.user,
+                peer,
+                remote.acl_subject(),
+            )
+
     # -- channels the client opens (forward remotes) -----------------------------
     def chisel_channel_requested(self, target_bytes: bytes) -> Any:
         """Serve a channel the client opens, if the user's and the token's ACLs allow it.
@@ -430,22 +544,45 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.warning(
                 "Refused channel to %r for user '%s': %s", asked[:200], self.user, exc.reason
             )
+            self.endpoint.note_error(f"refused channel to {asked[:80]!r}: {exc.reason}")
             raise
         if target.socks:
             if not self.gateway.config.socks5:
                 self.log.warning("Denied SOCKS channel for user '%s': --socks5 is off", self.user)
+                self.endpoint.note_error("SOCKS channel denied: --socks5 is off")
                 raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "SOCKS5 is not enabled")
             return self.endpoint.route_channel(
                 target,
-                self.gateway.stats.remote(target.text),
+                self.stats.remote(target.text),
                 f"user '{self.user}'",
                 socks_authorize=self.allowed,
             )
         if not self.allowed(target.address):  # UDP as TCP: chisel's ACL subjects have no /udp
             self.log.warning("Denied channel to %s for user '%s'", target.text, self.user)
+            self.endpoint.note_error(f"channel to {target.text} denied")
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "access denied")
-        return self.endpoint.route_channel(
-            target, self.gateway.stats.remote(target.text), target.text
+        return self.endpoint.route_channel(target, self.stats.remote(target.text), target.text)
+
+    # -- the status page ----------------------------------------------------------
+    def status_row(self) -> SessionRow | None:
+        """This session as /status shows it; None until it is set up."""
+        if not self._configured or self.context is None:
+            return None
+        who = self.user
+        if self.context.token_name:
+            who = f"{who} ({self.context.token_name})" if who else self.context.token_name
+        remotes = self.stats.remotes.values()
+        return SessionRow(
+            id=self.id,
+            user=who or "-",
+            peer=self.context.peer,
+            version=self.client_version,
+            since=self.since,
+            remotes=[str(r) for r in self.remotes],
+            open=sum(r.open for r in remotes),
+            bytes_in=sum(r.bytes_in for r in remotes),
+            bytes_out=sum(r.bytes_out for r in remotes),
+            last_error=self.endpoint.last_error,
         )
 
 

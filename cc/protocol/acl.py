@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ __all__ = [
     "parse_authfile",
     "parse_tokens_file",
     "parse_user_pass",
+    "password_digest",
+    "token_digest",
 ]
 
 #: Largest authfile or tokens file accepted.
@@ -51,10 +54,25 @@ MAX_PATTERN_LENGTH = 1024
 
 _ALLOW_ALL_PATTERNS = frozenset({"", "*"})
 
+#: Keys this process's password digests, so a digest a session keeps to recognise
+#: its password on a reload is worthless outside the process (never a plain hash).
+_DIGEST_KEY = secrets.token_bytes(32)
+
 
 def _secret_bytes(text: str) -> bytes:
     # compare_digest refuses non-ASCII str; SSH passwords may be any UTF-8.
     return text.encode("utf-8", "surrogatepass")
+
+
+def password_digest(password: str | bytes) -> bytes:
+    """A keyed digest of ``password``: what a session keeps instead of the password."""
+    secret = password if isinstance(password, bytes) else _secret_bytes(password)
+    return hmac.new(_DIGEST_KEY, secret, hashlib.sha256).digest()
+
+
+def token_digest(token: str) -> bytes:
+    """A token as :class:`TokenTable` stores and finds it (SHA-256)."""
+    return hashlib.sha256(_secret_bytes(token)).digest()
 
 
 def parse_user_pass(text: str) -> tuple[str, str]:
@@ -155,6 +173,16 @@ class UserTable:
             return entry.permissions
         return None
 
+    def credentials(self, user: str) -> tuple[bytes, Permissions] | None:
+        """``user``'s :func:`password_digest` and permissions, None if no such user.
+
+        A reload re-checks live sessions with it: the password itself never leaves.
+        """
+        entry = self._users.get(user)
+        if entry is None:
+            return None
+        return password_digest(entry.password), entry.permissions
+
 
 def _load_json_object(data: bytes, what: str) -> list[tuple[str, object]]:
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -222,11 +250,24 @@ class TokenTable:
 
     def lookup(self, token: str) -> Permissions | None:
         """The permissions of ``token``, or None; no early exit on a mismatch."""
-        digest = hashlib.sha256(_secret_bytes(token)).digest()
-        found: Permissions | None = None
-        for stored, permissions in self._entries:
+        entry = self.entry_by_digest(token_digest(token))
+        return None if entry is None else entry[1]
+
+    def lookup_digest(self, digest: bytes) -> Permissions | None:
+        """The permissions of the token whose :func:`token_digest` is ``digest``, or None."""
+        entry = self.entry_by_digest(digest)
+        return None if entry is None else entry[1]
+
+    def entry(self, token: str) -> tuple[int, Permissions] | None:
+        """``token``'s 1-based entry number in the file (its name in logs and the status
+        page, which must never show the token) and permissions; None if unknown."""
+        return self.entry_by_digest(token_digest(token))
+
+    def entry_by_digest(self, digest: bytes) -> tuple[int, Permissions] | None:
+        found: tuple[int, Permissions] | None = None
+        for number, (stored, permissions) in enumerate(self._entries, start=1):
             if hmac.compare_digest(stored, digest) and found is None:
-                found = permissions
+                found = (number, permissions)
         return found
 
 
@@ -241,7 +282,7 @@ def parse_tokens_file(data: bytes) -> TokenTable:
         owner = f"tokens file entry #{index}"
         if not token:
             raise AuthFileError(f"{owner}: empty token")
-        digest = hashlib.sha256(_secret_bytes(token)).digest()
+        digest = token_digest(token)
         if digest in seen:
             raise AuthFileError(f"{owner}: token defined more than once")
         seen.add(digest)

@@ -11,6 +11,12 @@ exact names, so a different spelling means a foreign or broken client), both fie
 all nine fields of each remote are required (Go fills zero values), and duplicate keys,
 invalid UTF-8 and NaN/Infinity are refused (Go keeps the last key, substitutes U+FFFD).
 Unknown fields are ignored, as Go does, so a newer chisel that adds one still connects.
+
+Our own extension rides on that rule: a connector that serves the HTTP API gateway
+adds ``"HTTPGateway":{"Identifiers":[...],"Targets":["host:port",...]}`` after
+``Remotes`` (chisel's server ignores it; a connector without ``--identifier`` or
+``--http-target`` sends chisel's bytes exactly).  Declaring it in the config, not in
+a later request, makes it part of the one request the gateway accepts or refuses.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ __all__ = [
     "DEFAULT_MAX_CONFIG_SIZE",
     "DEFAULT_MAX_REMOTES",
     "MAX_CONFIG_DEPTH",
+    "MAX_HTTP_ENTRIES",
     "Config",
+    "HTTPOffer",
     "decode_config",
     "encode_config",
     "go_json_string",
@@ -63,12 +71,33 @@ _SHORT_ESCAPES = {
 }
 
 
+#: Most identifiers, and most HTTP targets, one connector may declare.
+MAX_HTTP_ENTRIES = 256
+_MAX_HTTP_TEXT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOffer:
+    """What a connector offers the HTTP API gateway: its identifiers and dialable targets.
+
+    ``targets`` are ``host:port`` in canonical spelling (cc.protocol.hosts).
+    """
+
+    identifiers: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.identifiers or self.targets)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """chisel's handshake config: the client's version and all of its remotes."""
 
     version: str
     remotes: tuple[Remote, ...]
+    #: our extension (empty: not sent)
+    http: HTTPOffer = HTTPOffer()
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str):
@@ -123,8 +152,12 @@ def encode_config(cfg: Config) -> bytes:
         remotes = "[" + ",".join(items) + "]"
     else:
         remotes = "null"
-    text = '{"Version":' + go_json_string(cfg.version) + ',"Remotes":' + remotes + "}"
-    return text.encode("utf-8")
+    text = '{"Version":' + go_json_string(cfg.version) + ',"Remotes":' + remotes
+    if cfg.http:
+        identifiers = ",".join(go_json_string(i) for i in cfg.http.identifiers)
+        targets = ",".join(go_json_string(t) for t in cfg.http.targets)
+        text += f',"HTTPGateway":{{"Identifiers":[{identifiers}],"Targets":[{targets}]}}'
+    return (text + "}").encode("utf-8")
 
 
 def _reject_duplicates(pairs: Sequence[tuple[str, object]]) -> dict[str, object]:
@@ -205,4 +238,23 @@ def decode_config(
             remotes.append(Remote.from_json(raw))
         except RemoteError as exc:
             raise ConfigError(f"config remote #{index + 1}: {exc}") from None
-    return Config(version=obj["Version"], remotes=tuple(remotes))
+    http = _decode_http(obj.get("HTTPGateway"))
+    return Config(version=obj["Version"], remotes=tuple(remotes), http=http)
+
+
+def _decode_http(raw: object) -> HTTPOffer:
+    """The ``HTTPGateway`` extension, bounded; absent or null is an empty offer."""
+    if raw is None:
+        return HTTPOffer()
+    if not isinstance(raw, dict):
+        raise ConfigError("config field 'HTTPGateway' must be an object")
+    lists = []
+    for key in ("Identifiers", "Targets"):
+        value = raw.get(key) or []
+        if not isinstance(value, list) or len(value) > MAX_HTTP_ENTRIES:
+            raise ConfigError(f"HTTPGateway.{key} must be a list of at most {MAX_HTTP_ENTRIES}")
+        for item in value:
+            if not isinstance(item, str) or not 0 < len(item) <= _MAX_HTTP_TEXT:
+                raise ConfigError(f"HTTPGateway.{key} must hold non-empty strings")
+        lists.append(tuple(value))
+    return HTTPOffer(identifiers=lists[0], targets=lists[1])

@@ -14,6 +14,7 @@ __all__ = [
     "KeyLoadError",
     "ProtocolError",
     "RemoteError",
+    "TargetsError",
 ]
 
 
@@ -42,3 +43,7 @@ class AuthError(ProtocolError, ValueError):
 
 class AuthFileError(AuthError):
     """An ``--authfile`` users file or a ``--tokens`` file is malformed."""
+
+
+class TargetsError(ProtocolError, ValueError):
+    """A ``--targets`` file (the HTTP API gateway's targets.yaml) is malformed."""

@@ -16,7 +16,9 @@ What stays ours is what chisel peers see on the wire and what the gateway routes
   only that head is fed to websockets; the bytes after it are WebSocket frames,
   which the fast path (``cc.protocol.ws``) frames, not websockets;
 * a non-101 answer is reported with its status and reason, as Go's
-  "bad handshake" error does;
+  "bad handshake" error does, plus the first line of a short plain-text body
+  (our gateway says there whether the token was missing or wrong) and
+  ``Retry-After`` (a gateway that banned this address says for how long);
 * the gateway's 101 carries no Date header, like chisel's (gorilla's), and names
   ``chisel-v3``; routing (a wrong subprotocol is plain HTTP) and the token check
   stay in the gateway, before any WebSocket exists.
@@ -69,12 +71,23 @@ class UpgradeAccepted:
     subprotocol: str | None
 
 
+#: The most of a refusal's body read for its ``detail`` (a reason, not a web page).
+MAX_REFUSAL_BODY = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class UpgradeRefused:
-    """The gateway answered with something other than 101 (a 401, a 404, a proxy's 502)."""
+    """The gateway answered with something other than 101 (a 401, a 404, a proxy's 502).
+
+    ``detail``: the first line of a short plain-text body, printable ASCII only
+    (it comes from the network and goes to a terminal); ``retry_after``: the
+    ``Retry-After`` header in seconds, when it is a number.
+    """
 
     status: int
     reason: str
+    detail: str = ""
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +153,9 @@ class ClientHandshake:
         self._request = b"".join(self._protocol.data_to_send())
         self._buffer = bytearray()
         self._event: ClientEvent | None = None
+        #: a non-101 head, while its (short) body is still arriving
+        self._refusal: http.Response | None = None
+        self._body_size = 0
 
     def request_bytes(self) -> bytes:
         """The upgrade request, exactly as it goes on the wire."""
@@ -154,6 +170,8 @@ class ClientHandshake:
         if self._event is not None:
             return None
         self._buffer += data
+        if self._refusal is not None:
+            return self._refused(complete=False)
         try:
             end = http.find_head_end(self._buffer)
             if end < 0:
@@ -162,10 +180,13 @@ class ClientHandshake:
             response = http.parse_response(head)
         except http.HTTPError as exc:
             return self._finish(UpgradeFailed(f"websocket handshake: bad HTTP response: {exc}"))
+        if response.status != 101:
+            self._refusal = response
+            self._body_size = _body_size(response)
+            del self._buffer[:end]
+            return self._refused(complete=False)
         leftover = bytes(self._buffer[end:])
         self._buffer.clear()
-        if response.status != 101:
-            return self._finish(UpgradeRefused(response.status, response.reason))
         self._protocol.receive_data(head)
         events = self._protocol.events_received()
         failure = self._protocol.handshake_exc
@@ -181,9 +202,57 @@ class ClientHandshake:
             )
         )
 
+    def connection_closed(self) -> ClientEvent | None:
+        """The peer closed: a refusal whose body was cut short is still a refusal."""
+        if self._event is None and self._refusal is not None:
+            return self._refused(complete=True)
+        return None
+
+    def _refused(self, complete: bool) -> ClientEvent | None:
+        """The refusal, once its body (at most MAX_REFUSAL_BODY bytes of it) is here."""
+        response = self._refusal
+        assert response is not None
+        if not complete and len(self._buffer) < self._body_size:
+            return None
+        body = bytes(self._buffer[: self._body_size])
+        self._buffer.clear()
+        return self._finish(
+            UpgradeRefused(
+                response.status,
+                response.reason,
+                _detail(body),
+                _retry_after(response.headers.get("Retry-After")),
+            )
+        )
+
     def _finish(self, event: ClientEvent) -> ClientEvent:
         self._event = event
         return event
+
+
+def _body_size(response: http.Response) -> int:
+    """How much of a refusal's body to wait for: a short text body, else none."""
+    kind = (response.headers.get("Content-Type") or "text/plain").split(";")[0].strip().lower()
+    try:
+        length = int(response.headers.get("Content-Length") or "0")
+    except ValueError:
+        return 0
+    if kind != "text/plain" or not 0 < length <= MAX_REFUSAL_BODY:
+        return 0
+    return length
+
+
+def _detail(body: bytes) -> str:
+    """The body's first line, printable ASCII only: it came from the network."""
+    line = body.decode("ascii", "replace").strip().split("\n", 1)[0].strip()
+    return "".join(c for c in line if " " <= c <= "~")[:200]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (an HTTP date is not worth a clock here)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _explain(exc: Exception, response: http.Response) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "canonical_host",
     "inet_aton_value",
     "join_host_port",
+    "split_listen_address",
 ]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -132,3 +133,24 @@ def join_host_port(host: str, port: int) -> str:
     """``host:port`` as chisel and Go's ``net.JoinHostPort`` write it: ``[::1]:80`` for IPv6."""
     host = bare_host(host)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_listen_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``PORT``, ``:PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (bare host, port).
+
+    Only a port means ``default_host`` (loopback: an endpoint is private until the
+    operator names an interface, ``0.0.0.0:9090`` for all).  HostError if malformed.
+    """
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise HostError(f"{text!r}: unclosed '[' in the address")
+        host = host[1:-1]
+    elif ":" in host:
+        raise HostError(f"{text!r}: put an IPv6 address in brackets, as [::1]:9090")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise HostError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host or default_host, int(port_text)

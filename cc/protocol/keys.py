@@ -37,6 +37,7 @@ __all__ = [
     "FingerprintCheck",
     "encode_inline",
     "encode_pem",
+    "fingerprint_format_error",
     "fingerprint_matches",
     "fingerprint_md5",
     "fingerprint_sha256",
@@ -125,6 +126,31 @@ def fingerprint_md5(public_wire: bytes) -> str:
     """The legacy ``aa:bb:..`` MD5 fingerprint older chisel versions printed."""
     digest = hashlib.md5(public_wire, usedforsecurity=False).digest()
     return ":".join(f"{b:02x}" for b in digest)
+
+
+_SHA256_FORM = 'the base64 SHA256 form the gateway logs at start (44 characters ending in "=")'
+
+
+def fingerprint_format_error(text: str) -> str | None:
+    """Why ``text`` cannot be a pinned fingerprint (None: it can), said before dialing.
+
+    A typo would otherwise show up only as a mismatch with a server that is fine.
+    The value is not secret (the gateway logs it), so the message may quote it.
+    """
+    if not text or _MD5_RE.fullmatch(text):
+        return None
+    if text.startswith("SHA256:"):
+        return (
+            f"--fingerprint {text!r} is OpenSSH's form; give {_SHA256_FORM}: "
+            "without 'SHA256:' and with its '=' padding"
+        )
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raw = b""
+    if len(text) != 44 or len(raw) != 32:
+        return f"--fingerprint {text!r} is not a fingerprint: expected {_SHA256_FORM}"
+    return None
 
 
 def fingerprint_matches(expected: str, public_wire: bytes) -> FingerprintCheck:

@@ -23,6 +23,10 @@ __all__ = [
 
 #: HTTP statuses of a refused WebSocket upgrade that retrying cannot change.
 REFUSED_STATUSES = frozenset({401, 403})
+#: The gateway banned this address for failed logins: it says when to come back.
+RATE_LIMITED = 429
+#: The header the gateway (ours and the Private Gateway) reads the token from.
+TOKEN_HEADER = "Token"
 
 
 class Action(enum.Enum):
@@ -44,13 +48,33 @@ class Verdict:
 OK = Verdict(Action.OK)
 
 
-def upgrade_verdict(status: int, reason: str) -> Verdict:
+def upgrade_verdict(
+    status: int, reason: str, detail: str = "", retry_after: float | None = None
+) -> Verdict:
     """A WebSocket upgrade answered with ``status`` instead of 101.
 
-    401/403 mean the token was refused; anything else (a proxy's 502, a gateway
-    restarting behind a load balancer) may heal.
+    401/403 mean the token was refused: the reason says so, and which header to
+    check, with the gateway's own words (``detail``: ours says whether the token
+    was missing or wrong).  429 means this address is banned for failed logins:
+    it heals, so it retries, and the reason says why and for how long.  Anything
+    else (a proxy's 502, a gateway restarting behind a load balancer) may heal.
+    ``reason`` is the Go-style "websocket: bad handshake (HTTP ...)" text.
     """
-    return Verdict(Action.FATAL if status in REFUSED_STATUSES else Action.RETRY, reason)
+    said = f": {detail}" if detail else ""
+    if status in REFUSED_STATUSES:
+        return Verdict(
+            Action.FATAL,
+            f"the gateway refused the token (HTTP {status}{said}): "
+            f'check the "{TOKEN_HEADER}" header (--header "{TOKEN_HEADER}: <token>")',
+        )
+    if status == RATE_LIMITED:
+        wait = f" for {retry_after:.0f} s" if retry_after is not None else ""
+        return Verdict(
+            Action.RETRY,
+            f"{reason}: the gateway is rate-limiting this address after too many failed "
+            f"logins (banned{wait}); will retry",
+        )
+    return Verdict(Action.RETRY, f"{reason}{said}")
 
 
 def auth_failure_verdict(reason: str) -> Verdict:

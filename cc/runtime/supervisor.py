@@ -5,7 +5,8 @@ listening port with SO_REUSEPORT, so the kernel spreads connectors (and their
 SSH sessions) over the cores, and claim reverse ports through this process;
 connector workers each keep their own session.  The supervisor starts them,
 restarts one that dies (with backoff, so a worker that cannot start does not
-spin), stops everything when one exits with a fatal code, forwards
+spin), stops everything when one exits with a fatal code or stops on purpose
+with a reason (``cc.runtime.report``: a port in use, retries run out), forwards
 SIGTERM/SIGINT, SIGUSR2 (and SIGHUP to connectors), and reports process
 figures summed over all of them.
 """
@@ -19,12 +20,15 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Coroutine, Sequence
+from typing import Any
 
 from cc.gateway.ports import REGISTRY_FD_ENV, serve_worker_claims
 from cc.log import get_logger
 from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims
+from cc.runtime.figures import FIGURES_FD_ENV, WORKER_COUNT_ENV, FiguresBoard, serve_worker_figures
+from cc.runtime.report import REPORT_FD_ENV, ReportPipe
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
@@ -48,7 +52,11 @@ class Supervisor:
     ``port_claims``: serve reverse-port claims to the workers (gateway workers).
     ``fatal_codes``: a worker exiting with one of these stops everything and
     ``run()`` returns the code (a connector refused by its gateway must not be
-    restarted for ever).
+    restarted for ever).  So does a worker that exits non-zero after reporting
+    why (``cc.runtime.report``): it stopped on purpose, and its siblings would
+    stop for the same reason.  ``reason`` is then the first worker's reason.
+    Every worker also gets a socket for its figures (cc.runtime.figures), so
+    that one scrape shows them all.
     """
 
     def __init__(
@@ -69,20 +77,35 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self.exit_code = 0
+        #: why the first worker that stopped everything stopped (None: unknown)
+        self.reason: str | None = None
+        self._reports: dict[int, ReportPipe] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._claim_servers: set[asyncio.Task[None]] = set()
+        self._worker_links: set[asyncio.Task[None]] = set()
+        self.figures = FiguresBoard()
         self.log = get_logger(f"{component}.supervisor")
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.returncode is None]
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
-        env = {**os.environ, WORKER_ENV: str(index)}
+        report = self._reports[index] = ReportPipe()
+        env = {
+            **os.environ,
+            WORKER_ENV: str(index),
+            WORKER_COUNT_ENV: str(self.count),
+            REPORT_FD_ENV: str(report.child_fd),
+        }
+        pass_fds = [report.child_fd]
         ours = theirs = None
         if self.port_claims is not None:
             ours, theirs = socket.socketpair()
             env[REGISTRY_FD_ENV] = str(theirs.fileno())
+            pass_fds.append(theirs.fileno())
+        figures_ours, figures_theirs = socket.socketpair()
+        env[FIGURES_FD_ENV] = str(figures_theirs.fileno())
+        pass_fds.append(figures_theirs.fileno())
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -90,20 +113,23 @@ class Supervisor:
                 stdin=asyncio.subprocess.PIPE
                 if self.stdin_data is not None
                 else asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),) if theirs is not None else (),
+                pass_fds=pass_fds,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except BaseException:
             if ours is not None:
                 ours.close()
+            report.close()
+            figures_ours.close()
             raise
         finally:
+            report.started()
             if theirs is not None:
                 theirs.close()
+            figures_theirs.close()
         if ours is not None and self.port_claims is not None:
-            task = asyncio.ensure_future(serve_worker_claims(ours, self.port_claims, index))
-            self._claim_servers.add(task)
-            task.add_done_callback(self._claim_servers.discard)
+            self._serve_worker(serve_worker_claims(ours, self.port_claims, index))
+        self._serve_worker(serve_worker_figures(figures_ours, self.figures, index))
         if self.stdin_data is not None and proc.stdin is not None:
             proc.stdin.write(self.stdin_data)
             with contextlib.suppress(ConnectionError):
@@ -113,6 +139,12 @@ class Supervisor:
         self.log.info("worker %d started (pid %d)", index + 1, proc.pid)
         return proc
 
+    def _serve_worker(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A task that talks with one worker over its socket until the worker is gone."""
+        task = asyncio.ensure_future(coro)
+        self._worker_links.add(task)
+        task.add_done_callback(self._worker_links.discard)
+
     async def _keep(self, index: int) -> None:
         """Run worker ``index``; restart it with backoff whenever it dies."""
         backoff = Backoff(max_delay=30.0)
@@ -121,13 +153,15 @@ class Supervisor:
             started = loop.time()
             proc = await self._start(index)
             code = await proc.wait()
+            reason = self._reports.pop(index).read()
             if self._stopping:
                 return
-            if code in self.fatal_codes:
+            if code in self.fatal_codes or (code != 0 and reason is not None):
                 self.log.error(
                     "worker %d (pid %d) exited with status %d; stopping", index + 1, proc.pid, code
                 )
                 self.exit_code = code
+                self.reason = reason
                 self.stop()
                 return
             if loop.time() - started >= HEALTHY_AFTER:
@@ -156,7 +190,10 @@ class Supervisor:
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
-        await asyncio.gather(*self._claim_servers, return_exceptions=True)
+        await asyncio.gather(*self._worker_links, return_exceptions=True)
+        for report in self._reports.values():
+            report.close()
+        self._reports.clear()
         return self.exit_code
 
     def stop(self) -> None:

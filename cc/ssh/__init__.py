@@ -3,9 +3,10 @@
 chisel speaks SSH with twists asyncssh has no public API for (``banner``: version
 lines; ``connection``: the ``chisel`` channel type, raw global requests, host key by
 fingerprint), and the data path needs more speed and flow control than asyncssh's
-generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``).  Everything
-here was written against asyncssh 2.24.1, the only release the pin allows
-(pyproject.toml and ``ASYNCSSH_REQUIREMENT``, checked at import).
+generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``); ``ending``
+tells a clean CLOSE from a cut channel (a FIN or a reset for the socket behind it).
+Everything here was written against asyncssh 2.24.1, the only release the pin
+allows (pyproject.toml and ``ASYNCSSH_REQUIREMENT``, checked at import).
 
 Copied from asyncssh 2.24.1 (re-read them when the pin moves):
 
@@ -20,6 +21,10 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
 - ``connection.ChiselRequestsMixin.reply_global_request``:
   ``SSHConnection._report_global_response``, whose failure reply is always empty.
 - ``flow.new_channel``: the body of ``SSHConnection.create_tcp_channel``.
+- ``ending.EofKeepingChannel._flush_recv_buf``: the delivery loop of
+  ``SSHChannel._flush_recv_buf``; the mixin relies on ``close`` / ``_close_send`` /
+  ``_process_close`` letting a pending CLOSE replace a pending EOF both ways, and
+  replaces the CLOSE entry of ``SSHChannel._packet_handlers``.
 - ``ciphers``: replace ``encryption.GCMEncryption`` / ``ChachaEncryption`` in
   ``encryption._enc_params`` (same wire format, one context per key epoch).
 
@@ -39,8 +44,11 @@ tests/ssh/test_private_api.py keeps it complete):
 - connection methods overridden: ``_send_version``, ``_recv_version``,
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``;
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
-  ``_send_window``, ``_send_buf``, ``_accept_data``, ``_flush_send_buf`` (also
-  overridden), ``_pause_resume_writing``, ``_open_forward``;
+  ``_send_window``, ``_send_buf``, ``_send_state``, ``_accept_data``,
+  ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
+  (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
+  ``_deliver_data``, ``_recv_buf``,
+  ``_recv_paused``, ``_session``, ``_pause_resume_writing``, ``_open_forward``;
 - module ``asyncssh.encryption``: ``_enc_params``.
 
 Handlers asyncssh finds by name (``PRIVATE_HOOKS``): ``_process_chisel_open``
@@ -108,6 +116,7 @@ from cc.ssh.connection import (
     open_chisel_channel,
     send_global_request,
 )
+from cc.ssh.ending import close_is_clean
 from cc.ssh.fastrecv import opened_count
 from cc.ssh.fastsend import sealed_count
 from cc.ssh.flow import (
@@ -139,6 +148,7 @@ __all__ = [
     "ChiselServerConnection",
     "FastPathCounts",
     "check_asyncssh_version",
+    "close_is_clean",
     "fast_path_counts",
     "new_channel",
     "new_client_connection",
@@ -218,6 +228,15 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_recv_window": _CHAN,
         "_send_window": _CHAN,
         "_send_buf": _CHAN,
+        "_send_state": _CHAN,
+        "_close_send": _CHAN,
+        "_process_close": _CHAN,
+        "_packet_handlers": _CHAN,
+        "_flush_recv_buf": _CHAN,
+        "_deliver_data": _CHAN,
+        "_recv_buf": _CHAN,
+        "_recv_paused": _CHAN,
+        "_session": _CHAN,
         "_accept_data": _CHAN,
         "_flush_send_buf": _CHAN,
         "_pause_resume_writing": _CHAN,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncssh import SSHTCPChannel
+from cc.ssh.ending import EofKeepingChannel
 
 __all__ = [
     "CHANNEL_MAX_PACKET",
@@ -74,7 +74,7 @@ class TransportFlowMixin:
             chan._flush_send_buf()
 
 
-class ChiselTCPChannel(SSHTCPChannel):  # type: ignore[type-arg]
+class ChiselTCPChannel(EofKeepingChannel):
     """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
@@ -82,7 +82,11 @@ class ChiselTCPChannel(SSHTCPChannel):  # type: ignore[type-arg]
     32 busy streams grew a process by ~130 MB, and many more could exhaust a
     small VM.  Held back here, the data stays in the channel's own buffer, whose
     high-water mark pauses the session (the pipe stops reading its socket).
+
+    ``cc_peer_is_ours``: the peer sends EOF before a clean CLOSE (see cc.ssh.ending).
     """
+
+    cc_peer_is_ours = False
 
     def _flush_send_buf(self) -> None:
         conn: Any = self._conn
@@ -101,9 +105,12 @@ def new_channel(conn: Any) -> ChiselTCPChannel:
     advertise 32 KiB themselves) are never sent more than 32 KiB either way.  The
     body of asyncssh 2.24.1 ``SSHConnection.create_tcp_channel``, with our class.
     """
-    if conn.get_extra_info("cc_peer_is_ours"):
+    ours = bool(conn.get_extra_info("cc_peer_is_ours"))
+    if ours:
         window, packet = LARGE_CHANNEL_WINDOW, LARGE_CHANNEL_MAX_PACKET
     else:
         window, packet = CHANNEL_WINDOW, CHANNEL_MAX_PACKET
     conn._update_recv_pktlen(packet)
-    return ChiselTCPChannel(conn, conn._loop, None, "strict", window, packet)
+    chan = ChiselTCPChannel(conn, conn._loop, None, "strict", window, packet)
+    chan.cc_peer_is_ours = ours
+    return chan

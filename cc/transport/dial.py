@@ -126,7 +126,11 @@ async def open_websocket(
     host, port = host_port(url)
     watch = TLSWatch(f"{host}:{port}")
     exchange: Exchange[ClientEvent] = Exchange(
-        handshake.request_bytes(), handshake.receive_data, watch, "websocket handshake"
+        handshake.request_bytes(),
+        handshake.receive_data,
+        watch,
+        "websocket handshake",
+        on_close=handshake.connection_closed,
     )
     transport, _ = await connect_socket(
         loop, lambda: exchange, url, proxy=proxy, tls=tls, timeout=timeout, watch=watch
@@ -142,7 +146,7 @@ async def open_websocket(
         raise
     if isinstance(event, UpgradeRefused):
         transport.abort()
-        raise HandshakeError(event.status, event.reason)
+        raise HandshakeError(event.status, event.reason, event.detail, event.retry_after)
     if isinstance(event, UpgradeFailed):
         transport.abort()
         raise DialError(event.message)

@@ -28,14 +28,21 @@ class Exchange(asyncio.Protocol, Generic[T]):
     ``parse`` gets every chunk received and returns None until it has a result; a
     ProtocolError from it becomes a DialError naming the exchange (``what``).
     Bytes that arrive after the result, before the caller takes the transport over,
-    are kept in ``late``.
+    are kept in ``late``.  ``on_close`` may still make a result of what arrived
+    when the peer closes first (a refusal whose body was cut short).
     """
 
     def __init__(
-        self, request: bytes, parse: Callable[[bytes], T | None], watch: TLSWatch, what: str
+        self,
+        request: bytes,
+        parse: Callable[[bytes], T | None],
+        watch: TLSWatch,
+        what: str,
+        on_close: Callable[[], T | None] | None = None,
     ) -> None:
         self.request = request
         self.parse = parse
+        self.on_close = on_close
         self.watch = watch
         self.what = what
         self.received = False
@@ -60,6 +67,10 @@ class Exchange(asyncio.Protocol, Generic[T]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.done.done():
+            return
+        result = self.on_close() if self.on_close is not None else None
+        if result is not None:
+            self.done.set_result(result)
             return
         # TLS 1.3: a server refuses our client certificate only after the handshake,
         # so its alert (or its silence) arrives here rather than in connect_socket.

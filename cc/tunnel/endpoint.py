@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,12 @@ class TunnelEndpoint:
         self.stats = stats
         self.log = log
         self.udp = udp
+        #: the latest failure worth showing an operator (time and reason), "" if none
+        self.last_error = ""
+
+    def note_error(self, reason: str) -> None:
+        """Remember ``reason`` as the latest failure (the gateway's status page shows it)."""
+        self.last_error = f"{time.strftime('%H:%M:%S')} {reason}"
 
     # -- draining -------------------------------------------------------------
     def open_connections(self) -> int:
@@ -161,22 +168,30 @@ class TunnelEndpoint:
         conn = self._conn()
         if conn is None:
             self.log.info("tun: %s: not connected; dropping connection", remote)
-            pipe.close(ConnectionError("not connected"))
+            pipe.reset(ConnectionError("not connected"))
             return
+        started = time.monotonic()
         try:
             await open_chisel_channel(conn, remote.target().encode(), lambda: pipe.channel_side)
         except (ChannelOpenError, OSError, asyncssh.Error) as exc:
             if pipe.stats is not None:
-                pipe.stats.failed += 1
-            self.log.info("tun: %s: channel refused: %s", remote, getattr(exc, "reason", exc))
-            pipe.close(exc)
+                pipe.stats.count_failed()
+            reason = getattr(exc, "reason", exc)
+            self.log.info("tun: %s: channel refused: %s", remote, reason)
+            self.note_error(f"{remote}: channel refused: {reason}")
+            pipe.reset(exc)
+            return
+        self.stats.observe_channel_open(time.monotonic() - started)
 
     async def open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
         """A channel for one UDP sender (the UDP listener's opener)."""
         conn = self._conn()
         if conn is None:
             raise ConnectionError("not connected")
-        return await open_chisel_channel(conn, target, factory)
+        started = time.monotonic()
+        channel = await open_chisel_channel(conn, target, factory)
+        self.stats.observe_channel_open(time.monotonic() - started)
+        return channel
 
     # -- channels from the other end ------------------------------------------------
     def route_channel(
@@ -196,4 +211,13 @@ class TunnelEndpoint:
             return SocksSession(socks_authorize, stats, self.log.getChild("socks"), label)
         if target.udp:
             return open_udp_exit(target.host, target.port, self.udp, stats, self.log, label)
-        return dial(target.host, target.port, stats, label)
+        return self._dial(target, stats, label)
+
+    async def _dial(
+        self, target: ChannelTarget, stats: RemoteStats, label: str
+    ) -> asyncssh.SSHTCPSession[bytes]:
+        try:
+            return await dial(target.host, target.port, stats, label)
+        except ChannelOpenError as exc:
+            self.note_error(f"dial {target.text} failed: {exc.reason}")
+            raise

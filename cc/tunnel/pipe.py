@@ -3,31 +3,55 @@
 The pipe moves bytes both ways with flow control tied end to end (a slow reader
 pauses the far writer through the SSH window instead of growing a buffer), keeps
 half-close (EOF one way while the other still flows), and counts bytes for the
-stats.  It stays plain asyncio on both sides: the fast path works underneath,
+stats.  A connection that did not end by EOF ends in a reset on both sides: the
+channel is closed without EOF (the far pipe resets its socket) and the local
+socket is closed with SO_LINGER 0, so no reader takes a cut stream for a whole
+one.  It stays plain asyncio on both sides: the fast path works underneath,
 sealing and opening the SSH packets that carry the channel (cc.ssh).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
+import socket
+import struct
 import time
 from typing import Any, cast
 
 import asyncssh
 
-from cc.log import get_logger
-from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError
+from cc.log import event, get_logger
+from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
 from cc.stats import RemoteStats
 
-__all__ = ["Pipe", "dial"]
+__all__ = ["Pipe", "dial", "reset_transport"]
 
-#: ``-v`` shows one line when a tunnelled connection opens and one when it closes.
+#: ``-v`` shows one line when a tunnelled connection opens and one when it closes
+#: (with its peer, the bytes each way and how long it lasted).
 log = get_logger("tun")
 _ids = itertools.count(1)
 
 SOCKET_HIGH_WATER = 1024 * 1024
 SOCKET_LOW_WATER = 256 * 1024
+
+#: SO_LINGER on, timeout 0: close() sends an RST and drops what is unsent.
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset_transport(transport: asyncio.Transport) -> None:
+    """Close ``transport`` with an RST, on either loop.
+
+    ``abort()`` alone only drops the write buffer: the kernel still sends a FIN,
+    and a reader would take that for the end of the stream.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    transport.abort()
 
 
 class Pipe:
@@ -48,9 +72,18 @@ class Pipe:
         self._closed = False
         self.id = next(_ids)
         self._opened = time.monotonic()
+        #: the socket's other end (``host:port``), once known
+        self.peer = ""
+        #: this connection's bytes, named as in RemoteStats: in = from the tunnel to
+        #: the socket, out = from the socket into the tunnel
+        self.bytes_in = 0
+        self.bytes_out = 0
         if stats is not None:
             stats.open += 1
             stats.total += 1
+            if stats.parent is not None:
+                stats.parent.open += 1
+                stats.parent.total += 1
         log.debug("conn#%d: %s: open", self.id, label)
 
     # -- both sides report here -----------------------------------------
@@ -58,28 +91,59 @@ class Pipe:
         if self._socket_eof and self._channel_eof:
             self.close()
 
-    def close(self, exc: BaseException | None = None) -> None:
-        """Close both ends; an error aborts the socket instead of flushing it."""
+    def close(self) -> None:
+        """A clean end: flush both ends; the socket gets a FIN (if it has not yet)."""
+        self._end(None)
+
+    def reset(self, exc: BaseException) -> None:
+        """Cut short: the channel closes without EOF, the socket is reset."""
+        self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> None:
         if self._closed:
             return
         self._closed = True
         if self.stats is not None:
             self.stats.open -= 1
+            if self.stats.parent is not None:
+                self.stats.parent.open -= 1
         if self.chan is not None:
-            self.chan.close()
+            if exc is None:
+                self.chan.close()
+            else:
+                self.chan.abort()  # CLOSE now, without a pending EOF or data
         if self.transport is not None:
             if exc is None:
                 self.transport.close()
             else:
-                self.transport.abort()
+                reset_transport(self.transport)
         if not self.done.done():
             self.done.set_result(None)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_close(exc)
+
+    def _log_close(self, exc: BaseException | None) -> None:
+        """``-v``: who was on the socket, what went each way, how long it lasted."""
+        lasted = time.monotonic() - self._opened
+        peer = self.peer or "?"
         log.debug(
-            "conn#%d: %s: closed after %.3fs%s",
+            "conn#%d: %s: closed after %.3fs: peer %s sent %d bytes, received %d bytes%s",
             self.id,
             self.label,
-            time.monotonic() - self._opened,
+            lasted,
+            peer,
+            self.bytes_out,
+            self.bytes_in,
             f" ({exc})" if exc else "",
+            extra=event(
+                "connection_closed",
+                remote=self.label,
+                peer=peer,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration_s=round(lasted, 6),
+                error=str(exc) if exc else None,
+            ),
         )
 
 
@@ -95,6 +159,8 @@ class _SocketSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
         tcp.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
+        if not self.pipe.peer:
+            self.pipe.peer = _address(tcp.get_extra_info("peername"))
         if self.pipe.chan is None:
             # No channel yet (reverse remote being opened): hold the data back.
             tcp.pause_reading()
@@ -107,8 +173,12 @@ class _SocketSide(asyncio.Protocol):
                 pipe.transport.pause_reading()
             return
         pipe.chan.write(data)
-        if pipe.stats is not None:
-            pipe.stats.bytes_out += len(data)
+        pipe.bytes_out += len(data)
+        stats = pipe.stats
+        if stats is not None:
+            stats.bytes_out += len(data)
+            if stats.parent is not None:
+                stats.parent.bytes_out += len(data)
 
     def flush_early(self) -> None:
         """The channel is open: send what came before it, then any early EOF."""
@@ -129,7 +199,12 @@ class _SocketSide(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.close(exc)
+        # None: we closed it.  An error (the application reset it, a write failed):
+        # the far end must see a reset too, so the channel closes without EOF.
+        if exc is None:
+            self.pipe.close()
+        else:
+            self.pipe.reset(exc)
 
     def pause_writing(self) -> None:
         if self.pipe.chan is not None:
@@ -153,8 +228,9 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         if self.pipe._closed:
             # The socket went away while the channel was opening (uvloop reports a
             # reset even while reading is paused): close the channel, or it leaks.
+            # Without EOF: the far end resets the connection it just made.
             if self.pipe.chan is not None:
-                self.pipe.chan.close()
+                self.pipe.chan.abort()
             return
         self.pipe.socket_side.flush_early()
         transport = self.pipe.transport
@@ -167,8 +243,12 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         pipe = self.pipe
         if pipe.transport is not None and not pipe.transport.is_closing():
             pipe.transport.write(data)
-            if pipe.stats is not None:
-                pipe.stats.bytes_in += len(data)
+            pipe.bytes_in += len(data)
+            stats = pipe.stats
+            if stats is not None:
+                stats.bytes_in += len(data)
+                if stats.parent is not None:
+                    stats.parent.bytes_in += len(data)
 
     def eof_received(self) -> bool:
         pipe = self.pipe
@@ -180,7 +260,13 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.close(exc)
+        pipe = self.pipe
+        # After the peer's EOF the socket has its FIN; without it the stream was cut
+        # (session lost, or the far end reset), unless a chisel peer closed it.
+        if pipe._channel_eof or (pipe.chan is not None and close_is_clean(pipe.chan)):
+            pipe.close()
+        else:
+            pipe.reset(exc or ConnectionResetError("channel closed before its EOF"))
 
     def pause_writing(self) -> None:
         self.pipe.send_paused = True
@@ -194,6 +280,14 @@ class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
             transport.resume_reading()
 
 
+def _address(sockname: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a socket address; "" if it has none (a Unix socket)."""
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host, port = sockname[0], sockname[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return ""
+
+
 async def dial(
     host: str, port: int, stats: RemoteStats, label: str
 ) -> asyncssh.SSHTCPSession[bytes]:
@@ -203,11 +297,12 @@ async def dial(
     the gateway), so a refused target is counted and reported the same way.
     """
     pipe = Pipe(stats, label)
+    pipe.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         await asyncio.get_running_loop().create_connection(lambda: pipe.socket_side, host, port)
     except OSError as exc:
-        stats.failed += 1
-        pipe.close(exc)
+        stats.count_failed()
+        pipe.reset(exc)
         reason = str(exc.strerror or exc)
         log.info("%s: dial %s:%d failed: %s", label, host, port, reason)
         raise ChannelOpenError(OPEN_CONNECT_FAILED, reason) from None

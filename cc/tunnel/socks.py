@@ -174,9 +174,11 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
             self._timer = None
 
     def _close(self) -> None:
+        """End the handshake on purpose: with EOF, so the client gets a FIN, not a reset."""
         self._cancel_timer()
         if self.chan is not None:
-            self.chan.close()  # flushes a pending reply first
+            self.chan.write_eof()  # after a pending reply
+            self.chan.close()
 
     # -- dial and hand over -----------------------------------------------------------
     async def _connect(self, host: str, port: int, target: str) -> None:
@@ -186,12 +188,12 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
             async with asyncio.timeout(self.connect_timeout):
                 transport, _ = await loop.create_connection(lambda: pipe.socket_side, host, port)
         except asyncio.CancelledError:  # the channel went away while we dialled
-            pipe.close()
+            pipe.reset(ConnectionResetError("SOCKS channel lost"))
             raise
         except (OSError, TimeoutError) as exc:
             if self.stats is not None:
-                self.stats.failed += 1
-            pipe.close(exc)
+                self.stats.count_failed()
+            pipe.reset(exc)
             code = _failure_code(exc)
             reason = getattr(exc, "strerror", None) or exc or type(exc).__name__
             self.log.info("%s: CONNECT %s failed: %s (reply %s)", self.label, target, reason, code)
@@ -199,8 +201,8 @@ class SocksSession(asyncssh.SSHTCPSession[bytes]):
             self._close()
             return
         chan = self.chan
-        if self._lost or chan is None:
-            pipe.close()
+        if self._lost or chan is None:  # the client is gone: the target is reset
+            pipe.reset(ConnectionResetError("SOCKS channel lost"))
             return
         sockname = transport.get_extra_info("sockname")
         bound = (sockname[0], sockname[1]) if sockname else None

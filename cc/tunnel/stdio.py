@@ -7,6 +7,9 @@ stdin becomes the channel's EOF while the answer still flows, and the channel's 
 closes our stdout (the reader sees EOF) while stdin still flows.  When both
 directions are done the connector stops, so the process exits like ``nc`` would;
 chisel instead keeps running and opens a new channel on the same, finished stdin.
+A channel that ends without its EOF (the session died, the far end was reset) or
+that cannot be opened makes the process exit non-zero: stdout cannot carry a reset,
+so the exit status tells the reader that what it got was cut short.
 
 Logs go to stderr in this mode (the CLI sets that up), so stdout carries only the
 tunnelled bytes.  Pipes and sockets are read and written through the event loop;
@@ -28,7 +31,7 @@ import asyncssh
 
 from cc.log import get_logger
 from cc.protocol.remote import Remote
-from cc.ssh import ChannelOpenError, open_chisel_channel
+from cc.ssh import ChannelOpenError, close_is_clean, open_chisel_channel
 from cc.stats import RemoteStats, SessionStats
 
 __all__ = ["StdioBridge", "StdioHost", "serve_stdio"]
@@ -51,13 +54,19 @@ class StdioHost(Protocol):
 
     def stop(self) -> None: ...
 
+    def fail(self, reason: str) -> None: ...
+
 
 async def serve_stdio(
     host: StdioHost, remote: Remote, stdin_fd: int = 0, stdout_fd: int = 1
 ) -> None:
-    """Wait for a session, carry stdin/stdout through one channel, then stop ``host``."""
+    """Wait for a session, carry stdin/stdout through one channel, then stop ``host``.
+
+    ``host.fail`` instead of ``host.stop`` when the channel was refused or cut.
+    """
     stats = host.stats.remote(str(remote))
     target = remote.target().encode()
+    failure: str | None = None
     try:
         while True:
             await host.connected.wait()
@@ -67,12 +76,18 @@ async def serve_stdio(
             await asyncio.sleep(0.05)
         bridge = StdioBridge(stdin_fd, stdout_fd, stats)
         await bridge.run(lambda factory: open_chisel_channel(conn, target, factory))
+        if bridge.cut is not None:
+            failure = f"{remote}: stream cut short: {bridge.cut}"
     except (ChannelOpenError, OSError, asyncssh.Error) as exc:
         if stats is not None:
             stats.failed += 1
-        log.error("%s: %s", remote, getattr(exc, "reason", None) or exc)
+        failure = f"{remote}: {getattr(exc, 'reason', None) or exc}"
+        log.error("%s", failure)
     # Not on cancellation: that is the connector ending without us.
-    host.stop()
+    if failure is None:
+        host.stop()
+    else:
+        host.fail(failure)
 
 
 class StdioBridge:
@@ -93,6 +108,9 @@ class StdioBridge:
         self._stdin_eof = False
         self._chan_eof = False
         self._chan_lost = False
+        self._closed_by_us = False
+        #: why the channel ended without its EOF (None: it ended cleanly)
+        self.cut: str | None = None
         self._stdout_closed = False
         self._saved_blocking: dict[int, bool] = {}
 
@@ -234,7 +252,10 @@ class StdioBridge:
         log.debug("stdout: %s", exc)
         self._stdout_closed = True
         if self.chan is not None:
-            self.chan.close()
+            # Without EOF: the far end resets its connection, as if our reader had.
+            # Our reader left first, as with ``| head``: not a cut stream for us.
+            self._closed_by_us = True
+            self.chan.abort()
         self._maybe_finish()
 
     # -- the end ------------------------------------------------------------------------------
@@ -242,6 +263,10 @@ class StdioBridge:
         self._chan_lost = True
         if exc is not None:
             log.info("channel closed: %s", exc)
+        chan = self.chan
+        clean = self._chan_eof or self._closed_by_us or (chan is not None and close_is_clean(chan))
+        if not clean:
+            self.cut = str(exc) if exc is not None else "channel closed before its EOF"
         if not self._stdout_closed:
             self._end_stdout()
         self._maybe_finish()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import cc
-from cc import fastpath
+from cc import about, fastpath
 from cc.cli.client import HELP as client_help
 from cc.cli.client import main as client_main
 from cc.cli.server import HELP as server_help
@@ -84,6 +84,16 @@ def _make_inputs(directory: Path) -> Path:
     (directory / "adir").mkdir()
     (directory / "garbage.key").write_text("this is not a key\n")
     (directory / "existing.key").write_text("precious\n")
+    # --config mistakes: each must name the file, the line and the key
+    (directory / "unknown-key.toml").write_text(
+        '# ok\nkeepalive = "5s"\nkeepalive_timeout = "7s"\n'
+    )
+    (directory / "wrong-type.toml").write_text('\n\nmax-retry-count = "3"\n')
+    (directory / "bad-value.toml").write_text('keepalive = "5x"\n')
+    (directory / "not-toml.toml").write_text("keepalive = \n")
+    (directory / "server-key.toml").write_text('reverse = true\nremotes = ["R:80"]\n')
+    (directory / "server-port.toml").write_text("port = 70000\n")
+    (directory / "flag-type.toml").write_text('reverse = "yes"\n')
     return directory
 
 
@@ -138,6 +148,45 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
         "--tls-cert",
     ),
     ("server-auth", ["server", "--auth", "nocolon"], "user:pass"),
+    # --config FILE: a mistake names the file, its line and the key
+    (
+        "client-config-unknown-key",
+        ["client", "--config", "unknown-key.toml"],
+        "unknown-key.toml:3: unknown key 'keepalive_timeout' (did you mean 'keepalive-timeout'?)",
+    ),
+    (
+        "client-config-wrong-type",
+        ["client", "--config", "wrong-type.toml"],
+        "wrong-type.toml:3: 'max-retry-count' must be an integer (like -1), not a string",
+    ),
+    (
+        "client-config-bad-value",
+        ["client", "--config", "bad-value.toml"],
+        "bad-value.toml:1: 'keepalive'",
+    ),
+    ("client-config-not-toml", ["client", "--config", "not-toml.toml"], "(at line 1, column"),
+    (
+        "client-config-missing",
+        ["client", "--config", "nope.toml"],
+        "cannot read config file nope.toml",
+    ),
+    (
+        "server-config-unknown-key",
+        ["server", "--config", "server-key.toml"],
+        "server-key.toml:2: unknown key 'remotes'",
+    ),
+    ("server-config-port", ["server", "--config", "server-port.toml"], "port 70000 out of range"),
+    (
+        "server-config-flag-type",
+        ["server", "--config", "flag-type.toml"],
+        "flag-type.toml:1: 'reverse' must be true or false, not a string",
+    ),
+    # a pinned fingerprint is checked before any dial
+    (
+        "client-fingerprint-format",
+        ["client", "--fingerprint", "abc=", CLOSED, "3000"],
+        "44 characters",
+    ),
     # cloud-connector itself
     ("unknown-command", ["bogus-command"], "unknown command 'bogus-command'"),
     # (keygen onto an existing file: test_keygen_refuses_to_overwrite)
@@ -156,6 +205,7 @@ OUTSYSTEMSCC_ERRORS: list[tuple[str, list[str], str]] = [
     ("bad-header", ["--header", "token hunter2", CLOSED, R], "--header"),
     ("bad-keepalive", ["--keepalive", "10", CLOSED, R], "--keepalive"),
     ("bad-proxy", ["--proxy", "gopher://h:1", CLOSED, R], "proxy"),
+    ("config-unknown-key", ["--config", "unknown-key.toml"], "unknown-key.toml:3: unknown key"),
 ]
 
 
@@ -174,6 +224,11 @@ HELP_RUNS: dict[str, list[str]] = {
     "client -help": [*CC, "client", "-help"],
     "outsystemscc --help": [*OSCC, "--help"],
     "outsystemscc -help": [*OSCC, "-help"],
+    "outsystemscc --version": [*OSCC, "--version"],
+    "outsystemscc -version": [*OSCC, "-version"],
+    "version: client": [*CC, "client", "--version"],
+    "demo --help": [*CC, "demo", "--help"],
+    "demo -h": [*CC, "demo", "-h"],
 }
 
 Results = dict[str, subprocess.CompletedProcess[str]]
@@ -188,7 +243,9 @@ def usage_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     """
     directory = _make_inputs(tmp_path_factory.mktemp("usage"))
     argvs = {f"cc:{case}": [*CC, *_expand(args, directory)] for case, args, _ in USAGE_ERRORS}
-    argvs |= {f"os:{case}": [*OSCC, *args] for case, args, _ in OUTSYSTEMSCC_ERRORS}
+    argvs |= {
+        f"os:{case}": [*OSCC, *_expand(args, directory)] for case, args, _ in OUTSYSTEMSCC_ERRORS
+    }
     argvs |= HELP_RUNS
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {key: pool.submit(run_cli, argv, cwd=directory) for key, argv in argvs.items()}
@@ -279,7 +336,7 @@ def test_version_says_what_runs(usage_results: Results) -> None:
         f"{platform.python_implementation()} {platform.python_version()}"
     )
     assert facts["fast path"] == fastpath.describe()
-    for name in ("asyncssh", "cryptography", "websockets", "uvloop", "psutil", "python-socks"):
+    for name in about.DEPENDENCIES:
         assert facts[name] == metadata.version(name), name
 
 
@@ -343,12 +400,63 @@ def test_outsystemscc_help_names_its_options(usage_results: Results) -> None:
         assert f"    {option}" in result.stdout
 
 
-def test_outsystemscc_help_is_the_seed_usage_text(usage_results: Results) -> None:
+#: Where ``outsystemscc --help`` leaves the seed's text for our own options.
+EXTRA_HEADING = "Options of this implementation (not in the original outsystemscc):"
+#: What the extra section must explain (the seed's text names none of them).
+OUTSYSTEMSCC_EXTRAS = (
+    "--log-format",
+    "--keepalive-timeout",
+    "--udp-max-senders",
+    "--udp-idle-timeout",
+    "--udp-max-size",
+    "--config",
+    "--version",
+    "CC_SERVER",
+    "CC_REMOTES",
+    "CC_LOG_FORMAT",
+    "CC_KEEPALIVE_TIMEOUT",
+    "CC_UDP_MAX_SIZE",
+    "CC_CONFIG",
+)
+
+
+def test_outsystemscc_help_is_the_seed_usage_text_then_ours(usage_results: Results) -> None:
+    """The seed's text verbatim, then our options in a section of their own."""
     expected = outsystemscc_usage()
     for flag in ("--help", "-help"):
         result = usage_results[f"outsystemscc {flag}"]
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip("\n") == expected
+        seed, heading, extra = result.stdout.strip("\n").partition(EXTRA_HEADING)
+        assert heading, result.stdout
+        assert seed.rstrip("\n") == expected
+        assert seed.endswith("\n\n"), "a blank line before our section"
+        for name in OUTSYSTEMSCC_EXTRAS:
+            assert name in extra, name
+            assert name not in expected, f"{name} is in the seed's text: no need to add it"
+
+
+def test_outsystemscc_help_mentions_every_option() -> None:
+    """A new outsystemscc flag must come with help, in the seed's part or ours."""
+    from cc.cli.outsystemscc import HELP, _parser
+
+    options = {name for name in _parser()._option_string_actions if name.startswith("--")}
+    missing = sorted(o for o in options if not re.search(rf"{o}\b", HELP))
+    assert not missing, f"outsystemscc --help does not mention {missing}"
+
+
+def test_version_flags_print_the_version(usage_results: Results) -> None:
+    for key in ("outsystemscc --version", "outsystemscc -version", "version: client"):
+        result = usage_results[key]
+        assert result.returncode == 0, (key, result.stderr)
+        assert re.fullmatch(r"\d+\.\d+\.\d+\S*\n", result.stdout), (key, result.stdout)
+
+
+def test_demo_help_explains_instead_of_running(usage_results: Results) -> None:
+    for key in ("demo --help", "demo -h"):
+        result = usage_results[key]
+        assert result.returncode == 0, (key, result.stderr)
+        assert result.stdout.lstrip().startswith("Usage: cloud-connector demo"), result.stdout
+        assert "demo: " not in result.stdout, "the demo ran"
 
 
 # ----------------------------------------------------------------------------- gateway
@@ -373,11 +481,18 @@ def test_gateway_text_logs_use_go_timestamps(tmp_path: Path) -> None:
         assert re.fullmatch(LOG_PREFIX + rf"server: Listening on http://127.0.0.1:{port}", line)
 
 
-def test_gateway_port_in_use_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_gateway_port_in_use_is_one_line(tmp_path: Path, workers: str) -> None:
+    """With workers too: a port in use stops the whole gateway (it used to restart
+    its workers for ever), and the reason is said once, by the control process."""
     with start_gateway(tmp_path) as (_gateway, port):
-        result = run_cli([*CC, "server", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path)
+        argv = [*CC, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", workers]
+        result = run_cli(argv, cwd=tmp_path, timeout=30)
     line = assert_one_line_error(result, 1)
-    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert line.startswith(f"cloud-connector server: cannot listen on 127.0.0.1:{port}: "), line
+    assert "address already in use" in line
+    if workers == "2":
+        assert "restarting" not in result.stdout, result.stdout
 
 
 def test_client_gives_up_with_nonzero_status(tmp_path: Path) -> None:

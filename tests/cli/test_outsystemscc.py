@@ -201,6 +201,10 @@ def test_hostname_sets_the_upgrade_host_header(tmp_path: Path) -> None:
     _check_upgrade(requests[1], "gateway.example.com", UPGRADE_TARGET)
 
 
+def _not_found_response() -> bytes:
+    return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
 def _closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}/sg_123"
 
@@ -236,7 +240,7 @@ def test_log_format_json(tmp_path: Path) -> None:
     assert len(lines) >= 5
     records = [json.loads(line) for line in lines]
     for record in records:
-        assert set(record) == {"time", "level", "logger", "msg"}
+        assert {"time", "level", "logger", "msg"} <= set(record)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
         assert record["level"] == "info"
         assert record["logger"] == "client"
@@ -245,6 +249,18 @@ def test_log_format_json(tmp_path: Path) -> None:
     assert messages[1].startswith("Connection error: websocket: bad handshake")
     assert messages[2] == "Retrying in 100ms..."
     assert messages[-1] == "Give up"
+    # the events an operator filters on carry fields at the top level
+    refused = "websocket: bad handshake (HTTP 404 Not Found)"
+    assert records[1]["event"] == "connection_error"
+    assert records[1]["error"] == refused
+    assert (records[2]["event"], records[2]["delay_s"]) == ("reconnect", 0.1)
+    assert records[-1]["event"] == "give_up"
+    assert records[-1]["error"] == "gave up after 1 retries (--max-retry-count 1)"
+    # the error that stops the program is JSON too, on stderr
+    assert result.returncode == 1
+    fatal = json.loads(assert_one_line_error(result, 1))
+    assert fatal["event"] == "fatal" and fatal["level"] == "error" and fatal["status"] == 1
+    assert fatal["error"] == fatal["msg"] == records[-1]["error"]
 
 
 SECRETS = ("secretpw", "secretpw2", "secrettoken")
@@ -329,6 +345,45 @@ def test_token_checked_by_gateway(tmp_path: Path) -> None:
             assert "Traceback" not in wrong.stderr()
             stderr = wrong.stderr().strip()
             assert len(stderr.splitlines()) == 1, stderr
-            assert "401" in stderr or "token" in stderr.lower(), stderr
+            # what happened, in the gateway's words, and what to check
+            assert stderr == (
+                "outsystemscc: the gateway refused the token (HTTP 401: wrong token: "
+                'the "Token" header is not one of this gateway\'s tokens): '
+                'check the "Token" header (--header "Token: <token>")'
+            ), stderr
             assert "wrongtoken" not in wrong.stdout() + wrong.stderr()
             assert len(re.findall("Connecting to", wrong.stdout())) == 1, wrong.stdout()
+
+        missing = run_cli([*OSCC, url, f"R:{free_port()}:127.0.0.1:9"], cwd=tmp_path)
+        line = assert_one_line_error(missing, 1)
+        assert line.startswith("outsystemscc: the gateway refused the token (HTTP 401: no token: ")
+        assert 'check the "Token" header' in line
+
+
+def test_rate_limited_upgrade_says_why_and_waits_as_told(tmp_path: Path) -> None:
+    """A banned address gets 429 + Retry-After: retried, after the time it was given."""
+    banned = (
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Retry-After: 1\r\nContent-Length: 41\r\nConnection: close\r\n\r\n"
+        b"too many failed logins from your address\n"
+    )
+    with RecordingServer(
+        lambda _i, request: banned if request.header("Upgrade") else _not_found_response()
+    ) as gateway:
+        result, _ = _run_oscc(
+            tmp_path,
+            "--max-retry-count",
+            "1",
+            f"http://127.0.0.1:{gateway.port}/sg_123",
+            REMOTES[0],
+        )
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        LOG_PREFIX + r"client: Connection error: websocket: bad handshake "
+        r"\(HTTP 429 Too Many Requests\): the gateway is rate-limiting this address "
+        r"after too many failed logins "
+        r"\(banned for 1 s\); will retry",
+        lines[1],
+    ), result.stdout
+    assert re.fullmatch(LOG_PREFIX + r"client: Retrying in 1s\.\.\.", lines[2]), result.stdout
+    assert result.returncode == 1  # then it gives up: --max-retry-count 1

@@ -208,7 +208,7 @@ async def test_authfile_reload(
     watcher = FileWatcher(
         str(path),
         parse_authfile,
-        lambda users: setattr(gateway.config, "users", users),
+        lambda users: gateway.apply_credentials(users, gateway.config.tokens),
         get_logger("server"),
         interval=0.02,
     )
@@ -256,6 +256,7 @@ async def test_wrong_fingerprint_is_fatal(harness: Harness) -> None:
     )
     assert "Invalid fingerprint" in str(error)
     assert gateway.fingerprint in str(error), "the message shows the key the server has"
+    assert f"expected {other} (--fingerprint), got {gateway.fingerprint}" in str(error)
     await wait_until(lambda: not gateway.sessions)  # the connector hung up
 
 

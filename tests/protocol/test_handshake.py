@@ -22,6 +22,7 @@ from websockets.datastructures import Headers as WSHeaders
 from cc import CHISEL_PROTOCOL, PEER_HEADER, __version__
 from cc.protocol import http
 from cc.protocol.handshake import (
+    MAX_REFUSAL_BODY,
     ClientHandshake,
     UpgradeAccepted,
     UpgradeFailed,
@@ -169,7 +170,50 @@ def test_header_names_are_case_insensitive() -> None:
 def test_other_statuses_are_refusals(status_line: str, status: int, reason: str) -> None:
     client = _client()
     head = f"{status_line}\r\nContent-Length: 13\r\nConnection: close\r\n\r\n".encode()
-    assert client.receive_data(head + b"unauthorized\n") == UpgradeRefused(status, reason)
+    assert client.receive_data(head + b"unauthorized\n") == UpgradeRefused(
+        status, reason, "unauthorized"
+    )
+
+
+def test_a_refusal_waits_for_its_short_body() -> None:
+    """The gateway's reason may come in a later segment than the head."""
+    client = _client()
+    body = b"wrong token: not one of this gateway's tokens\n"
+    head = (
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert client.receive_data(head + body[:10]) is None
+    event = client.receive_data(body[10:])
+    assert event == UpgradeRefused(401, "Unauthorized", body.decode().strip())
+
+
+def test_a_refusal_cut_short_is_still_a_refusal() -> None:
+    client = _client()
+    assert client.connection_closed() is None  # nothing arrived: not a refusal
+    head = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 100\r\n\r\n"
+    assert client.receive_data(head + b"no token\x1b[31m") is None
+    # printable ASCII only: the body came from the network and goes to a terminal
+    assert client.connection_closed() == UpgradeRefused(401, "Unauthorized", "no token[31m")
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail", "retry_after"),
+    [
+        ("Retry-After: 300\r\nContent-Length: 5\r\n", "ban!", 300.0),
+        ("Retry-After: Wed, 21 Oct 2026 07:28:00 GMT\r\nContent-Length: 5\r\n", "ban!", None),
+        ("Content-Type: text/html\r\nContent-Length: 5\r\n", "", None),
+        (f"Content-Length: {MAX_REFUSAL_BODY + 1}\r\n", "", None),
+        ("", "", None),
+    ],
+)
+def test_refusal_detail_and_retry_after(
+    fields: str, detail: str, retry_after: float | None
+) -> None:
+    client = _client()
+    head = f"HTTP/1.1 429 Too Many Requests\r\n{fields}\r\n".encode()
+    event = client.receive_data(head + b"ban!\n")
+    assert event == UpgradeRefused(429, "Too Many Requests", detail, retry_after)
 
 
 def test_wrong_or_missing_accept_keeps_its_message() -> None:

@@ -28,6 +28,7 @@ from cc.protocol.keys import (
     FingerprintCheck,
     encode_inline,
     encode_pem,
+    fingerprint_format_error,
     fingerprint_matches,
     fingerprint_md5,
     fingerprint_sha256,
@@ -131,6 +132,24 @@ def test_fingerprint_formats() -> None:
     md5 = fingerprint_md5(wire)
     assert md5 == ":".join(f"{b:02x}" for b in hashlib.md5(wire).digest())
     assert len(md5) == 47
+
+
+def test_fingerprint_format_is_checked_before_dialing() -> None:
+    md5 = fingerprint_md5(public_key_wire(seed_private_key("someseed")))
+    for good in (SOMESEED_FINGERPRINT, md5, md5.upper(), ""):
+        assert fingerprint_format_error(good) is None, good
+    for bad in (
+        SOMESEED_FINGERPRINT[:-1],  # no padding
+        SOMESEED_FINGERPRINT[1:] + "A",  # 44 characters, not 32 bytes
+        SOMESEED_FINGERPRINT[:20],
+        md5[:11],
+        "not a fingerprint at all!!",
+        "\udcff",
+    ):
+        error = fingerprint_format_error(bad)
+        assert error is not None and "44 characters" in error, bad
+    openssh = "SHA256:" + SOMESEED_FINGERPRINT.rstrip("=")
+    assert "OpenSSH's form" in (fingerprint_format_error(openssh) or "")
 
 
 def test_fingerprint_matches_outcomes() -> None:

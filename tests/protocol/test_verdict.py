@@ -71,16 +71,38 @@ def test_undecodable_reply_still_gives_a_reason() -> None:
     assert verdict.reason.endswith(" bad")
 
 
-@pytest.mark.parametrize(("status", "action"), [(401, Action.FATAL), (403, Action.FATAL)])
-def test_refused_token_stops(status: int, action: Action) -> None:
-    assert upgrade_verdict(status, "websocket: bad handshake") == Verdict(
-        action, "websocket: bad handshake"
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_stops_and_says_which_header(status: int) -> None:
+    verdict = upgrade_verdict(status, f"websocket: bad handshake (HTTP {status} X)")
+    assert verdict == Verdict(
+        Action.FATAL,
+        f'the gateway refused the token (HTTP {status}): check the "Token" header '
+        '(--header "Token: <token>")',
     )
+
+
+def test_refused_token_shows_the_gateways_reason() -> None:
+    verdict = upgrade_verdict(401, "websocket: bad handshake (HTTP 401 Unauthorized)", "no token")
+    assert verdict.action is Action.FATAL
+    assert verdict.reason.startswith("the gateway refused the token (HTTP 401: no token): ")
+
+
+@pytest.mark.parametrize("retry_after", [300.0, None])
+def test_rate_limited_retries_and_says_why(retry_after: float | None) -> None:
+    message = "websocket: bad handshake (HTTP 429 Too Many Requests)"
+    verdict = upgrade_verdict(429, message, "too many failed logins", retry_after)
+    assert verdict.action is Action.RETRY
+    assert verdict.reason.startswith(message + ": the gateway is rate-limiting this address")
+    assert verdict.reason.endswith("; will retry")
+    assert ("banned for 300 s" in verdict.reason) is (retry_after is not None)
 
 
 @pytest.mark.parametrize("status", [400, 404, 500, 502, 503])
 def test_other_upgrade_failures_retry(status: int) -> None:
-    assert upgrade_verdict(status, "x").action is Action.RETRY
+    assert upgrade_verdict(status, "x") == Verdict(Action.RETRY, "x")
+    assert upgrade_verdict(status, "x", "page not found") == Verdict(
+        Action.RETRY, "x: page not found"
+    )
 
 
 def test_authentication_failures_stop() -> None:

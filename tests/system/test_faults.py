@@ -19,11 +19,13 @@ the kernel's congestion control, which the session's sockets take from the host:
 with BBR (this machine's default) 16 MiB each way takes ~18 s and 64 MiB ~32 s;
 with CUBIC plain TCP manages ~55 KB/s over this link, so expect minutes there.
 
+A session that dies mid-transfer must reset the tunnelled connections on every
+surviving side (issue 11 bug 3): a FIN would let a reader take a cut stream for a
+complete one (``SilentTruncation``).
+
 Strict xfails, each failing today for a reason named in issue 11, and each to
 lose its mark when the fix lands (the test then reports XPASS as a failure):
 
-- the silent-truncation cases (bug 3): a session that dies ends its tunnelled
-  connections with a FIN, so a reader takes a cut stream for a complete one;
 - the reconnect after a blackhole (item 10 asks < 1 s): a dial begun during the
   blackhole runs into its 30 s connect timeout first.
 """
@@ -224,11 +226,6 @@ def _kill(tunnel: Tunnel, link: ImpairedLink, cause: str) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cause", CAUSES)
-@pytest.mark.xfail(
-    strict=True,
-    raises=SilentTruncation,
-    reason="issue 11 bug 3: a dead session must reset tunnelled connections, fix pending",
-)
 def test_dead_session_resets_tunnelled_streams(
     tunnel: Tunnel, link: ImpairedLink, cause: str
 ) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import shlex
+import signal
 import socket
 import subprocess
 import threading
@@ -137,6 +138,66 @@ def test_stdio_refused_target_ends_the_client(gateway: str) -> None:
     assert result.stdout == b""
     assert b"stdio=>" in result.stderr
     assert b"Traceback" not in result.stderr
+    assert result.returncode == 1, "a refused stream is no success"
+
+
+@contextlib.contextmanager
+def endless_service() -> Iterator[int]:
+    """TCP service on 127.0.0.1: sends zeros to its first client until that fails."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                while True:
+                    conn.sendall(bytes(1 << 16))
+
+    thread = threading.Thread(target=serve, name="endless", daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(timeout=STOP_TIMEOUT)
+
+
+def test_stdio_exits_non_zero_when_the_session_dies(procs: Processes, tmp_path: Path) -> None:
+    """The gateway is SIGKILLed mid-download: stdout cannot carry a reset, so the client
+    flushes what it got and exits 1 (a reader would otherwise take the cut for the end)."""
+    server, url = procs.our_server("--key", SEED)
+    with endless_service() as port, (tmp_path / "stderr").open("wb") as err:
+        client = subprocess.Popen(
+            client_argv(url, f"127.0.0.1:{port}"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=clean_env(),
+        )
+        try:
+            assert client.stdout is not None
+            received = 0
+            while received < 1 << 20:
+                chunk = client.stdout.read1(1 << 16)
+                assert chunk, (tmp_path / "stderr").read_text()
+                received += len(chunk)
+            server.signal(signal.SIGKILL)
+            while chunk := client.stdout.read1(1 << 16):
+                received += len(chunk)
+            status = client.wait(timeout=RUN_TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            if client.stdin is not None:
+                client.stdin.close()
+            if client.stdout is not None:
+                client.stdout.close()
+    stderr = (tmp_path / "stderr").read_text()
+    print(f"\nstdio: {received / (1 << 20):.1f} MiB, then exit {status}")
+    assert status == 1, stderr
+    assert "cut short" in stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.interop

@@ -240,7 +240,7 @@ async def test_stats_count_bytes_and_connections(harness: Harness, reverse: bool
 
 
 async def test_stats_count_failed_dial(harness: Harness) -> None:
-    """A reverse connection whose target refuses is counted as failed and closed."""
+    """A reverse connection whose target refuses is counted as failed and reset."""
     # A bound socket that never listens refuses connections; an unbound "free" port
     # could let the kernel connect the dial to itself (TCP self-connect).
     with socket.socket() as refusing:
@@ -248,7 +248,8 @@ async def test_stats_count_failed_dial(harness: Harness) -> None:
         tunnel = await Tunnel(harness, refusing.getsockname()[1], reverse=True).start()
         async with asyncio.timeout(STEP):
             reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.port)
-            assert await reader.read() == b""
+            with pytest.raises(ConnectionResetError):
+                await reader.read()
             writer.close()
         stats = tunnel.connector_stats()
         await wait_until(lambda: stats.failed == 1 and stats.open == 0)

@@ -34,6 +34,7 @@ from typing import Any
 import asyncssh
 
 from cc.protocol.hosts import join_host_port
+from cc.stats import RemoteStats
 from cc.tunnel.udp.settings import DEFAULT_MAX_SIZE, MAX_DATAGRAM, UDPSettings
 
 __all__ = [
@@ -65,15 +66,18 @@ def format_addr(addr: Any) -> str:
 class _Drops:
     """Counts dropped datagrams; logs the first and then every 1000th (no log floods)."""
 
-    __slots__ = ("count", "log", "what")
+    __slots__ = ("count", "log", "stats", "what")
 
-    def __init__(self, log: logging.Logger, what: str) -> None:
+    def __init__(self, log: logging.Logger, what: str, stats: RemoteStats | None = None) -> None:
         self.log = log
         self.what = what
+        self.stats = stats
         self.count = 0
 
     def __call__(self, reason: str) -> None:
         self.count += 1
+        if self.stats is not None:
+            self.stats.count_dropped()
         if self.count == 1 or self.count % 1000 == 0:
             self.log.debug(
                 "%s: dropped datagram (%s; %d dropped so far)", self.what, reason, self.count

@@ -58,7 +58,7 @@ async def open_udp_exit(
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except (OSError, TimeoutError) as exc:
         if stats is not None:
-            stats.failed += 1
+            stats.count_failed()
         log.info("udp: %s: cannot resolve %s: %s", label, host, exc)
         raise ChannelOpenError(OPEN_CONNECT_FAILED, f"cannot resolve {host}") from None
     if not infos:
@@ -95,7 +95,7 @@ class UDPExit(asyncssh.SSHTCPSession[bytes]):
         #: most mappings held at once, and how many were evicted to stay under the cap
         self.peak = 0
         self.evicted = 0
-        self.drops = _Drops(log, self.label)
+        self.drops = _Drops(log, self.label, stats)
         self._encoder = GobEncoder()
         self._decoder = GobDecoder(settings.decoder_limit)
         self._loop = asyncio.get_running_loop()
@@ -107,7 +107,7 @@ class UDPExit(asyncssh.SSHTCPSession[bytes]):
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
         if self.stats is not None:
-            self.stats.total += 1
+            self.stats.count_opened()
         self.log.debug("%s: channel open", self.label)
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
@@ -181,7 +181,7 @@ class UDPExit(asyncssh.SSHTCPSession[bytes]):
             self.drops(f"send to the target failed: {exc.strerror or exc}")
             return
         if self.stats is not None:
-            self.stats.bytes_in += len(payload)
+            self.stats.count_in(len(payload))
 
     def _new_flow(self, src: str) -> _Flow | None:
         for attempt in range(2):
@@ -240,7 +240,7 @@ class UDPExit(asyncssh.SSHTCPSession[bytes]):
             self.table.touch(flow.src, self._loop.time())
             chan.write(self._encoder.encode(flow.src, data))
             if self.stats is not None:
-                self.stats.bytes_out += len(data)
+                self.stats.count_out(len(data))
 
     # -- idle mappings -------------------------------------------------------------------
     def _schedule_expiry(self) -> None:

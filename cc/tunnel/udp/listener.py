@@ -60,7 +60,7 @@ class UDPListener(asyncio.AbstractServer):
         self._retry_at = 0.0
         self._closed = False
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self.drops = _Drops(log, self._label)
+        self.drops = _Drops(log, self._label, stats)
 
     # -- AbstractServer ---------------------------------------------------------
     async def start(self) -> None:
@@ -153,7 +153,7 @@ class UDPListener(asyncio.AbstractServer):
             self._retry_at = self._loop.time() + REOPEN_DELAY
             self._pending.clear()
             if self.stats is not None:
-                self.stats.failed += 1
+                self.stats.count_failed()
             self.log.info("%s: channel refused: %s", self._label, getattr(exc, "reason", exc))
             return
         self._opening = None
@@ -162,7 +162,7 @@ class UDPListener(asyncio.AbstractServer):
             return
         self._channel = session
         if self.stats is not None:
-            self.stats.total += 1
+            self.stats.count_opened()
         self.log.debug("%s: channel open", self._label)
         pending, self._pending = self._pending, collections.deque()
         for src, data in pending:
@@ -188,7 +188,7 @@ class UDPListener(asyncio.AbstractServer):
             return
         transport.sendto(payload, addr)
         if self.stats is not None:
-            self.stats.bytes_in += len(payload)
+            self.stats.count_in(len(payload))
 
     def channel_lost(self, channel: _ListenerChannel) -> None:
         if self._channel is channel:
@@ -232,7 +232,7 @@ class _ListenerChannel(asyncssh.SSHTCPSession[bytes]):
             return
         chan.write(self.encoder.encode(src, data))
         if listener.stats is not None:
-            listener.stats.bytes_out += len(data)
+            listener.stats.count_out(len(data))
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
         try:
