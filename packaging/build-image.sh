@@ -197,8 +197,11 @@ echo "$token" >"$WORK/www/token.txt"
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$svc_port" >/dev/null 2>&1 &
 SERVICE_PID=$!
 conn="$tag-connector"
-run -d --name "$conn" -e CC_SERVER="http://127.0.0.1:$gw_port/sg_image" \
-    -e CC_REMOTES="R:$pub_port:127.0.0.1:$svc_port" -e AUTH=image:test "$IMAGE" >/dev/null
+metrics_port="$(free_port)"
+run -d --name "$conn" --health-interval 1s --health-start-period 5s \
+    -e CC_SERVER="http://127.0.0.1:$gw_port/sg_image" \
+    -e CC_REMOTES="R:$pub_port:127.0.0.1:$svc_port" -e AUTH=image:test \
+    -e CC_METRICS="$metrics_port" "$IMAGE" >/dev/null
 wait_log "$conn" "client: Connected" 30
 docker logs "$conn" 2>&1 | sed 's/^/    connector: /' | head -5
 got=""
@@ -209,5 +212,12 @@ for _ in $(seq 1 20); do
 done
 echo "    GET http://127.0.0.1:$pub_port/token.txt (gateway port) -> $got"
 [[ "$got" == "$token" ]] || die "the env-configured connector did not tunnel"
+for _ in $(seq 1 30); do
+    health="$(docker inspect -f '{{.State.Health.Status}}' "$conn")"
+    [[ "$health" == healthy ]] && break
+    sleep 1
+done
+echo "    connector (CC_METRICS=$metrics_port, its /ready): $health"
+[[ "$health" == healthy ]] || die "the connector never became healthy"
 
 say "all passed: image $IMAGE from $BASE"
