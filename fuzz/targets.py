@@ -303,6 +303,45 @@ def _host_seeds() -> Iterable[bytes]:
     yield from (b"127.0.011", b"0x7f.1", b"[::1]", b"2130706433", b"example.com")
 
 
+# --- named services (WebRoute) -----------------------------------------------------
+
+
+def _webroute(data: bytes) -> None:
+    """A request head through decide(), as the gateway's named services see it."""
+    from cc.protocol import http
+    from cc.protocol import webroute as wr
+
+    keys = wr.KeyTable.from_keys("skey", "ckey")
+    directory: wr.Directory[object, object] = wr.Directory()
+    directory.register("/p", object())
+    directory.park(wr.Parked("/p", "abc", object(), 60, object()))
+    end = http.find_head_end(data)
+    request = http.parse_request(data[:end] if end > 0 else data + b"\r\n\r\n")
+    decision = wr.decide(request, keys, directory)
+    if isinstance(decision, wr.Refuse):
+        assert decision.data.startswith(b"HTTP/1.1 ")
+
+
+def _webroute_text(data: bytes) -> None:
+    """The gateway's notifications, a keys file and a service remote, from one input."""
+    from cc.protocol import webroute as wr
+
+    wr.NotificationReader().feed(data)
+    with contextlib.suppress(ValueError):
+        wr.parse_keys_file(data)
+    wr.parse_service_remote(data.decode("utf-8", "replace"))
+
+
+def _webroute_seeds() -> Iterable[bytes]:
+    yield (
+        b"GET /p HTTP/1.1\r\nHost: h\r\nX-Remoted-APIKey: skey\r\nConnection: Upgrade\r\n"
+        b"Upgrade: webroute\r\nWebRoute-Version: 1\r\nWebRoute-ID: abc\r\n\r\n"
+    )
+    yield b'{"ipaddr":"1.2.3.4:5","id":"abc","timeout":60}{"id":"x"}'
+    yield b'{"server_keys": {"k": ["/a.*"]}, "client_apikey": "c"}'
+    yield b"R:svc/jira:[::1]:443"
+
+
 def _targets() -> dict[str, Target]:
     from cc.protocol.errors import ProtocolError
 
@@ -323,6 +362,8 @@ def _targets() -> dict[str, Target]:
         Target("ssh_gcm", _ssh_gcm, (), _ssh_seeds_gcm),
         Target("ssh_chacha", _ssh_chacha, (), _ssh_seeds_chacha),
         Target("hosts", _hosts, value_errors, _host_seeds),
+        Target("webroute_request", _webroute, value_errors, _webroute_seeds),
+        Target("webroute_text", _webroute_text, value_errors, _webroute_seeds),
     ]
     return {target.name: target for target in found}
 

@@ -31,6 +31,7 @@ from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import split_listen_address
 from cc.protocol.keys import fingerprint_format_error
 from cc.protocol.remote import Remote, check_unique, parse_remote
+from cc.protocol.webroute import is_service_remote, parse_service_remote
 from cc.transport.tls import TLSOptions
 from cc.transport.urls import normalize_server_url
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from cc.connector.config import ConnectorConfig
     from cc.connector.connector import Connector
     from cc.connector.monitor import Monitor
+    from cc.connector.webroute import ServiceConfig, ServiceRegistrar
+    from cc.stats import SessionStats
 
 __all__ = ["HELP", "add_connector_flags", "build_connector_config", "main"]
 
@@ -82,6 +85,7 @@ HELP = f"""\
       stdio:example.com:22
       1.1.1.1:53/udp
       [::1]:3000:[::1]:80
+      R:svc/jira:jira.internal:443
 
     * Except for "socks", which needs no remote host or port: it opens a
     SOCKS5 proxy on the local side (default 127.0.0.1:1080) whose
@@ -90,6 +94,13 @@ HELP = f"""\
     (the server needs --reverse). "stdio:" connects this program's
     stdin/stdout to the remote, for use as an ssh ProxyCommand.
     Two remotes on the same local address and protocol are an error.
+
+    "R:svc/PATH:HOST:PORT" serves a named service: it registers PATH at
+    the server (a cloud-connector server with --remoted-* keys, or a
+    Remoted API Server) with the server key of --remoted-key, and links
+    each client that asks for PATH ("cloud-connector connect URL/PATH",
+    or the Remoted API PHP SDK's rwr:// URLs) to HOST:PORT. It needs no
+    SSH session: --auth, --fingerprint and --header do not apply to it.
 
   Options:
 
@@ -186,7 +197,11 @@ HELP = f"""\
     the workers' figures on SIGUSR2. Defaults to 'auto': the number of
     usable CPUs, at most 8; 1 on a machine with 2 CPUs or fewer (where
     a second worker finds no idle core and only costs memory) and with
-    a stdio remote (env CC_WORKERS).
+    a stdio or R:svc/ remote (env CC_WORKERS).
+
+    --remoted-key, The server key that R:svc/ remotes register with (env
+    CC_REMOTED_SERVER_KEY; prefer it to the command line, which every
+    local user can read).
 
     --metrics, An address to serve Prometheus metrics (/metrics) and a
     readiness probe (/ready: 200 while connected, 503 otherwise) on,
@@ -340,7 +355,12 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
 
 
 async def run_connector(
-    prog: str, config: ConnectorConfig, pid_path: str | None, metrics: str | None = None
+    prog: str,
+    config: ConnectorConfig,
+    pid_path: str | None,
+    metrics: str | None = None,
+    *,
+    services: Sequence[ServiceConfig] = (),
 ) -> int:
     """Run until stopped by a signal (exit 0) or a fatal error (exit 1).
 
@@ -348,16 +368,23 @@ async def run_connector(
     (a firewall that drops packets makes that last the full connect timeout),
     the run is cancelled after STOP_GRACE so SIGTERM always ends us promptly.
     ``metrics``: the --metrics address (cc.connector.monitor), None for none.
+    Named services (``R:svc/``) run beside the SSH session, which exists only when
+    there is something else to serve; whichever stops first stops the others.
     """
     from cc.connector.connector import Connector
+    from cc.connector.webroute import ServiceRegistrar
+    from cc.stats import SessionStats
 
-    connector = Connector(config)
+    session = bool(config.remotes or config.http_targets) or not services
+    connector = Connector(config) if session else None
+    stats = connector.stats if connector is not None else SessionStats(state="serving")
     for remote in config.remotes:
         # SIGUSR2 lists every remote from the start, not only those used so far.
-        connector.stats.remote(str(remote))
-    monitor = await _start_monitor(prog, connector, metrics)
+        stats.remote(str(remote))
+    registrars = [ServiceRegistrar(service, stats) for service in services]
+    monitor = await _start_monitor(prog, connector, metrics) if connector is not None else None
     try:
-        return await _run(prog, connector, pid_path)
+        return await _run(prog, connector, registrars, stats, pid_path)
     finally:
         if monitor is not None:
             await monitor.stop()
@@ -381,10 +408,19 @@ async def _start_monitor(prog: str, connector: Connector, address: str | None) -
     return monitor
 
 
-async def _run(prog: str, connector: Connector, pid_path: str | None) -> int:
+async def _run(
+    prog: str,
+    connector: Connector | None,
+    registrars: Sequence[ServiceRegistrar],
+    stats: SessionStats,
+    pid_path: str | None,
+) -> int:
     from cc.connector.connector import FatalError
     from cc.runtime.process import PidFile, install_signals
 
+    parts: list[Connector | ServiceRegistrar] = [*registrars]
+    if connector is not None:
+        parts.insert(0, connector)
     loop = asyncio.get_running_loop()
     stopping = False
 
@@ -392,22 +428,34 @@ async def _run(prog: str, connector: Connector, pid_path: str | None) -> int:
         nonlocal stopping
         if not stopping:
             stopping = True
-            connector.stop()
-            loop.call_later(STOP_GRACE, task.cancel)
+            for part in parts:
+                part.stop()
+            for task in tasks:
+                loop.call_later(STOP_GRACE, task.cancel)
 
     with PidFile(pid_path):
-        task = loop.create_task(connector.run())
+        tasks = [loop.create_task(part.run()) for part in parts]
         install_signals(
             loop,
             component="client",
             stop=stop,
-            stats=connector.stats,
-            hup=connector.skip_wait,
+            stats=stats,
+            hup=connector.skip_wait if connector is not None else None,
         )
         try:
-            await task
-        except FatalError as exc:
-            fail(prog, str(exc), EXIT_FATAL)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping:  # one ended by itself (stdio done, or fatal): end the rest
+                stopping = True
+                for part in parts:
+                    part.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, FatalError):
+                    fail(prog, str(result), EXIT_FATAL)
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    raise result
         except asyncio.CancelledError:
             if not stopping:
                 raise
@@ -427,6 +475,7 @@ def _parser() -> GoArgumentParser:
     )
     p.add_flag("--identifier", action="append", env="CC_IDENTIFIER", default=[])
     p.add_flag("--http-target", action="append", env="CC_HTTP_TARGETS", default=[])
+    p.add_flag("--remoted-key", env="CC_REMOTED_SERVER_KEY")
     add_connector_flags(p)
     return p
 
@@ -448,15 +497,24 @@ def _http_offer(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return identifiers, targets
 
 
-def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
-    """The connector's config and the worker count, all checked; UsageError if wrong."""
+def settings_from_args(
+    args: argparse.Namespace,
+) -> tuple[ConnectorConfig, int, list[ServiceConfig]]:
+    """The connector's config, the worker count and the named services; UsageError if wrong."""
     if not args.server:
         raise UsageError("a server URL is required (see --help)")
-    remotes = [parse_remote(r) for r in args.remotes]
+    remotes = [parse_remote(r) for r in args.remotes if not is_service_remote(r)]
+    services = [parse_service_remote(r) for r in args.remotes if is_service_remote(r)]
     identifiers, http_targets = _http_offer(args)
-    if not remotes and not http_targets:
+    if not remotes and not http_targets and not services:
         raise UsageError("at least one remote (or --http-target) is required")
     check_unique(remotes)
+    if len({s.path for s in services}) < len(services):
+        raise UsageError("two R:svc/ remotes register the same path")
+    if services and not args.remoted_key:
+        raise UsageError(
+            "R:svc/ remotes need the server key: --remoted-key or CC_REMOTED_SERVER_KEY"
+        )
     config = build_connector_config(args, remotes)
     config.identifiers = identifiers
     config.http_targets = http_targets
@@ -469,10 +527,31 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ConnectorConfig, int]:
     config.config_version = __version__
     workers = args.workers
     if workers is None:
-        workers = 1 if _has_stdio(remotes) else auto_workers()
+        workers = 1 if _has_stdio(remotes) or services else auto_workers()
     elif workers > 1 and _has_stdio(remotes):
         raise UsageError("a stdio remote has one stdin: it needs --workers 1")
-    return config, workers
+    elif workers > 1 and services:
+        raise UsageError("R:svc/ remotes are served by one process: they need --workers 1")
+    if not services:
+        return config, workers, []
+    from cc.connector.webroute import ServiceConfig  # loads asyncssh: only when needed
+
+    gateway = config.server._replace(
+        scheme="https" if config.server.scheme in ("https", "wss") else "http", path="", query=""
+    )
+    service_configs = [
+        ServiceConfig(
+            gateway=gateway,
+            remote=service,
+            key=args.remoted_key,
+            proxy=config.proxy,
+            tls=config.tls,
+            max_retry_interval=config.max_retry_interval,
+            max_retry_count=config.max_retry_count,
+        )
+        for service in services
+    ]
+    return config, workers, service_configs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     set_error_format(args.log_format)
     try:
-        config, workers = settings_from_args(args)
+        config, workers, services = settings_from_args(args)
     except (UsageError, ProtocolError, ValueError) as exc:
         fail(PROG, str(exc), EXIT_USAGE)
     # stdio: stdout is the tunnelled connection, so logs must not touch it.
@@ -502,7 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.worker_index, config.worker_count = index, workers
         config.group = sys.stdin.readline().strip() or None
         pid_path = None  # the control process has it
-    return run_async(PROG, lambda: run_connector(PROG, config, pid_path, args.metrics))
+    return run_async(
+        PROG, lambda: run_connector(PROG, config, pid_path, args.metrics, services=services)
+    )
 
 
 async def _supervise(command: list[str], workers: int, pid_path: str | None) -> int:

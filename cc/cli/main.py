@@ -15,6 +15,8 @@ Usage: cloud-connector <command> [options]
 Commands:
   server   run the gateway (chisel server compatible)
   client   run a connector (chisel client compatible)
+  connect  reach a named service (WebRoute) as stdio or a local port
+  agent    one reverse tunnel configured from the environment (Armorcode-style)
   keygen   write a new host key (PEM or ck-) and print its fingerprint
   status   print the sessions connected to a gateway (its /status page, needs --admin)
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
@@ -35,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.server import main as run
     elif command == "client":
         from cc.cli.client import main as run
+    elif command == "connect":
+        from cc.cli.connect import main as run
+    elif command == "agent":
+        from cc.cli.agent import main as run
     elif command == "keygen":
         from cc.cli.keygen import main as run
     elif command == "status":
@@ -49,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
-            "(commands: server, client, keygen, status, demo, version; see cloud-connector --help)",
+            "(commands: server, client, connect, agent, keygen, status, demo, version; "
+            "see cloud-connector --help)",
             file=sys.stderr,
         )
         return 2

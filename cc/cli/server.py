@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cc import __version__
 from cc.cli.common import (
@@ -41,6 +41,7 @@ from cc.protocol.admission import AdmissionPolicy
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
+from cc.protocol.webroute import KeyTable, parse_keys_file
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import GatewayConfig
@@ -128,8 +129,9 @@ HELP = f"""\
 
     --backend, Another HTTP server to proxy plain (non-WebSocket)
     requests to, for example http://127.0.0.1:3000, which hides the
-    gateway behind a normal web site. Without it, /health answers "OK",
-    /version the version, everything else 404 (env CC_BACKEND). /ready,
+    gateway behind a normal web site. Without it, / answers one line
+    ("cloud-connector gateway VERSION"), /health "OK", /version the
+    version, everything else 404 (env CC_BACKEND). /ready,
     /metrics and /status are always the gateway's own.
 
     --admin, Credentials in the form <user:pass> that turn on the status
@@ -170,6 +172,37 @@ HELP = f"""\
     offenders, at most an hour): its upgrades get HTTP 429 with
     Retry-After. Failures are logged once, then summarised per address
     every minute. Defaults to 3 (env CC_MAX_AUTH_TRIES).
+
+    --remoted-server-key, --remoted-client-key, Serve named services on
+    this port, wire-compatible with Remoted API Server (cubiclesoft's
+    remoted-api-server and its PHP SDK): a server behind a firewall
+    registers a path over a WebSocket with the server key ("rws://KEY@
+    host:port/path" in the SDK, "cloud-connector client R:svc/PATH:..."
+    here) and clients reach it through this port with the client key
+    over WebRoute ("rwr://KEY@host:port/path", "cloud-connector connect").
+    Keys go in the X-Remoted-APIKey header; a wrong one is a failed login
+    for the address, as a wrong password. Prefer the environment
+    (CC_REMOTED_SERVER_KEY, CC_REMOTED_CLIENT_KEY) or --remoted-keys: a
+    command line is visible to every local user.
+
+    --remoted-keys, A keys file, reloaded when it changes: remoted's own
+    config.dat ({{"server_apikey": "...", "client_apikey": "..."}}), or
+
+      {{
+        "server_keys": {{"<key>": ["<path-regex>", ...]}},
+        "client_keys": {{"<key>": ["<path-regex>", ...]}},
+        "exclusive": false
+      }}
+
+    where each key may only use the paths its regexes fully match ("" or
+    "*": any path). Adds to the keys above (env CC_REMOTED_KEYS).
+
+    --remoted-exclusive, One server per path, as remoted: a second
+    registration is refused with 400. By default several servers may
+    register one path; new clients go to each in turn, and the clients
+    waiting for a server that drops are offered to the others (env
+    CC_REMOTED_EXCLUSIVE; the keys file's "exclusive" does the same).
+    Named services need one gateway process: --workers is 1 with them.
 
     --reverse, Allow clients to ask for reverse port forwarding remotes
     ("R:..."), which listen on this server. outsystemscc uses only
@@ -417,6 +450,29 @@ def _parser() -> GoArgumentParser:
         file_types=(int,),
         help="wrong passwords per connection before it is closed",
     )
+    p.add_flag(
+        "--remoted-server-key",
+        env="CC_REMOTED_SERVER_KEY",
+        help="Remoted API Server server key: may register named services",
+    )
+    p.add_flag(
+        "--remoted-client-key",
+        env="CC_REMOTED_CLIENT_KEY",
+        help="Remoted API Server client key: may reach named services",
+    )
+    p.add_flag(
+        "--remoted-keys",
+        env="CC_REMOTED_KEYS",
+        path=True,
+        help="keys file (remoted's config.dat or per-path keys), reloaded on change",
+    )
+    p.add_flag(
+        "--remoted-exclusive",
+        action="store_true",
+        env="CC_REMOTED_EXCLUSIVE",
+        default=False,
+        help="one server per named service path, as remoted",
+    )
     p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
     p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
     p.add_flag("--tls-ca", env="CC_TLS_CA", path=True, help="require client certs from this CA")
@@ -453,6 +509,8 @@ class ServerSettings:
     #: the HTTP API gateway's targets, loaded (None: not serving it)
     targets: Any = None
     trusted: Any = None
+    #: named services' keys (None: off)
+    remoted_keys: KeyTable | None = None
 
 
 def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
@@ -468,6 +526,7 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
         return ServerSettings(key, None, None, None, 1)
     if not 0 <= args.port < 65536:
         raise UsageError(f"port {args.port} out of range")
+    remoted_keys = remoted_key_table(args)
     workers = args.workers
     if args.targets or args.app_port is not None:
         # each worker knows only its own sessions: a request on one worker could not
@@ -476,9 +535,12 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
             raise UsageError("--targets (the HTTP API gateway) runs with one worker")
         workers = 1
     if workers is None:  # auto: one per CPU, unless the port is picked at random
-        workers = 1 if args.port == 0 else auto_workers()
+        workers = 1 if args.port == 0 or remoted_keys is not None else auto_workers()
     elif workers > 1 and not worker and args.port == 0:
         raise UsageError("--workers needs a fixed --port (workers share it)")
+    elif workers > 1 and remoted_keys is not None:
+        # a server registered on one worker could not be found by a client on another
+        raise UsageError("named services (--remoted-*) need one gateway process: --workers 1")
     users: UserTable | None = None
     if args.authfile:
         users = parse_authfile(_read(args.authfile, "authfile"))
@@ -487,6 +549,7 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     tokens = parse_tokens_file(_read(args.tokens, "tokens file")) if args.tokens else None
     admin = AdminCredentials.parse(args.admin) if args.admin else None
     settings = ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
+    settings.remoted_keys = remoted_keys
     if args.targets or args.app_port is not None:
         _app_settings(args, settings)
     return settings
@@ -508,6 +571,25 @@ def _app_settings(args: argparse.Namespace, settings: ServerSettings) -> None:
     except ProtocolError as exc:
         raise UsageError(f"--targets {args.targets}: {exc}") from None
     settings.trusted = TrustedProxies.parse(args.trusted_proxies)
+
+
+def remoted_key_table(
+    args: argparse.Namespace, file_keys: KeyTable | None = None
+) -> KeyTable | None:
+    """The keys of --remoted-server-key/--remoted-client-key and --remoted-keys (None: off).
+
+    ``file_keys``: a reloaded keys file, instead of reading it again.
+    """
+    keys: KeyTable | None = None
+    if args.remoted_server_key or args.remoted_client_key:
+        keys = KeyTable.from_keys(args.remoted_server_key, args.remoted_client_key)
+    if args.remoted_keys:
+        if file_keys is None:
+            file_keys = parse_keys_file(_read(args.remoted_keys, "keys file"))
+        keys = file_keys if keys is None else keys.merged(file_keys)
+    if keys is not None and args.remoted_exclusive:
+        keys = KeyTable(keys.entries, exclusive=True)
+    return keys
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -561,6 +643,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
     try:
         from cc.gateway.gateway import GatewayConfig
         from cc.gateway.ports import registry_from_environment
+        from cc.gateway.webroute import WebRouteSettings
         from cc.runtime.figures import FiguresLink
     except ImportError as exc:
         fail_on_refused_import(PROG, exc)
@@ -584,6 +667,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         max_auth_tries=args.max_auth_tries,
         reuse_port=worker,
         port_registry=registry_from_environment(),
+        webroute=WebRouteSettings(settings.remoted_keys) if settings.remoted_keys else None,
         admin=settings.admin,
         figures_link=FiguresLink.from_environment() if worker else None,
         worker=worker_index(),
@@ -639,6 +723,16 @@ async def _serve(
                 args.tokens,
                 parse_tokens_file,
                 lambda tokens: gateway.apply_credentials(config.users, tokens),
+                log,
+            )
+        )
+    if args.remoted_keys and gateway.named_services is not None:
+        services = gateway.named_services
+        watchers.append(
+            FileWatcher(
+                args.remoted_keys,
+                parse_keys_file,
+                lambda keys: services.replace_keys(cast(KeyTable, remoted_key_table(args, keys))),
                 log,
             )
         )

@@ -6,7 +6,8 @@ exists, then upgraded; the SSH session authenticates the user, receives the
 ``config`` request, and the gateway opens the session's reverse listeners.  Any
 other request is routed by path (cc.gateway.routes: ``/health``, ``/version``,
 ``/ready``, ``/metrics``, and ``/status`` with ``--admin``), or goes to ``--backend``,
-or gets 404.
+or gets 404; WebRoute requests go to the named services
+(cc.gateway.webroute).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cc.gateway.front import SUMMARY_INTERVAL, Doorway, Front
 from cc.gateway.ports import LocalPortRegistry, PortRegistry
 from cc.gateway.routes import Reply, Request, Route, Router
 from cc.gateway.session import GatewaySession, PeerContext
+from cc.gateway.webroute import NamedServices, WebRouteSettings
 from cc.log import event, get_logger
 from cc.metrics import Figures
 from cc.protocol import http
@@ -39,6 +41,7 @@ from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.status import MAX_ROWS
+from cc.protocol.webroute import is_webroute_request
 from cc.protocol.workers import GROUP_HEADER
 from cc.protocol.ws import WebSocketStream
 from cc.runtime.figures import FiguresLink, Fleet
@@ -108,6 +111,8 @@ class GatewayConfig:
     figures_link: FiguresLink | None = None
     #: this worker's 0-based index (None: not a worker)
     worker: int | None = None
+    #: --remoted-*: named services, wire-compatible with Remoted API Server (None: off)
+    webroute: WebRouteSettings | None = None
 
 
 class Gateway:
@@ -124,6 +129,10 @@ class Gateway:
         self.auth_guard = AuthGuard(config.guard)
         self.failed_logins = FailureLog("failed logins", interval=config.log_summary_interval)
         self._session_ids = 0
+        #: named services (WebRoute), when keys are configured
+        self.named_services = (
+            NamedServices(self, config.webroute) if config.webroute is not None else None
+        )
         host_key = asyncssh.import_private_key(config.host_key_pem)
         self._host_key = host_key
         #: SIGTERM: /ready answers 503 and new sessions are turned away while connections finish
@@ -184,6 +193,8 @@ class Gateway:
             self._housekeeping.cancel()
         for session in list(self.sessions):
             session.close_listeners()
+        if self.named_services is not None:
+            self.named_services.close()
         await drain(self.stats, drain_timeout)
         if self._front is not None:
             self._front.close()
@@ -293,6 +304,9 @@ class Gateway:
     # -- HTTP routing ---------------------------------------------------------
     def handle_request(self, conn: _HTTPConnection, request: http.Request, rest: bytes) -> None:
         peer = conn.peer
+        if self.named_services is not None and is_webroute_request(request):
+            self.named_services.handle(conn, request, rest)
+            return
         if request.is_websocket_upgrade():
             protocol = request.headers.get("Sec-WebSocket-Protocol") or ""
             if protocol == CHISEL_PROTOCOL:

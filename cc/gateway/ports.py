@@ -39,7 +39,11 @@ log = get_logger("server.ports")
 
 
 class PortRegistry(Protocol):
-    async def claim(self, port: int, key: str | None, owner: int) -> bool: ...
+    async def claim(
+        self, port: int, key: str | None, owner: int, identity: str | None = None
+    ) -> bool: ...
+
+    async def holder(self, port: int) -> str | None: ...
 
     def release(self, port: int, owner: int) -> None: ...
 
@@ -50,8 +54,14 @@ class LocalPortRegistry:
     def __init__(self) -> None:
         self.claims = PortClaims()
 
-    async def claim(self, port: int, key: str | None, owner: int) -> bool:
-        return self.claims.claim(port, key, owner)
+    async def claim(
+        self, port: int, key: str | None, owner: int, identity: str | None = None
+    ) -> bool:
+        return self.claims.claim(port, key, owner, identity)
+
+    async def holder(self, port: int) -> str | None:
+        """The client identity holding ``port`` (see ``workers.client_identity``)."""
+        return self.claims.identity(port)
 
     def release(self, port: int, owner: int) -> None:
         self.claims.release(port, owner)
@@ -73,17 +83,29 @@ class WorkerPortRegistry:
             )
         return self._reader, self._writer
 
-    async def claim(self, port: int, key: str | None, owner: int) -> bool:
+    async def claim(
+        self, port: int, key: str | None, owner: int, identity: str | None = None
+    ) -> bool:
+        message = {"op": "claim", "port": port, "key": key, "owner": owner, "identity": identity}
+        answer = await self._ask(message, f"claim port {port}")
+        return answer.get("ok") is True
+
+    async def holder(self, port: int) -> str | None:
+        answer = await self._ask({"op": "holder", "port": port, "owner": 0}, f"ask about {port}")
+        identity = answer.get("identity")
+        return identity if isinstance(identity, str) else None
+
+    async def _ask(self, message: dict[str, object], what: str) -> dict[str, object]:
         async with self._lock:
             try:
                 reader, writer = await self._connect()
-                writer.write(_line({"op": "claim", "port": port, "key": key, "owner": owner}))
+                writer.write(_line(message))
                 async with asyncio.timeout(CLAIM_TIMEOUT):
                     answer = json.loads(await reader.readline() or b"{}")
             except (OSError, TimeoutError, ValueError) as exc:
-                log.warning("Cannot reach the control process to claim port %d: %s", port, exc)
-                return False
-            return answer.get("ok") is True
+                log.warning("Cannot reach the control process to %s: %s", what, exc)
+                return {}
+            return answer if isinstance(answer, dict) else {}
 
     def release(self, port: int, owner: int) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -121,9 +143,17 @@ async def serve_worker_claims(sock: socket.socket, claims: PortClaims, worker: i
                 message = json.loads(line)
                 port, owner = int(message["port"]), (worker, int(message["owner"]))
                 key = message.get("key")
+                identity = message.get("identity")
                 if message["op"] == "claim":
-                    ok = claims.claim(port, key if isinstance(key, str) else None, owner)
+                    ok = claims.claim(
+                        port,
+                        key if isinstance(key, str) else None,
+                        owner,
+                        identity if isinstance(identity, str) else None,
+                    )
                     writer.write(_line({"ok": ok}))
+                elif message["op"] == "holder":
+                    writer.write(_line({"identity": claims.identity(port)}))
                 elif message["op"] == "release":
                     claims.release(port, owner)
             except (ValueError, KeyError, TypeError) as exc:

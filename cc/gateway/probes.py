@@ -1,4 +1,4 @@
-"""``/health``, ``/version`` and ``/ready``: what load balancers and Kubernetes ask.
+"""``/``, ``/health``, ``/version`` and ``/ready``: what people, load balancers and Kubernetes ask.
 
 ``/health`` says the process answers (liveness); ``/ready`` says it should get
 traffic: listening, not draining after SIGTERM, and with ``--workers`` every
@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from cc.gateway.routes import Reply, Request, Router
 
-__all__ = ["health", "ready", "register", "version"]
+__all__ = ["health", "ready", "register", "root", "version"]
+
+
+async def root(req: Request) -> Reply:
+    """One line, so that "curl -k https://gateway" says what answered (was 404)."""
+    return Reply(200, f"cloud-connector gateway {req.gateway.config.version}\n".encode())
 
 
 async def health(req: Request) -> Reply:
@@ -35,7 +40,8 @@ async def ready(req: Request) -> Reply:
 
 
 def register(router: Router) -> None:
-    # chisel's two: a --backend gets them, as with chisel
+    # chisel's two (and our /): a --backend gets them, as with chisel
+    router.add("/", root)
     router.add("/health", health)
     router.add("/version", version)
     router.add("/ready", ready, before_backend=True)

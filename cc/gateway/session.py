@@ -26,7 +26,8 @@ from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
 from cc.protocol.revocation import Login, Revoke, Update, recheck
 from cc.protocol.status import SessionRow
-from cc.protocol.workers import is_shareable, share_key
+from cc.protocol.verdict import PORT_TAKEN
+from cc.protocol.workers import client_identity, is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
@@ -66,6 +67,10 @@ class PeerContext:
     authenticated: Callable[[], None] = field(default=lambda: None)
     #: ``token #N`` (its entry in the tokens file) when a token let it in
     token_name: str | None = None
+
+
+class PortTakenError(OSError):
+    """A reverse port is held by a session of a different user or token."""
 
 
 class GatewaySession(asyncssh.SSHServer):
@@ -350,6 +355,8 @@ class GatewaySession(asyncssh.SSHServer):
                 try:
                     server = await self._listen(remote)
                     break
+                except PortTakenError:
+                    return self._taken(remote)
                 except OSError as exc:
                     error = exc
                 if not evicted:
@@ -367,6 +374,29 @@ class GatewaySession(asyncssh.SSHServer):
             self.log.debug("tun: %s: Listening", remote)
         return None
 
+    @property
+    def identity(self) -> str:
+        """Who this session is for reverse ports: its user and its token (hashed)."""
+        return client_identity(self.user, self.context.token_digest if self.context else None)
+
+    def _taken(self, remote: Remote) -> str:
+        """A different client holds the port: refuse at once, naming only our remote.
+
+        Its own stale session would be evicted (``_evict_stale_holder``); another
+        client's is not ours to touch, and retrying cannot help, so the message
+        tells the connector to stop (see ``cc.protocol.verdict``).
+        """
+        self.close_listeners()
+        peer = self.context.peer if self.context else "?"
+        self.log.warning(
+            "Refused %s for user '%s' from %s: port %d is held by another client",
+            remote,
+            self.user,
+            peer,
+            remote.local_port,
+        )
+        return f"server: {remote}: port {remote.local_port} is {PORT_TAKEN}"
+
     async def _listen(self, remote: Remote) -> asyncio.AbstractServer:
         """One reverse remote's listener: a TCP server or a UDP socket; OSError if taken.
 
@@ -379,7 +409,11 @@ class GatewaySession(asyncssh.SSHServer):
         group = self.context.group if self.context else None
         key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
         port = remote.local_port
-        if not await self.gateway.config.port_registry.claim(port, key, self.id):
+        registry = self.gateway.config.port_registry
+        if not await registry.claim(port, key, self.id, self.identity):
+            holder = await registry.holder(port)
+            if holder is not None and holder != self.identity:
+                raise PortTakenError(errno.EADDRINUSE, PORT_TAKEN)
             raise OSError(errno.EADDRINUSE, "held by another session")
         try:
             server = await self.endpoint.listen_tcp(remote, reuse_port=key is not None)

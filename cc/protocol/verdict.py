@@ -5,7 +5,9 @@ password, a host key we do not trust and a config the gateway rejects stop the
 connector with a non-zero exit, because retrying them only hammers the gateway.
 The exception is a busy reverse port ("Server cannot listen"): usually our own
 stale session (a half-open path the gateway has not timed out yet) still holds
-it, and the gateway frees it at its keepalive deadline, so that one retries.
+it, and the gateway frees it at its keepalive deadline, so that one retries.  A
+port our gateway says is held by *another client* (a different user or token) is
+not ours to wait for: that stops, with the gateway's message naming our remote.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "PORT_TAKEN",
     "Action",
     "Verdict",
     "auth_failure_verdict",
     "config_reply_verdict",
     "upgrade_verdict",
 ]
+
+#: How our gateway says a reverse port belongs to a different user or token.
+PORT_TAKEN = "taken by another client"
 
 #: HTTP statuses of a refused WebSocket upgrade that retrying cannot change.
 REFUSED_STATUSES = frozenset({401, 403})
@@ -94,6 +100,8 @@ def config_reply_verdict(ok: bool, reply: bytes, connection_closed: bool) -> Ver
     if ok and not reply:
         return OK
     reason = reply.decode("utf-8", "replace") or "config rejected by server"
+    if PORT_TAKEN in reason:
+        return Verdict(Action.FATAL, reason)
     if "cannot listen" in reason.lower():
         return Verdict(Action.RETRY, reason)
     return Verdict(Action.FATAL, reason)

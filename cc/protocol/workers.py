@@ -25,6 +25,7 @@ __all__ = [
     "GROUP_HEADER",
     "PortClaims",
     "assigned_to",
+    "client_identity",
     "forward_plan",
     "is_shareable",
     "reverse_plan",
@@ -77,10 +78,23 @@ def share_key(user: str, group: str, remote: Remote) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def client_identity(user: str, token_digest: bytes | None) -> str:
+    """Who a session is, for reverse ports: its user and its token, hashed.
+
+    A port held by the same identity may be our own stale session (retry, and the
+    gateway evicts it if it stays silent); a different identity is another client,
+    and the port is refused at once.
+    """
+    material = b"cc-client\0" + user.encode("utf-8", "surrogateescape") + b"\0"
+    return hashlib.sha256(material + (token_digest or b"")).hexdigest()[:32]
+
+
 @dataclass
 class _Claim:
     key: str | None
     owners: set[Hashable] = field(default_factory=set)
+    #: the ``client_identity`` of whoever claimed it first (None: not told)
+    identity: str | None = None
 
 
 class PortClaims:
@@ -93,11 +107,13 @@ class PortClaims:
     def __init__(self) -> None:
         self._claims: dict[int, _Claim] = {}
 
-    def claim(self, port: int, key: str | None, owner: Hashable) -> bool:
+    def claim(
+        self, port: int, key: str | None, owner: Hashable, identity: str | None = None
+    ) -> bool:
         """True if ``owner`` may bind ``port``: it is free, or shared with the same key."""
         held = self._claims.get(port)
         if held is None:
-            self._claims[port] = _Claim(key, {owner})
+            self._claims[port] = _Claim(key, {owner}, identity)
             return True
         if key is not None and held.key == key:
             held.owners.add(owner)
@@ -119,6 +135,11 @@ class PortClaims:
             held.owners = {o for o in held.owners if not predicate(o)}
             if not held.owners:
                 del self._claims[port]
+
+    def identity(self, port: int) -> str | None:
+        """The ``client_identity`` holding ``port`` (None: free, or not told)."""
+        held = self._claims.get(port)
+        return held.identity if held else None
 
     def holders(self, port: int) -> int:
         held = self._claims.get(port)

@@ -353,6 +353,12 @@ class WebSocketStream:
                 [self._encode(Opcode.BINARY, view[i : i + limit]) for i in range(0, size, limit)]
             )
 
+    def send_text(self, text: str) -> bytes:
+        """Return the wire bytes of ``text`` as one text frame (WebRoute's notifications)."""
+        if self.close_sent:
+            raise WebSocketClosedError("cannot send data after the close frame")
+        return self._encode(Opcode.TEXT, text.encode())
+
     def send_ping(self, payload: BytesLike = b"") -> bytes:
         """Return a ping frame; the peer's pong shows up in ``last_pong``/``pongs_received``."""
         if self.close_sent:

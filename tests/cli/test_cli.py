@@ -148,6 +148,20 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
         "--tls-cert",
     ),
     ("server-auth", ["server", "--auth", "nocolon"], "user:pass"),
+    ("server-remoted-keys-json", ["server", "--remoted-keys", "{tmp}/bad.json"], "keys file"),
+    (
+        "server-remoted-workers",
+        ["server", "--remoted-server-key", "k", "--workers", "2", "-p", "1"],
+        "--workers 1",
+    ),
+    # named services: client R:svc/ and connect
+    ("client-svc-no-key", ["client", CLOSED, "R:svc/x:127.0.0.1:1"], "CC_REMOTED_SERVER_KEY"),
+    ("client-svc-malformed", ["client", "--remoted-key", "k", CLOSED, "R:svc/x:1"], "HOST:PORT"),
+    ("connect-no-url", ["connect"], "service URL is required"),
+    ("connect-no-key", ["connect", "http://127.0.0.1:1/x"], "CC_REMOTED_CLIENT_KEY"),
+    ("connect-no-path", ["connect", "rwr://k@127.0.0.1:1"], "needs a path"),
+    ("connect-listen", ["connect", "--listen", "x", "rwr://k@127.0.0.1:1/x"], "--listen"),
+    ("agent-no-env", ["agent"], "missing environment variable(s): TUNNEL_PORT"),
     # --config FILE: a mistake names the file, its line and the key
     (
         "client-config-unknown-key",
@@ -222,6 +236,8 @@ HELP_RUNS: dict[str, list[str]] = {
     "server -h": [*CC, "server", "-h"],
     "client --help": [*CC, "client", "--help"],
     "client -help": [*CC, "client", "-help"],
+    "connect --help": [*CC, "connect", "--help"],
+    "agent --help": [*CC, "agent", "--help"],
     "outsystemscc --help": [*OSCC, "--help"],
     "outsystemscc -help": [*OSCC, "-help"],
     "outsystemscc --version": [*OSCC, "--version"],
@@ -318,7 +334,7 @@ def test_cloud_connector_help_lists_commands(usage_results: Results) -> None:
     for key in ("cc --help", "cc help"):
         result = usage_results[key]
         assert result.returncode == 0, result.stderr
-        for command in ("server", "client", "keygen", "version"):
+        for command in ("server", "client", "connect", "agent", "keygen", "version"):
             assert re.search(rf"^\s+{command}\b", result.stdout, re.M), result.stdout
     version = usage_results["cc --version"]
     assert version.returncode == 0
@@ -391,6 +407,14 @@ def test_every_documented_option_is_accepted(capsys: pytest.CaptureFixture[str])
                 main([option, "--help"])
             err = capsys.readouterr().err
             assert "unrecognized arguments" not in err, (option, err)
+
+
+@pytest.mark.parametrize("command", ["connect", "agent"])
+def test_named_service_and_agent_help(usage_results: Results, command: str) -> None:
+    result = usage_results[f"{command} --help"]
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: cloud-connector {command}" in result.stdout
+    assert ("ProxyCommand" if command == "connect" else "docker run") in result.stdout
 
 
 def test_outsystemscc_help_names_its_options(usage_results: Results) -> None:

@@ -25,7 +25,19 @@ def test_target_survives_its_seeds_and_random_input(name: str) -> None:
 
 
 def test_every_parser_family_has_a_target() -> None:
-    families = {"ws", "http", "remote", "config", "authfile", "key", "seed", "gob", "ssh", "hosts"}
+    families = {
+        "ws",
+        "http",
+        "remote",
+        "config",
+        "authfile",
+        "key",
+        "seed",
+        "gob",
+        "ssh",
+        "hosts",
+        "webroute",
+    }
     assert families <= {name.split("_")[0] for name in TARGETS}
 
 

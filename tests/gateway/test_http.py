@@ -1,4 +1,4 @@
-"""The gateway's plain-HTTP face: /health, /version, 404, --backend, bounded request heads.
+"""The gateway's plain-HTTP face: /, /health, /version, 404, --backend, bounded request heads.
 
 Everything speaks raw bytes over a socket, so the test sees exactly what a browser,
 a load balancer's health check or a port scanner would.
@@ -43,7 +43,16 @@ async def test_version(harness: Harness, path: str) -> None:
     assert (status, body) == (200, b"1.2.3-test")
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/health/x", "/versions"])
+@pytest.mark.parametrize("path", ["/", "/?x=1"])
+async def test_root_says_what_answered(harness: Harness, path: str) -> None:
+    """The seed's "check connectivity: curl -k https://server" gets a useful line."""
+    gateway = await harness.gateway(version="1.2.3-test")
+    status, headers, body = split_response(await http_exchange(gateway.ports[0], get(path)))
+    assert (status, body) == (200, b"cloud-connector gateway 1.2.3-test\n")
+    assert headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("path", ["/nope", "/health/x", "/versions", "//"])
 async def test_other_paths_are_404(harness: Harness, path: str) -> None:
     gateway = await harness.gateway()
     status, headers, _ = split_response(await http_exchange(gateway.ports[0], get(path)))
@@ -55,10 +64,10 @@ async def test_other_paths_are_404(harness: Harness, path: str) -> None:
 async def test_wrong_websocket_protocol_is_served_as_plain_http(
     harness: Harness, protocol: str
 ) -> None:
-    gateway = await harness.gateway()
+    gateway = await harness.gateway(version="1.2.3-test")
     raw = await http_exchange(gateway.ports[0], upgrade_request("/", protocol=protocol))
-    status, headers, _ = split_response(raw)
-    assert status == 404
+    status, headers, body = split_response(raw)
+    assert (status, body) == (200, b"cloud-connector gateway 1.2.3-test\n"), "GET / as plain HTTP"
     assert "sec-websocket-accept" not in headers
     assert not gateway.sessions
 

@@ -285,10 +285,12 @@ class HeldRegistry(LocalPortRegistry):
         self.asked = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def claim(self, port: int, key: str | None, owner: int) -> bool:
+    async def claim(
+        self, port: int, key: str | None, owner: int, identity: str | None = None
+    ) -> bool:
         self.asked.set()
         await self.go.wait()
-        return await super().claim(port, key, owner)
+        return await super().claim(port, key, owner, identity)
 
 
 @pytest.mark.parametrize(

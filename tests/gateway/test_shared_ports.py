@@ -103,8 +103,10 @@ async def test_worker_claims_go_through_the_control_process() -> None:
     assert await first.claim(9001, "k", owner=1)
     assert await second.claim(9001, "k", owner=1), "same key, other worker: shared"
     assert not await second.claim(9001, "x", owner=2)
-    assert await first.claim(9002, None, owner=1)
-    assert not await second.claim(9002, None, owner=2)
+    assert await first.claim(9002, None, owner=1, identity="alice")
+    assert not await second.claim(9002, None, owner=2, identity="bob")
+    assert await second.holder(9002) == "alice", "who holds it, across workers"
+    assert await second.holder(9003) is None
     first.release(9001, 1)
     await wait_until(lambda: claims.holders(9001) == 1)
     second.close()  # worker 2 ends: its claims go with it

@@ -109,3 +109,10 @@ def test_authentication_failures_stop() -> None:
     assert auth_failure_verdict("authentication failed (check --auth)") == Verdict(
         Action.FATAL, "authentication failed (check --auth)"
     )
+
+
+def test_a_port_taken_by_another_client_stops() -> None:
+    """Our gateway's "taken by another client" is final, although the port is busy too."""
+    reason = b"server: R:5000=>jira:443: port 5000 is taken by another client"
+    verdict = config_reply_verdict(False, reason, connection_closed=False)
+    assert verdict == Verdict(Action.FATAL, reason.decode())

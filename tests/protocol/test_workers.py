@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cc.protocol.remote import Remote, parse_remote
-from cc.protocol.workers import PortClaims, forward_plan, reverse_plan, share_key
+from cc.protocol.workers import (
+    PortClaims,
+    client_identity,
+    forward_plan,
+    reverse_plan,
+    share_key,
+)
 
 REMOTES = [
     parse_remote(text)
@@ -126,3 +132,20 @@ def test_release_owners_drops_a_dead_workers_claims() -> None:
     assert claims.holders(9001) == 1
     assert claims.holders(9002) == 0
     assert claims.claim(9002, None, owner=(0, 3))
+
+
+def test_client_identity_is_user_and_token() -> None:
+    alice = client_identity("alice", None)
+    assert alice == client_identity("alice", None)
+    assert alice != client_identity("bob", None)
+    assert client_identity("", b"a" * 32) != client_identity("", b"b" * 32)
+    assert "alice" not in alice
+
+
+def test_claims_remember_who_holds_a_port() -> None:
+    claims = PortClaims()
+    assert claims.claim(9001, None, owner=1, identity="alice")
+    assert not claims.claim(9001, None, owner=2, identity="bob")
+    assert claims.identity(9001) == "alice"
+    claims.release(9001, 1)
+    assert claims.identity(9001) is None

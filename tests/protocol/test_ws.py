@@ -432,6 +432,15 @@ def test_send_ping(make: Callable[..., WebSocketStream]) -> None:
         server.send_ping(b"x" * 126)
 
 
+def test_send_text(make: Callable[..., WebSocketStream]) -> None:
+    server = make(False)
+    assert server.send_text('{"id":"é"}') == frame(Opcode.TEXT, '{"id":"é"}'.encode())
+    assert feed(make(False), make(True).send_text("hi")) == b"hi"
+    server.send_close()
+    with pytest.raises(WebSocketClosedError):
+        server.send_text("late")
+
+
 def test_constructor_validation() -> None:
     with pytest.raises(ValueError):
         WebSocketStream(is_client=True, max_frame_size=0)

@@ -250,12 +250,22 @@ class Processes:
         self.tmp_path = tmp_path
         self.started: list[CliProcess] = []
 
-    def start(self, name: str, argv: Sequence[str], *, cwd: Path | None = None) -> CliProcess:
-        """``argv`` as the child ``<index>-<name>``, in its own directory unless ``cwd``."""
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CliProcess:
+        """``argv`` as the child ``<index>-<name>``, in its own directory unless ``cwd``.
+
+        ``env``: its environment (default ``clean_env()``).
+        """
         label = f"{len(self.started):02d}-{name}"
         workdir = cwd or self.tmp_path / f"{label}.cwd"
         workdir.mkdir(exist_ok=True)
-        proc = CliProcess(label, argv, cwd=workdir, logdir=self.tmp_path)
+        proc = CliProcess(label, argv, cwd=workdir, logdir=self.tmp_path, env=env)
         self.started.append(proc)
         return proc
 
