@@ -336,11 +336,17 @@ cdef int _read_gob_uint(
     return 0
 
 
-cdef int _check_value_type_id(Py_ssize_t type_id) except -1:
-    """A value message's type id is a positive int32, as Go's ``typeId``."""
-    if not 0 < type_id <= _TYPE_ID_MAX:
-        raise ValueError(f"type id {type_id} out of range for a value")
-    return 0
+cdef uint64_t _value_type_id(object type_id) except 0:
+    """A value message's type id, a positive int32 as Go's ``typeId``; returned raw.
+
+    Taken as a Python int, not a ``Py_ssize_t`` argument, so that any int outside
+    1 .. 2**31 - 1 is the same ValueError on 32- and 64-bit builds and in the twin
+    (a C conversion raised OverflowError for 2**31 on i386 but 2**63 on amd64).
+    """
+    cdef object number = PyNumber_Index(type_id)
+    if not 0 < number <= _TYPE_ID_MAX:
+        raise ValueError(f"type id {number} out of range for a value")
+    return (<uint64_t>number) << 1
 
 
 def gob_encode_uint(object value):
@@ -375,7 +381,7 @@ def gob_decode_uint(object buf, Py_ssize_t pos):
         PyBuffer_Release(&view)
 
 
-def gob_encode_value(Py_ssize_t type_id, object src, object payload):
+def gob_encode_value(object type_id, object src, object payload):
     """Return one complete udpPacket value message (length prefix included).
 
     Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
@@ -388,8 +394,7 @@ def gob_encode_value(Py_ssize_t type_id, object src, object payload):
     cdef unsigned char delta = 1
     cdef bytes out
     cdef unsigned char* dst
-    _check_value_type_id(type_id)
-    tid_raw = (<uint64_t>type_id) << 1
+    tid_raw = _value_type_id(type_id)
     PyObject_GetBuffer(src, &src_view, PyBUF_SIMPLE)
     try:
         PyObject_GetBuffer(payload, &payload_view, PyBUF_SIMPLE)
@@ -425,7 +430,7 @@ def gob_encode_value(Py_ssize_t type_id, object src, object payload):
 
 def gob_decode_value(
     object body,
-    Py_ssize_t type_id,
+    object type_id,
     Py_ssize_t src_field,
     Py_ssize_t payload_field,
     Py_ssize_t start=0,
@@ -441,10 +446,11 @@ def gob_decode_value(
     cdef Py_ssize_t stop, pos, field = -1
     cdef Py_ssize_t last_field
     cdef uint64_t raw, delta, count
+    cdef uint64_t tid_raw
     cdef object src = b""
     cdef object payload = b""
     cdef object value
-    _check_value_type_id(type_id)
+    tid_raw = _value_type_id(type_id)
     if src_field < 0 or payload_field < 0 or src_field == payload_field:
         raise ValueError("need two distinct, non-negative field numbers")
     last_field = src_field if src_field > payload_field else payload_field
@@ -456,8 +462,8 @@ def gob_decode_value(
         data = <const unsigned char*>view.buf
         pos = start
         _read_gob_uint(data, &pos, stop, &raw)
-        if raw != (<uint64_t>type_id) << 1:
-            raise ValueError(f"not a value of type id {type_id}")
+        if raw != tid_raw:
+            raise ValueError(f"not a value of type id {tid_raw >> 1}")
         while True:
             _read_gob_uint(data, &pos, stop, &delta)
             if delta == 0:

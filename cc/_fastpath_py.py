@@ -293,10 +293,16 @@ def gob_decode_uint(buf: BytesLike, pos: int) -> tuple[int, int]:
         return _read_gob_uint(data, start, data.nbytes)
 
 
-def _check_value_type_id(tid: int) -> None:
-    """A value message's type id is a positive int32, as Go's ``typeId``."""
+def _value_type_id(type_id: SupportsIndex) -> int:
+    """A value message's type id, a positive int32 as Go's ``typeId``.
+
+    Any int outside 1 .. 2**31 - 1 is a ValueError, whatever the platform's ssize_t
+    (the Cython twin takes it as an object for the same reason).
+    """
+    tid = operator.index(type_id)
     if not 0 < tid <= _TYPE_ID_MAX:
         raise ValueError(f"type id {tid} out of range for a value")
+    return tid
 
 
 def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
@@ -305,8 +311,7 @@ def gob_encode_value(type_id: int, src: BytesLike, payload: BytesLike) -> bytes:
     Empty ``src`` or ``payload`` is left out, as Go omits zero-valued fields; the
     payload is copied once, straight into the output.
     """
-    tid = _ssize(type_id)
-    _check_value_type_id(tid)
+    tid = _value_type_id(type_id)
     with memoryview(src) as src_view, memoryview(payload) as payload_view:
         src_flat = _flat(src_view)
         payload_flat = _flat(payload_view)
@@ -339,11 +344,10 @@ def gob_decode_value(
     is a ValueError: malformed bytes, but also another type id or any other field,
     which the caller's general decoder may still accept.
     """
-    tid = _ssize(type_id)
     src_at = _ssize(src_field)
     payload_at = _ssize(payload_field)
-    lo = _ssize(start)  # every argument converts before any check, as in Cython
-    _check_value_type_id(tid)
+    lo = _ssize(start)  # every ssize_t argument converts before any check, as in Cython
+    tid = _value_type_id(type_id)
     if src_at < 0 or payload_at < 0 or src_at == payload_at:
         raise ValueError("need two distinct, non-negative field numbers")
     if type(body) is bytes:  # slicing bytes copies once, with no view to make

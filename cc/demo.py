@@ -129,7 +129,7 @@ async def run_demo(timeout: float = 20.0) -> int:
 def main() -> int:  # pragma: no cover - thin wrapper
     from cc.cli.common import run_async
 
-    return run_async("cloud-connector demo", run_demo)
+    return run_async("cloud-connector demo", run_demo, component="demo")
 
 
 if __name__ == "__main__":  # pragma: no cover

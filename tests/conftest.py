@@ -6,15 +6,19 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cc import fastpath
 from cc.protocol import keys
-from tests.support.harness import Harness
 from tests.support.net import EchoServer, http_echo_server, tcp_echo_server
 from tests.support.processes import Processes
+
+if TYPE_CHECKING:  # imported by the fixture: tests/protocol and tests/fastpath run
+    # without asyncssh (the i386 wheel check, packaging/build-wheels.sh)
+    from tests.support.harness import Harness
 
 
 @pytest.fixture(scope="session", params=sorted(fastpath.implementations()))
@@ -85,6 +89,8 @@ def host_key_pem(host_key: ec.EllipticCurvePrivateKey) -> bytes:
 @pytest.fixture
 async def harness(host_key_pem: bytes) -> AsyncIterator[Harness]:
     """Gateways, connectors and services for one test, all stopped at its end."""
+    from tests.support.harness import Harness
+
     h = Harness(host_key_pem)
     try:
         yield h

@@ -42,7 +42,7 @@ __all__ = [
     "env_flag",
     "env_list",
     "fail",
-    "fail_on_wrong_asyncssh",
+    "fail_on_refused_import",
     "parse_header",
     "run_async",
     "udp_settings",
@@ -67,13 +67,15 @@ def fail(prog: str, message: str, status: int = EXIT_FATAL, *, report: bool = Tr
     raise SystemExit(status)
 
 
-def fail_on_wrong_asyncssh(prog: str, exc: BaseException) -> None:
-    """Exit with one line if ``exc`` says asyncssh is missing or of a version we refuse.
+def fail_on_refused_import(prog: str, exc: BaseException) -> None:
+    """Exit with one line if ``exc`` is an import we refuse, not a bug.
 
-    ``cc.ssh`` raises an ImportError naming asyncssh at import (the CLIs import it
-    late, once the arguments are checked); anything else returns to the caller.
+    ``cc.ssh`` raises an ImportError naming asyncssh when it is missing or of a
+    version we refuse, ``cc.fastpath`` one naming ``cc._fastpath`` when
+    CC_REQUIRE_EXTENSIONS is set and the compiled module is missing (the CLIs import
+    both late, once the arguments are checked); anything else returns to the caller.
     """
-    if isinstance(exc, ImportError) and exc.name == "asyncssh":
+    if isinstance(exc, ImportError) and exc.name in ("asyncssh", "cc._fastpath"):
         fail(prog, str(exc))
 
 
@@ -293,10 +295,26 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def run_async(
-    prog: str, factory: Callable[[], Coroutine[Any, Any, int]], argv: Sequence[str] | None = None
+    prog: str,
+    factory: Callable[[], Coroutine[Any, Any, int]],
+    argv: Sequence[str] | None = None,
+    *,
+    component: str = "client",
 ) -> int:
-    """Run the command's coroutine on uvloop; turn stray errors into one line, never a traceback."""
+    """Run the command's coroutine on uvloop; turn stray errors into one line, never a traceback.
+
+    First it says what runs (``cc.about``: at -v, and a warning on an unexpected
+    pure-Python fast path), logged as ``component``.
+    """
+    from cc.log import get_logger
     from cc.runtime.process import PidFileError, new_event_loop
+
+    try:
+        from cc.about import log_startup
+    except ImportError as exc:
+        fail_on_refused_import(prog, exc)
+        raise
+    log_startup(get_logger(component))
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -309,7 +327,7 @@ def run_async(
     except PidFileError as exc:
         fail(prog, str(exc))
     except Exception as exc:
-        fail_on_wrong_asyncssh(prog, exc)
+        fail_on_refused_import(prog, exc)
         # A bug or an environment we did not foresee: one line for the user (the
         # traceback only with -v), never a wall of Python on a service's console.
         import logging

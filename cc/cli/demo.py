@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cc import __version__
-from cc.cli.common import GoArgumentParser, fail_on_wrong_asyncssh, run_async
+from cc.cli.common import GoArgumentParser, fail_on_refused_import, run_async
 from cc.log import setup_logging
 
 __all__ = ["HELP", "main"]
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from cc.demo import run_demo
     except ImportError as exc:
-        fail_on_wrong_asyncssh(PROG, exc)
+        fail_on_refused_import(PROG, exc)
         raise
     setup_logging(args.verbose)
-    return run_async(PROG, run_demo)
+    return run_async(PROG, run_demo, component="demo")

@@ -20,7 +20,7 @@ Commands:
   keygen   write a new host key (PEM or ck-) and print its fingerprint
   status   print the sessions connected to a gateway (its /status page, needs --admin)
   demo     start a gateway, a connector and a service on loopback; fetch through the tunnel
-  version  print the version
+  version  print the version, Python's, which fast path runs and the dependencies'
 
 Run 'cloud-connector <command> --help' for a command's options.
 Version: {__version__}
@@ -47,9 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cc.cli.status import main as run
     elif command == "demo":
         from cc.cli.demo import main as run
-    elif command in ("version", "--version", "-version"):
+    elif command in ("--version", "-version"):
         print(__version__)
         return 0
+    elif command == "version":
+        return _version()
     else:
         print(
             f"cloud-connector: unknown command {command!r} "
@@ -59,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     return run(rest)
+
+
+def _version() -> int:
+    """The facts a bug report needs; fails (status 1) like a run would on a refused import."""
+    from cc.cli.common import fail_on_refused_import
+
+    try:
+        from cc.about import version_lines
+    except ImportError as exc:
+        fail_on_refused_import("cloud-connector version", exc)
+        raise
+    print("\n".join(version_lines()))
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from cc.cli.common import (
     add_udp_flags,
     duration,
     fail,
-    fail_on_wrong_asyncssh,
+    fail_on_refused_import,
     run_async,
     udp_settings,
 )
@@ -612,9 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_key(PROG, args.keygen, settings.key, "ck")
     setup_logging(args.verbose, args.log_format, worker=worker_index())
     if settings.workers > 1 and not worker:
-        return run_async(PROG, lambda: _supervise(args, argv, settings))
+        return run_async(PROG, lambda: _supervise(args, argv, settings), component="server")
     config = _gateway_config(args, settings, worker)
-    return run_async(PROG, lambda: _serve(config, args, pid=not worker, settings=settings))
+    return run_async(
+        PROG, lambda: _serve(config, args, pid=not worker, settings=settings), component="server"
+    )
 
 
 async def _supervise(
@@ -644,7 +646,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         from cc.gateway.webroute import WebRouteSettings
         from cc.runtime.figures import FiguresLink
     except ImportError as exc:
-        fail_on_wrong_asyncssh(PROG, exc)
+        fail_on_refused_import(PROG, exc)
         raise
 
     return GatewayConfig(

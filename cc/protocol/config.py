@@ -22,7 +22,7 @@ a later request, makes it part of the one request the gateway accepts or refuses
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError, RemoteError
@@ -31,6 +31,7 @@ from .remote import Remote
 __all__ = [
     "DEFAULT_MAX_CONFIG_SIZE",
     "DEFAULT_MAX_REMOTES",
+    "MAX_CONFIG_DEPTH",
     "MAX_HTTP_ENTRIES",
     "Config",
     "HTTPOffer",
@@ -43,6 +44,10 @@ __all__ = [
 DEFAULT_MAX_CONFIG_SIZE = 64 * 1024
 #: Most remotes accepted in one config; each may become a listener.
 DEFAULT_MAX_REMOTES = 1000
+#: Deepest nesting accepted; a real config has 3 levels (object, Remotes, remote).  A
+#: fixed limit, so that every Python refuses the same payloads: json's own limit is the
+#: interpreter's (3.11 raises RecursionError near 1,000 levels, 3.13 parses 5,000).
+MAX_CONFIG_DEPTH = 32
 
 _REMOTE_KEYS = (
     "LocalHost",
@@ -168,6 +173,23 @@ def _reject_constant(name: str) -> object:
     raise ConfigError(f"config contains the non-JSON number {name}")
 
 
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """Whether parsed JSON nests lists and objects more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
 def decode_config(
     data: bytes,
     *,
@@ -191,8 +213,12 @@ def decode_config(
         obj = json.loads(
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
         )
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise ConfigError(f"config nests deeper than {MAX_CONFIG_DEPTH} levels") from None
+    except ValueError as exc:
         raise ConfigError(f"config is not valid JSON: {exc}") from None
+    if _nested_deeper_than(obj, MAX_CONFIG_DEPTH):
+        raise ConfigError(f"config nests deeper than {MAX_CONFIG_DEPTH} levels")
     if not isinstance(obj, dict):
         raise ConfigError("config must be a JSON object")
     if "Version" not in obj or not isinstance(obj["Version"], str):

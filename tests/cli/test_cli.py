@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import re
 import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+import cc
+from cc import about, fastpath
 from cc.cli.client import HELP as client_help
 from cc.cli.client import main as client_main
 from cc.cli.server import HELP as server_help
@@ -227,6 +231,7 @@ HELP_RUNS: dict[str, list[str]] = {
     "cc --help": [*CC, "--help"],
     "cc help": [*CC, "help"],
     "cc version": [*CC, "version"],
+    "cc --version": [*CC, "--version"],
     "server --help": [*CC, "server", "--help"],
     "server -h": [*CC, "server", "-h"],
     "client --help": [*CC, "client", "--help"],
@@ -331,9 +336,24 @@ def test_cloud_connector_help_lists_commands(usage_results: Results) -> None:
         assert result.returncode == 0, result.stderr
         for command in ("server", "client", "connect", "agent", "keygen", "version"):
             assert re.search(rf"^\s+{command}\b", result.stdout, re.M), result.stdout
-    version = usage_results["cc version"]
+    version = usage_results["cc --version"]
     assert version.returncode == 0
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*\n", version.stdout)
+
+
+def test_version_says_what_runs(usage_results: Results) -> None:
+    """``cloud-connector version``: ours, Python's, the fast path, the dependencies'."""
+    result = usage_results["cc version"]
+    assert result.returncode == 0, result.stderr
+    facts = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert list(facts)[:3] == ["cloud-connector", "python", "fast path"]
+    assert facts["cloud-connector"] == cc.__version__
+    assert facts["python"].startswith(
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+    assert facts["fast path"] == fastpath.describe()
+    for name in about.DEPENDENCIES:
+        assert facts[name] == metadata.version(name), name
 
 
 def _documented_options(text: str) -> set[str]:

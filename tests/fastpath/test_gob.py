@@ -269,8 +269,24 @@ def test_decode_value_type_errors(fastpath_impl: ModuleType) -> None:
         fastpath_impl.gob_decode_value("text", 65, 0, 1)
     with pytest.raises(TypeError):
         fastpath_impl.gob_decode_value(VALUE_65, 65, 0, 1, 0, "end")
-    with pytest.raises(OverflowError):
-        fastpath_impl.gob_decode_value(VALUE_65, 2**64, 0, 1)
+    with pytest.raises(TypeError):
+        fastpath_impl.gob_decode_value(VALUE_65, "65", 0, 1)
+
+
+#: Type ids past an int32, on both sides of a 32- and a 64-bit ssize_t.
+HUGE_TYPE_IDS = [2**31, 2**32, 2**63 - 1, 2**63, 2**64, -(2**31) - 1, -(2**63) - 1, -(2**64)]
+
+
+@pytest.mark.parametrize("type_id", HUGE_TYPE_IDS)
+def test_type_ids_past_int32_are_value_errors_on_every_platform(
+    fastpath_impl: ModuleType, type_id: int
+) -> None:
+    """A C ``Py_ssize_t`` argument made these OverflowErrors from 2**31 on i386 but only
+    from 2**63 on amd64, so the twins and the platforms disagreed; now all say ValueError."""
+    with pytest.raises(ValueError, match=f"type id {type_id} out of range for a value"):
+        fastpath_impl.gob_encode_value(type_id, b"a", b"b")
+    with pytest.raises(ValueError, match=f"type id {type_id} out of range for a value"):
+        fastpath_impl.gob_decode_value(VALUE_65, type_id, 0, 1)
 
 
 # --- properties -------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def test_no_extensions_env_reaches_the_data_path() -> None:
     """With CC_NO_EXTENSIONS=1 each selected callable and the SSH cipher contexts are the twin's."""
     code = (
         "import cc.fastpath as f, cc.ssh.ciphers as c\n"
-        "names = [n for n in f.__all__ if callable(getattr(f, n)) and n != 'implementations']\n"
+        "own = ('implementations', 'describe')\n"
+        "names = [n for n in f.__all__ if callable(getattr(f, n)) and n not in own]\n"
         "print(sorted({getattr(f, n).__module__ for n in names}))\n"
         "gcm = c.FastGCMEncryption.new('aes128-gcm', bytes(16), bytes(12))\n"
         "chacha = c.FastChachaEncryption.new('chacha20-poly1305', bytes(64), b'')\n"
@@ -135,7 +136,14 @@ def test_twins_stub_and_selector_export_the_same_names() -> None:
     stub_all, stub_defined = _stub_names()
     assert sorted(stub_all) == names
     assert sorted(stub_defined & set(names)) == names, "listed in the stub, never declared"
-    selector_own = ["IMPLEMENTATION", "NO_EXTENSIONS", "implementations"]
+    selector_own = [
+        "FALLBACK_REASON",
+        "IMPLEMENTATION",
+        "NO_EXTENSIONS",
+        "REQUIRE_EXTENSIONS",
+        "describe",
+        "implementations",
+    ]
     assert sorted(fastpath.__all__) == sorted(names + selector_own)
     for name in fastpath.__all__:
         assert hasattr(fastpath, name), name

@@ -10,6 +10,7 @@ cuts the reconnect wait short; SIGINT/SIGTERM exit cleanly with
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cc
+from cc import fastpath
 from cc.protocol.durations import parse_duration
 from tests.support.cli import GO_DURATION, LOG_PREFIX, RecordingServer, start_gateway
 from tests.support.net import LOOPBACK, echo_back, free_port, tcp_echo_server
@@ -64,6 +67,11 @@ def test_pid_file_stats_and_sigterm(tmp_path: Path) -> None:
         ), proc_line
         _, state_line = connector.wait_for_line(r"client: stats: state=", 5, after=mark)
         assert "state=connected sessions=1 reconnects=0" in state_line
+        _, what_line = connector.wait_for_line(r"client: stats: version=", 5, after=mark)
+        assert what_line.endswith(
+            f"client: stats: version={cc.__version__} python={platform.python_version()} "
+            f"fastpath={fastpath.IMPLEMENTATION}"
+        ), what_line
         _, remote_line = connector.wait_for_line(r"client: stats: remote ", 5, after=mark)
         match = re.search(
             rf"remote R:{public_port}=>{echo_port} open=\d+ total=(\d+) failed=0 "
