@@ -235,7 +235,7 @@ class Gateway:
         """Count a failed password, token or admin login; log it (rate-limited); its cost.
 
         ``fields``: the failure's log fields (``cc.log.event``) for the JSON format;
-        ``reason`` labels the failure in the metrics: password, token, banned, admin.
+        ``reason`` labels the failure in the metrics: password, key, token, banned, admin.
         """
         self.stats.count_auth_failure(reason)
         now = time.monotonic()

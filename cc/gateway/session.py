@@ -198,7 +198,8 @@ class GatewaySession(asyncssh.SSHServer):
         banned = self.gateway.banned_for(source) > 0
         entry = None if banned or keys is None else keys.lookup(fingerprint)
         if entry is None:
-            await self._login_failed(username, "banned" if banned else f"unknown key {fingerprint}")
+            error = "banned" if banned else f"unknown key {fingerprint}"
+            await self._login_failed(username, error, "banned" if banned else "key")
             return False
         self._pending_key = (username, entry)
         return True
@@ -243,7 +244,7 @@ class GatewaySession(asyncssh.SSHServer):
         self._auth_done(username)
         return True
 
-    async def _login_failed(self, username: str, error: str) -> None:
+    async def _login_failed(self, username: str, error: str, reason: str = "password") -> None:
         """Charge the source a failure (password or key alike); too many close the connection."""
         gateway = self.gateway
         source = self.context.source if self.context else "?"
@@ -253,7 +254,7 @@ class GatewaySession(asyncssh.SSHServer):
             source,
             f"Login failed for user: {username} (from {peer})",
             event("login_failed", session=self.id, user=username, peer=peer, error=error),
-            reason="banned" if error == "banned" else "password",
+            reason="banned" if error == "banned" else reason,
         )
         if penalty.delay > 0:
             await asyncio.sleep(penalty.delay)

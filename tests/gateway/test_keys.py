@@ -68,6 +68,7 @@ async def test_unknown_key_is_refused(harness: Harness) -> None:
         gateway, [f"R:127.0.0.1:{free_port()}:127.0.0.1:1"], identity=identity(new_key())
     )
     assert "authentication failed" in str(error)
+    assert gateway.stats.auth_failures.get("key", 0) >= 1
 
 
 async def test_removed_key_loses_the_session(
