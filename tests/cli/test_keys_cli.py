@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.support.chisel import CONNECTED_RE, check_tunnel
-from tests.support.cli import run_cli
+from tests.support.cli import assert_one_line_error, run_cli
 from tests.support.net import LOOPBACK, EchoServer, free_port
 from tests.support.processes import CC, Processes
 
@@ -64,3 +64,12 @@ def test_key_connector_beside_passwords_and_revoked_on_reload(
     server.wait_for("key removed from the authorized keys file", stream="stdout")
     assert key_client.wait_exit(EXIT_TIMEOUT) != 0, key_client.report()
     check_tunnel(cport, b"password login still up")
+
+
+def test_identity_that_is_not_a_private_key_is_a_usage_error(tmp_path: Path) -> None:
+    _, public = keygen(tmp_path, "conn")
+    (tmp_path / "conn.pub").write_text(public + "\n")
+    for name in ("conn.pub", "missing"):
+        argv = [*CC, "client", "--identity", name, "http://127.0.0.1:1", "3000:127.0.0.1:1"]
+        line = assert_one_line_error(run_cli(argv, cwd=tmp_path), 2)
+        assert "--identity" in line, line
