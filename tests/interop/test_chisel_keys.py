@@ -38,3 +38,24 @@ def test_chisel_password_beside_authorized_keys(
     client.wait_for(CONNECTED_RE, stream="stderr")
     client.wait_listening(fport)
     check_tunnel(fport, small_payload)
+
+
+def test_our_client_with_identity_falls_back_to_password_on_chisel(
+    chisel: str, procs: Processes, echo: EchoServer, tmp_path: Path, small_payload: bytes
+) -> None:
+    """chisel's server takes no keys: --identity must not stop --auth from working."""
+    identity = tmp_path / "conn"
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    identity.write_bytes(key.export_private_key("openssh"))
+    _, url = procs.chisel_server(chisel, "--auth", "user:pass")
+    fport = free_port()
+    client = procs.our_client(
+        "--identity",
+        str(identity),
+        "--auth",
+        "user:pass",
+        url,
+        f"{LOOPBACK}:{fport}:{echo.host}:{echo.port}",
+    )
+    client.wait_for(CONNECTED_RE, stream="stdout")
+    check_tunnel(fport, small_payload)
