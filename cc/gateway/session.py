@@ -428,8 +428,18 @@ class GatewaySession(asyncssh.SSHServer):
 
     @property
     def identity(self) -> str:
-        """Who this session is for reverse ports: its user and its token (hashed)."""
-        return client_identity(self.user, self.context.token_digest if self.context else None)
+        """Who this session is for reverse ports: its user (and key) and its token (hashed).
+
+        Key logins may all send the same SSH user name: the key tells them apart.
+        """
+        return client_identity(
+            self._principal(), self.context.token_digest if self.context else None
+        )
+
+    def _principal(self) -> str:
+        if self.key_fingerprint is None:
+            return self.user
+        return f"{self.user}\0{self.key_fingerprint}"
 
     def _taken(self, remote: Remote) -> str:
         """A different client holds the port: refuse at once, naming only our remote.
@@ -459,7 +469,9 @@ class GatewaySession(asyncssh.SSHServer):
         if remote.local_proto is Proto.UDP:
             return await self.endpoint.listen_udp(remote)
         group = self.context.group if self.context else None
-        key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
+        key = (
+            share_key(self._principal(), group, remote) if group and is_shareable(remote) else None
+        )
         port = remote.local_port
         registry = self.gateway.config.port_registry
         if not await registry.claim(port, key, self.id, self.identity):

@@ -128,3 +128,17 @@ async def test_key_bound_to_an_identifier_claims_only_it(harness: Harness) -> No
     (session,) = gateway.sessions
     assert session.http_identifiers == {"web1"}
     await running.stop()
+
+
+async def test_two_keys_with_one_user_name_are_different_port_owners(harness: Harness) -> None:
+    """A port held by one key is never taken as the other key's own stale session."""
+    first, second = new_key(), new_key()
+    gateway = await harness.gateway(authorized_keys=table(line(first), line(second)))
+    service = await harness.service(echo_handler)
+    for key in (first, second):
+        await harness.connect(
+            gateway, [f"R:127.0.0.1:{free_port()}:127.0.0.1:{service}"], identity=identity(key)
+        )
+    one, two = gateway.sessions
+    assert one.user == two.user
+    assert one.identity != two.identity
