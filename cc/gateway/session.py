@@ -584,6 +584,7 @@ class GatewaySession(asyncssh.SSHServer):
             self.password_digest,
             context.token_digest if context else None,
             self.key_fingerprint,
+            self.http_identifiers,
         )
         keys = self.gateway.config.authorized_keys
         decision = recheck(login, users, tokens, (self.permissions, token), keys)

@@ -33,6 +33,8 @@ class Login:
     token: bytes | None = None
     #: SHA-256 fingerprint of the key it logged in with; None: a password login
     key: str | None = None
+    #: the HTTP API gateway identifiers it claimed (a key's cc-identifier must cover them)
+    identifiers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,4 +105,6 @@ def _key_permissions(login: Login, keys: ClientKeyTable | None) -> Permissions |
     entry = keys.lookup(login.key) if keys is not None and login.key else None
     if entry is None:
         return Revoke("key removed from the authorized keys file")
+    if entry.identifiers is not None and not login.identifiers <= entry.identifiers:
+        return Revoke("identifier no longer allowed for the key")
     return entry.permissions

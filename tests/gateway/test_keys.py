@@ -16,7 +16,7 @@ import pytest
 from cc.protocol.acl import parse_authfile
 from cc.protocol.authorized_keys import ClientKeyTable, parse_authorized_keys
 from tests.gateway.test_revocation import Alice, reverse_subject, target
-from tests.support.harness import Harness
+from tests.support.harness import Harness, wait_until
 from tests.support.net import free_port
 from tests.support.streams import assert_echoes, echo_handler
 
@@ -127,6 +127,10 @@ async def test_key_bound_to_an_identifier_claims_only_it(harness: Harness) -> No
     running = await harness.connect(gateway, remote, identity=identity(key), identifiers=["web1"])
     (session,) = gateway.sessions
     assert session.http_identifiers == {"web1"}
+    gateway.apply_authorized_keys(table(line(key, 'cc-identifier="web1,web3"')))
+    assert session in gateway.sessions  # still covered
+    gateway.apply_authorized_keys(table(line(key, 'cc-identifier="web2"')))
+    await wait_until(lambda: session not in gateway.sessions)
     await running.stop()
 
 

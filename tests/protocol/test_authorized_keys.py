@@ -54,5 +54,12 @@ def test_recheck_key_login() -> None:
     removed = recheck(login, None, None, held, parse_authorized_keys(pub(OTHER)))
     assert removed == Revoke("key removed from the authorized keys file")
     assert isinstance(recheck(login, None, None, held, None), Revoke)
+    web1 = Login("conn", key=FP, identifiers=frozenset({"web1"}))
+    bound = parse_authorized_keys(pub(KEY, 'cc-identifier="web1"'))
+    assert recheck(web1, None, None, held, bound) == Keep()
+    rebound = parse_authorized_keys(pub(KEY, 'cc-identifier="web2"'))
+    assert recheck(web1, None, None, held, rebound) == Revoke(
+        "identifier no longer allowed for the key"
+    )
     narrowed = recheck(login, None, None, held, parse_authorized_keys(pub(KEY, 'cc-acl="x:1"')))
     assert isinstance(narrowed, Update) and not narrowed.user.allows("y:1")
