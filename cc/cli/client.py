@@ -9,7 +9,10 @@ import secrets
 import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import asyncssh
 
 from cc import __version__
 from cc.cli.common import (
@@ -114,6 +117,11 @@ HELP = f"""\
     --auth, Credentials for the server's --auth/--authfile users, in the
     form <user>:<pass>. Defaults to the environment variable AUTH. A
     refused password stops the client (no retry loop).
+
+    --identity, An OpenSSH private key file (cloud-connector keygen
+    --client) to log in with, for a server with --authorized-keys
+    (env CC_IDENTITY). --auth is still tried after it. A refused key
+    stops the client (no retry loop).
 
     --keepalive, An optional keepalive interval. Since the underlying
     transport is HTTP, proxies on the way often close idle connections.
@@ -466,10 +474,23 @@ def _has_stdio(remotes: list[Remote]) -> bool:
     return any(remote.stdio for remote in remotes)
 
 
+def _read_identity(path: str) -> bytes:
+    """The --identity file's bytes, checked once here so a bad file is a usage error."""
+    try:
+        data = Path(path).read_bytes()
+        asyncssh.import_private_key(data)
+    except OSError as exc:
+        raise UsageError(f"cannot read --identity {path}: {exc.strerror or exc}") from None
+    except (ValueError, asyncssh.KeyImportError) as exc:
+        raise UsageError(f"--identity {path} is not a private key: {exc}") from None
+    return data
+
+
 def _parser() -> GoArgumentParser:
     p = GoArgumentParser(prog=PROG, help_text=HELP)
     p.add_flag("--fingerprint", env="CC_FINGERPRINT", default="")
     p.add_flag("--auth", env="AUTH")
+    p.add_flag("--identity", env="CC_IDENTITY", path=True)
     p.add_flag(
         "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
     )
@@ -520,6 +541,8 @@ def settings_from_args(
     config.http_targets = http_targets
     if args.auth:
         config.auth = parse_user_pass(args.auth)
+    if args.identity:
+        config.identity = _read_identity(args.identity)
     problem = fingerprint_format_error(args.fingerprint)
     if problem is not None:
         raise UsageError(problem)

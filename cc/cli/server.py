@@ -38,6 +38,7 @@ from cc.protocol.acl import (
     parse_user_pass,
 )
 from cc.protocol.admission import AdmissionPolicy
+from cc.protocol.authorized_keys import ClientKeyTable, parse_authorized_keys
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
@@ -116,6 +117,14 @@ HELP = f"""\
     state exists, and the token's regexes limit its remotes as above.
     Reloaded when it changes, like --authfile: a removed token closes
     the sessions that came with it (env CC_TOKENS).
+
+    --authorized-keys, An OpenSSH authorized_keys file of connectors that
+    log in with a key pair (cloud-connector keygen --client; connector
+    --identity). Options: cc-acl="regex,regex" limits the key's remotes
+    as the authfile's regexes (none: full access), and
+    cc-identifier="name,name" the HTTP API gateway identifiers it may
+    claim. Works beside --auth/--authfile. Reloaded on change: a removed
+    key closes its sessions (env CC_AUTHORIZED_KEYS).
 
     --keepalive, How often the server pings each client. Since the
     underlying transport is HTTP, proxies on the way often close idle
@@ -389,6 +398,12 @@ def _parser() -> GoArgumentParser:
     p.add_flag("--authfile", env="CC_AUTHFILE", path=True, help="users.json, reloaded on change")
     p.add_flag("--auth", env="AUTH", help="one user with full access, user:pass")
     p.add_flag("--tokens", env="CC_TOKENS", path=True, help="tokens.json: token -> allowed remotes")
+    p.add_flag(
+        "--authorized-keys",
+        env="CC_AUTHORIZED_KEYS",
+        path=True,
+        help="connectors' public keys (authorized_keys format), reloaded on change",
+    )
     p.add_flag("--keepalive", type=duration, env="CC_KEEPALIVE", default="25s")
     p.add_flag(
         "--keepalive-timeout",
@@ -511,6 +526,8 @@ class ServerSettings:
     trusted: Any = None
     #: named services' keys (None: off)
     remoted_keys: KeyTable | None = None
+    #: --authorized-keys: connectors' key pairs (None: off)
+    authorized_keys: ClientKeyTable | None = None
 
 
 def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings:
@@ -550,6 +567,10 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     admin = AdminCredentials.parse(args.admin) if args.admin else None
     settings = ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
     settings.remoted_keys = remoted_keys
+    if args.authorized_keys:
+        settings.authorized_keys = parse_authorized_keys(
+            _read(args.authorized_keys, "authorized keys file")
+        )
     if args.targets or args.app_port is not None:
         _app_settings(args, settings)
     return settings
@@ -655,6 +676,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         host_key_pem=keys.private_key_pem_for_asyncssh(settings.key),
         users=settings.users,
         tokens=settings.tokens,
+        authorized_keys=settings.authorized_keys,
         reverse=args.reverse,
         socks5=args.socks5,
         backend=args.backend,
@@ -715,6 +737,12 @@ async def _serve(
                 parse_authfile,
                 lambda users: gateway.apply_credentials(users, config.tokens),
                 log,
+            )
+        )
+    if args.authorized_keys:
+        watchers.append(
+            FileWatcher(
+                args.authorized_keys, parse_authorized_keys, gateway.apply_authorized_keys, log
             )
         )
     if args.tokens:

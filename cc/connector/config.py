@@ -25,6 +25,8 @@ class ConnectorConfig:
     remotes: list[Remote]
     fingerprint: str = ""
     auth: tuple[str, str] = ("", "")
+    #: --identity: an OpenSSH private key (bytes of the file) to log in with
+    identity: bytes | None = None
     keepalive: float = 25.0
     keepalive_timeout: float = 10.0
     max_retry_count: int = -1  # -1: unlimited

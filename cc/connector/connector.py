@@ -296,12 +296,16 @@ class Connector:
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 return await new_client_connection(
-                    lambda: owner, wst.attach, username=cfg.auth[0], password=cfg.auth[1]
+                    lambda: owner,
+                    wst.attach,
+                    username=cfg.auth[0],
+                    password=cfg.auth[1],
+                    identity=cfg.identity,
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise _verdict_error(auth_failure_verdict(str(exc.reason))) from None
         except asyncssh.PermissionDenied:
-            verdict = auth_failure_verdict("authentication failed (check --auth)")
+            verdict = auth_failure_verdict("authentication failed (check --auth/--identity)")
             raise _verdict_error(verdict) from None
         except TimeoutError:
             wst.abort()

@@ -37,6 +37,7 @@ from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
 from cc.protocol.admission import Admission, AdmissionPolicy
 from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
+from cc.protocol.authorized_keys import ClientKeyTable
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.handshake import accept_upgrade
 from cc.protocol.hosts import bare_host, join_host_port
@@ -82,6 +83,8 @@ class GatewayConfig:
     host_key_pem: bytes = b""
     users: UserTable | None = None
     tokens: TokenTable | None = None
+    #: --authorized-keys: connectors that log in with a key pair
+    authorized_keys: ClientKeyTable | None = None
     reverse: bool = False
     socks5: bool = False
     backend: str | None = None
@@ -232,7 +235,7 @@ class Gateway:
         """Count a failed password, token or admin login; log it (rate-limited); its cost.
 
         ``fields``: the failure's log fields (``cc.log.event``) for the JSON format;
-        ``reason`` labels the failure in the metrics: password, token, banned, admin.
+        ``reason`` labels the failure in the metrics: password, key, token, banned, admin.
         """
         self.stats.count_auth_failure(reason)
         now = time.monotonic()
@@ -296,6 +299,12 @@ class Gateway:
         self.config.tokens = tokens
         for session in list(self.sessions):
             session.recheck_credentials(users, tokens)
+
+    def apply_authorized_keys(self, keys: ClientKeyTable | None) -> None:
+        """A reloaded --authorized-keys file: a session whose key was removed is closed."""
+        self.config.authorized_keys = keys
+        for session in list(self.sessions):
+            session.recheck_credentials(self.config.users, self.config.tokens)
 
     def _new_session(self) -> GatewaySession:
         self._session_ids += 1

@@ -21,6 +21,7 @@ import asyncssh
 from cc.log import event, get_logger
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, password_digest
+from cc.protocol.authorized_keys import ClientKey
 from cc.protocol.config import Config, decode_config
 from cc.protocol.errors import ConfigError
 from cc.protocol.remote import Proto, Remote
@@ -86,6 +87,12 @@ class GatewaySession(asyncssh.SSHServer):
         self.permissions: Permissions | None = None
         #: ``acl.password_digest`` of the password it logged in with (reloads re-check it)
         self.password_digest: bytes | None = None
+        #: fingerprint of the authorized key it logged in with (reloads re-check it)
+        self.key_fingerprint: str | None = None
+        #: the HTTP identifiers its key may claim; None: any
+        self.key_identifiers: frozenset[str] | None = None
+        #: the user and key that passed validate_public_key, before its signature is checked
+        self._pending_key: tuple[str, ClientKey] | None = None
         self.remotes: tuple[Remote, ...] = ()
         #: what the connector offers the HTTP API gateway (set with the config)
         self.http_identifiers: frozenset[str] = frozenset()
@@ -167,7 +174,7 @@ class GatewaySession(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         users = self.gateway.config.users
-        if users is None or users.is_empty:
+        if (users is None or users.is_empty) and self.gateway.config.authorized_keys is None:
             self.permissions = Permissions.everything()
             self._auth_done(username)
             return False
@@ -175,6 +182,39 @@ class GatewaySession(asyncssh.SSHServer):
 
     def password_auth_supported(self) -> bool:
         return True
+
+    def public_key_auth_supported(self) -> bool:
+        return self.gateway.config.authorized_keys is not None
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Is ``key`` authorized?  asyncssh then checks its signature over the session id.
+
+        Asked before the signature is verified (and again with it), so the login is
+        only recorded in :meth:`auth_completed`.
+        """
+        keys = self.gateway.config.authorized_keys
+        source = self.context.source if self.context else "?"
+        fingerprint = key.get_fingerprint("sha256")
+        banned = self.gateway.banned_for(source) > 0
+        entry = None if banned or keys is None else keys.lookup(fingerprint)
+        if entry is None:
+            error = "banned" if banned else f"unknown key {fingerprint}"
+            await self._login_failed(username, error, "banned" if banned else "key")
+            return False
+        self._pending_key = (username, entry)
+        return True
+
+    def auth_completed(self) -> None:
+        """A key login's signature checked out: record it (a password login already did)."""
+        if self.permissions is not None or self._pending_key is None:
+            return
+        username, entry = self._pending_key
+        if self.context is not None:
+            self.gateway.auth_guard.succeeded(self.context.source)
+        self.key_fingerprint = entry.fingerprint
+        self.key_identifiers = entry.identifiers
+        self.permissions = entry.permissions
+        self._auth_done(username)
 
     async def validate_password(self, username: str, password: str) -> bool:
         """Check a password; a wrong one costs the source (see cc.protocol.authguard).
@@ -185,42 +225,44 @@ class GatewaySession(asyncssh.SSHServer):
         """
         gateway = self.gateway
         users = gateway.config.users
-        if users is None or users.is_empty:  # chisel: no users means any password will do
+        no_users = users is None or users.is_empty
+        if no_users and gateway.config.authorized_keys is None:
+            # chisel: no users means any password will do
             self.permissions = Permissions.everything()
             self._auth_done(username)
             return True
-        context = self.context
-        source = context.source if context else "?"
-        peer = context.peer if context else "?"
+        source = self.context.source if self.context else "?"
         banned = gateway.banned_for(source) > 0
-        permissions = None if banned else users.authenticate(username, password)
+        permissions = None if banned or users is None else users.authenticate(username, password)
         if permissions is None:
-            self._failed_logins += 1
-            penalty = gateway.login_failed(
-                source,
-                f"Login failed for user: {username} (from {peer})",
-                event(
-                    "login_failed",
-                    session=self.id,
-                    user=username,
-                    peer=peer,
-                    error="banned" if banned else "wrong password",
-                ),
-                reason="banned" if banned else "password",
-            )
-            if penalty.delay > 0:
-                await asyncio.sleep(penalty.delay)
-            if self._failed_logins >= gateway.config.max_auth_tries:
-                raise asyncssh.DisconnectError(
-                    asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                    "Too many authentication failures",
-                )
+            await self._login_failed(username, "banned" if banned else "wrong password")
             return False
         gateway.auth_guard.succeeded(source)
+        self._pending_key = None
         self.password_digest = password_digest(password)
         self.permissions = permissions
         self._auth_done(username)
         return True
+
+    async def _login_failed(self, username: str, error: str, reason: str = "password") -> None:
+        """Charge the source a failure (password or key alike); too many close the connection."""
+        gateway = self.gateway
+        source = self.context.source if self.context else "?"
+        peer = self.context.peer if self.context else "?"
+        self._failed_logins += 1
+        penalty = gateway.login_failed(
+            source,
+            f"Login failed for user: {username} (from {peer})",
+            event("login_failed", session=self.id, user=username, peer=peer, error=error),
+            reason="banned" if error == "banned" else reason,
+        )
+        if penalty.delay > 0:
+            await asyncio.sleep(penalty.delay)
+        if self._failed_logins >= gateway.config.max_auth_tries:
+            raise asyncssh.DisconnectError(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                "Too many authentication failures",
+            )
 
     def _auth_done(self, username: str) -> None:
         self.user = username
@@ -267,7 +309,7 @@ class GatewaySession(asyncssh.SSHServer):
         config = self._decode_config(payload)
         if config is None:
             return "server: invalid config"
-        error = self._refusal(config.remotes)
+        error = self._refusal(config.remotes) or self._identifier_refusal(config)
         if error is None:
             error = await self._open_listeners([r for r in config.remotes if r.reverse])
         if error is None:  # revoked, narrowed or gone while the listeners opened?
@@ -292,6 +334,16 @@ class GatewaySession(asyncssh.SSHServer):
                 self.gateway.config.version,
             )
         return config
+
+    def _identifier_refusal(self, config: Config) -> str | None:
+        """A key bound to identifiers (``cc-identifier``) may claim only those."""
+        allowed = self.key_identifiers
+        claimed = frozenset(config.http.identifiers)
+        if allowed is None or claimed <= allowed:
+            return None
+        denied = ", ".join(sorted(claimed - allowed))
+        self.log.warning("Identifier(s) %s denied for key %s", denied, self.key_fingerprint)
+        return f"server: access to identifier(s) {denied} denied"
 
     def _refusal(self, remotes: tuple[Remote, ...]) -> str | None:
         """Why the gateway's switches or the ACLs refuse one of ``remotes`` (None: all pass)."""
@@ -376,8 +428,18 @@ class GatewaySession(asyncssh.SSHServer):
 
     @property
     def identity(self) -> str:
-        """Who this session is for reverse ports: its user and its token (hashed)."""
-        return client_identity(self.user, self.context.token_digest if self.context else None)
+        """Who this session is for reverse ports: its user (and key) and its token (hashed).
+
+        Key logins may all send the same SSH user name: the key tells them apart.
+        """
+        return client_identity(
+            self._principal(), self.context.token_digest if self.context else None
+        )
+
+    def _principal(self) -> str:
+        if self.key_fingerprint is None:
+            return self.user
+        return f"{self.user}\0{self.key_fingerprint}"
 
     def _taken(self, remote: Remote) -> str:
         """A different client holds the port: refuse at once, naming only our remote.
@@ -407,7 +469,9 @@ class GatewaySession(asyncssh.SSHServer):
         if remote.local_proto is Proto.UDP:
             return await self.endpoint.listen_udp(remote)
         group = self.context.group if self.context else None
-        key = share_key(self.user, group, remote) if group and is_shareable(remote) else None
+        key = (
+            share_key(self._principal(), group, remote) if group and is_shareable(remote) else None
+        )
         port = remote.local_port
         registry = self.gateway.config.port_registry
         if not await registry.claim(port, key, self.id, self.identity):
@@ -515,8 +579,15 @@ class GatewaySession(asyncssh.SSHServer):
         context = self.context
         peer = context.peer if context else "?"
         token = context.token_permissions if context else None
-        login = Login(self.user, self.password_digest, context.token_digest if context else None)
-        decision = recheck(login, users, tokens, (self.permissions, token))
+        login = Login(
+            self.user,
+            self.password_digest,
+            context.token_digest if context else None,
+            self.key_fingerprint,
+            self.http_identifiers,
+        )
+        keys = self.gateway.config.authorized_keys
+        decision = recheck(login, users, tokens, (self.permissions, token), keys)
         if isinstance(decision, Revoke):
             self.log.warning(
                 "Closed session of user '%s' from %s: %s", self.user, peer, decision.reason

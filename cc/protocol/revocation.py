@@ -17,6 +17,7 @@ import hmac
 from dataclasses import dataclass
 
 from .acl import Permissions, TokenTable, UserTable
+from .authorized_keys import ClientKeyTable
 
 __all__ = ["Decision", "Keep", "Login", "Revoke", "Update", "recheck"]
 
@@ -30,6 +31,10 @@ class Login:
     password: bytes | None = None
     #: ``acl.token_digest`` of its token; None: it sent none (no tokens were required)
     token: bytes | None = None
+    #: SHA-256 fingerprint of the key it logged in with; None: a password login
+    key: str | None = None
+    #: the HTTP API gateway identifiers it claimed (a key's cc-identifier must cover them)
+    identifiers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ def recheck(
     users: UserTable | None,
     tokens: TokenTable | None,
     held: tuple[Permissions, Permissions | None],
+    keys: ClientKeyTable | None = None,
 ) -> Decision:
     """Decide for one session holding ``held`` (user and token permissions) now.
 
@@ -73,7 +79,7 @@ def recheck(
         token = tokens.lookup_digest(login.token)
         if token is None:
             return Revoke("token removed from the tokens file")
-    user = _user_permissions(login, users)
+    user = _key_permissions(login, keys) if login.key else _user_permissions(login, users)
     if isinstance(user, Revoke):
         return user
     if (user, token) == held:
@@ -93,3 +99,12 @@ def _user_permissions(login: Login, users: UserTable | None) -> Permissions | Re
     if not hmac.compare_digest(digest, login.password):
         return Revoke("password changed in the authfile")
     return permissions
+
+
+def _key_permissions(login: Login, keys: ClientKeyTable | None) -> Permissions | Revoke:
+    entry = keys.lookup(login.key) if keys is not None and login.key else None
+    if entry is None:
+        return Revoke("key removed from the authorized keys file")
+    if entry.identifiers is not None and not login.identifiers <= entry.identifiers:
+        return Revoke("identifier no longer allowed for the key")
+    return entry.permissions

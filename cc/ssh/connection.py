@@ -177,19 +177,22 @@ async def new_client_connection(
     *,
     username: str,
     password: str,
+    identity: bytes | None = None,
 ) -> ChiselClientConnection:
     """Run the SSH client over the transport that ``attach`` wires it to.
 
-    Returns once the peer accepted our password (asyncssh's ``wait='auth'``).
+    Returns once the peer accepted our key or password (asyncssh's ``wait='auth'``).
+    With an ``identity`` (OpenSSH private key) public-key auth is tried first; the
+    password stays for gateways (chisel) that only take passwords.
     """
     loop = asyncio.get_running_loop()
     options = SSHClientConnectionOptions(
         client_factory=client_factory,
         username=username or "",
         password=password,
-        preferred_auth="password",
+        preferred_auth="publickey,password" if identity else "password",
         known_hosts=None,
-        client_keys=None,
+        client_keys=[asyncssh.import_private_key(identity)] if identity else None,
         agent_path=None,
         host="chisel",
         port=22,

@@ -540,3 +540,26 @@ def test_unwritable_pid_file_is_one_line(tmp_path: Path) -> None:
     result = run_cli([*OSCC, "--pid", CLOSED + "/sg_1", R], cwd=tmp_path, timeout=10)
     line = assert_one_line_error(result, 1)
     assert "cannot write pid file outsystemscc.pid" in line
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_keygen_client_writes_openssh_key_pair(tmp_path: Path, kind: str) -> None:
+    import asyncssh
+
+    argv = [*CC, "keygen", "--client", "conn"] + ([] if kind == "ed25519" else ["--type", kind])
+    result = run_cli(argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    private = tmp_path / "conn"
+    assert private.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    key = asyncssh.import_private_key(private.read_bytes())
+    public = asyncssh.import_authorized_keys((tmp_path / "conn.pub").read_text())
+    assert public.validate(key.convert_to_public(), "127.0.0.1", "127.0.0.1") is not None
+    assert key.get_fingerprint("sha256") in result.stderr
+
+
+def test_keygen_client_refuses_to_overwrite(files: Path) -> None:
+    line = assert_one_line_error(run_cli([*CC, "keygen", "--client", "existing.key"], cwd=files), 2)
+    assert "refusing to overwrite" in line
+    assert (files / "existing.key").read_text() == "precious\n"
+    assert not (files / "existing.key.pub").exists()
