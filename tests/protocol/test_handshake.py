@@ -221,7 +221,11 @@ def test_101_with_an_extension_we_did_not_offer_fails() -> None:
         b"HTTP/1.1 abc\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nno colon\r\n\r\n",
         b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        # found by fuzzing: UnicodeDecodeError and ValueError escaped receive_data
+        b"HTTP/1.\x801 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 " + b"1" * 5000 + b"\r\n\r\n",
     ],
+    ids=["ssh", "status-word", "no-colon", "http-1.0", "non-ascii-version", "5000-digits"],
 )
 def test_garbage_is_a_bad_http_response(answer: bytes) -> None:
     event = _client().receive_data(answer)
