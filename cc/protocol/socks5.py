@@ -16,6 +16,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from .hosts import HostError, canonical_host
+
 __all__ = [
     "MAX_HANDSHAKE",
     "ConnectRequested",
@@ -192,11 +194,19 @@ class SocksServer:
 
 
 def _host_name(name: bytes) -> str:
-    """A DOMAINNAME as the client sent it; refused when it could confuse an ACL or a dial."""
+    """A DOMAINNAME as the client sent it; refused when it could confuse an ACL or a dial.
+
+    The name is in its one spelling (cc.protocol.hosts), as remotes and channel
+    targets are: ``127.1`` is refused (it would be dialled as 127.0.0.1 while the ACL
+    matched the text), ``0::1`` becomes ``::1``.
+    """
     try:
         host = name.decode("ascii")
     except UnicodeDecodeError:
         raise _Refused("non-ASCII host name", encode_reply(Reply.HOST_UNREACHABLE)) from None
-    if not host or any(c in host for c in "\x00/\\@ ") or not host.isprintable():
+    if not host or any(c in host for c in "\x00/\\@ []") or not host.isprintable():
         raise _Refused(f"bad host name {host[:60]!r}", encode_reply(Reply.HOST_UNREACHABLE))
-    return host
+    try:
+        return canonical_host(host)
+    except HostError as exc:
+        raise _Refused(str(exc), encode_reply(Reply.HOST_UNREACHABLE)) from None
