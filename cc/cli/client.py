@@ -18,6 +18,7 @@ from cc.cli.common import (
     GoArgumentParser,
     UsageError,
     add_udp_flags,
+    check_hostname,
     duration,
     env_default,
     env_flag,
@@ -290,7 +291,7 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     from cc.connector.config import ConnectorConfig
 
     headers = [parse_header(h) for h in args.header]
-    hostname = args.hostname
+    hostname = check_hostname(args.hostname) if args.hostname else args.hostname
     for name, value in headers:
         if name.lower() == "host" and not hostname:
             hostname = value

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from cc.protocol.durations import parse_duration
 from cc.protocol.errors import ProtocolError
+from cc.protocol.http import check_field
 
 if TYPE_CHECKING:
     from cc.tunnel.udp.settings import UDPSettings
@@ -28,6 +29,7 @@ __all__ = [
     "UsageError",
     "add_udp_flags",
     "canonical_header_name",
+    "check_hostname",
     "duration",
     "env_default",
     "env_flag",
@@ -144,9 +146,24 @@ def parse_header(text: str) -> tuple[str, str]:
         raise UsageError(
             'invalid --header name (letters, digits and "-" only): use "HeaderName: HeaderContent"'
         )
-    if any(c in value for c in "\r\n\0"):
-        raise UsageError(f"invalid --header {name!r}: the value contains a line break or NUL")
+    try:
+        check_field(name, value)
+    except ValueError:
+        raise UsageError(
+            f"invalid --header {name!r}: the value contains a line break or a control character"
+        ) from None
     return canonical_header_name(name), value.strip()
+
+
+def check_hostname(text: str) -> str:
+    """``--hostname``: it becomes the Host header, so it follows the header rules."""
+    try:
+        check_field("Host", text)
+    except ValueError:
+        raise UsageError(
+            "invalid --hostname: it contains a line break or a control character"
+        ) from None
+    return text
 
 
 def run_async(

@@ -208,9 +208,28 @@ class ResponseParser:
 
 
 def check_field(name: str, value: str) -> None:
-    """Refuse a field that would end its line early or forge another one."""
-    if any(c in name for c in "\r\n: ") or any(c in value for c in "\r\n\0"):
+    """Refuse a field that would end its line early, forge another one, or not be sent.
+
+    Values may not hold control characters other than tab (Go's http client and
+    websockets refuse them too) nor lone surrogates that have no bytes to send.
+    """
+    if (
+        any(c in name for c in "\r\n: ")
+        or any(c in _CONTROLS for c in value)
+        or not _has_bytes(value)
+    ):
         raise ValueError(f"header {name!r} contains a forbidden character")
+
+
+_CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F)) - {"\t"}
+
+
+def _has_bytes(value: str) -> bool:
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
