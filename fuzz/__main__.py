@@ -3,12 +3,13 @@
     python -m fuzz --list
     python -m fuzz TARGET [libFuzzer flags...]        # e.g. -runs=1000000
     python -m fuzz --all --seconds 5                   # every target briefly (CI)
-    python -m fuzz --all --runs 1000000                # the long run; prints counts
+    python -m fuzz --all --runs 1000000 --max-len 1024 # the long run; prints counts
 
 Each target gets a corpus directory (``--corpus DIR``, default a temporary one)
-seeded from its examples, tests/vectors and its regression inputs.  A crash leaves
-libFuzzer's ``crash-*`` file in the working directory (``--artifacts DIR`` moves
-them): fix it and add the file under tests/vectors/fuzz/TARGET/.
+seeded from its examples, tests/vectors and its regression inputs, and libFuzzer's
+output goes to ``DIR/TARGET.log``.  A crash leaves libFuzzer's ``crash-*`` file in
+the working directory (``--artifacts DIR`` moves them): fix it and add the file
+under tests/vectors/fuzz/TARGET/.
 """
 
 from __future__ import annotations
@@ -64,27 +65,32 @@ def _runs(stderr: bytes) -> int:
 
 
 def _run_all(names: list[str], flags: list[str], corpus_root: Path) -> int:
+    """Each target in its own process; libFuzzer's output goes to ``<corpus>/<target>.log``."""
     failed = []
     print(f"{'target':<20} {'inputs':>10} {'seconds':>8}  result", flush=True)
     for name in names:
         corpus = corpus_root / name
         _seed_corpus(name, corpus)
+        log = corpus_root / f"{name}.log"
         started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "fuzz", name, *flags, str(corpus)],
-            capture_output=True,
-            check=False,
-        )
+        with log.open("wb") as out:
+            proc = subprocess.run(
+                [sys.executable, "-m", "fuzz", name, *flags, str(corpus)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         seconds = time.monotonic() - started
+        output = log.read_bytes()
         result = "ok"
         if proc.returncode != 0:
             failed.append(name)
-            artifact = _ARTIFACT.findall(proc.stderr)
+            artifact = _ARTIFACT.findall(output)
             where = artifact[-1].decode("utf-8", "replace") if artifact else "no artifact"
             result = f"CRASH (exit {proc.returncode}, {where})"
-        print(f"{name:<20} {_runs(proc.stderr):>10} {seconds:>8.1f}  {result}", flush=True)
+        print(f"{name:<20} {_runs(output):>10} {seconds:>8.1f}  {result}", flush=True)
         if proc.returncode != 0:
-            sys.stderr.write(proc.stderr.decode("utf-8", "replace")[-4000:])
+            sys.stderr.write(output.decode("utf-8", "replace")[-4000:])
     if failed:
         print(f"crashes in: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated targets for --all")
     parser.add_argument("--seconds", type=int, help="time per target (-max_total_time)")
     parser.add_argument("--runs", type=int, help="inputs per target (-runs)")
+    parser.add_argument("--max-len", type=int, help="longest input (-max_len; libFuzzer: 4096)")
     parser.add_argument("--corpus", type=Path, help="keep corpora here (default: temporary)")
     parser.add_argument("--artifacts", type=Path, help="write crash-* files here")
     opts = parser.parse_args(args)
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         flags.append(f"-max_total_time={opts.seconds}")
     if opts.runs:
         flags.append(f"-runs={opts.runs}")
+    if opts.max_len:
+        flags.append(f"-max_len={opts.max_len}")
     if opts.artifacts:
         opts.artifacts.mkdir(parents=True, exist_ok=True)
         flags.append(f"-artifact_prefix={opts.artifacts.resolve()}/")
