@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncssh
-
 from cc import __version__
 from cc.cli.common import (
     EXIT_FATAL,
@@ -21,6 +19,7 @@ from cc.cli.common import (
     GoArgumentParser,
     UsageError,
     add_udp_flags,
+    check_hostname,
     duration,
     fail,
     parse_header,
@@ -339,7 +338,7 @@ def build_connector_config(args: argparse.Namespace, remotes: list[Remote]) -> C
     from cc.connector.config import ConnectorConfig
 
     headers = [parse_header(h) for h in args.header]
-    hostname = args.hostname
+    hostname = check_hostname(args.hostname) if args.hostname else args.hostname
     for name, value in headers:
         if name.lower() == "host" and not hostname:
             hostname = value
@@ -476,6 +475,8 @@ def _has_stdio(remotes: list[Remote]) -> bool:
 
 def _read_identity(path: str) -> bytes:
     """The --identity file's bytes, checked once here so a bad file is a usage error."""
+    import asyncssh  # not at module level: the --workers control process stays without it
+
     try:
         data = Path(path).read_bytes()
         asyncssh.import_private_key(data)

@@ -25,6 +25,7 @@ from cc.cli.configfile import ConfigFileError, FileOption, load_config_file
 from cc.log import fatal_line
 from cc.protocol.durations import parse_duration
 from cc.protocol.errors import ProtocolError
+from cc.protocol.http import check_field
 from cc.runtime.report import report_to_control
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "UsageError",
     "add_udp_flags",
     "canonical_header_name",
+    "check_hostname",
     "duration",
     "env_default",
     "env_flag",
@@ -289,9 +291,24 @@ def parse_header(text: str) -> tuple[str, str]:
         raise UsageError(
             'invalid --header name (letters, digits and "-" only): use "HeaderName: HeaderContent"'
         )
-    if any(c in value for c in "\r\n\0"):
-        raise UsageError(f"invalid --header {name!r}: the value contains a line break or NUL")
+    try:
+        check_field(name, value)
+    except ValueError:
+        raise UsageError(
+            f"invalid --header {name!r}: the value contains a line break or a control character"
+        ) from None
     return canonical_header_name(name), value.strip()
+
+
+def check_hostname(text: str) -> str:
+    """``--hostname``: it becomes the Host header, so it follows the header rules."""
+    try:
+        check_field("Host", text)
+    except ValueError:
+        raise UsageError(
+            "invalid --hostname: it contains a line break or a control character"
+        ) from None
+    return text
 
 
 def run_async(

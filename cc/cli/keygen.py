@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from cc.cli.common import EXIT_USAGE, GoArgumentParser, fail
 from cc.protocol import keys
 
@@ -59,6 +57,8 @@ def write_client_key(prog: str, target: Path, kind: str) -> int:
         if path.exists():
             fail(prog, f"{path} exists; refusing to overwrite a key", EXIT_USAGE)
     options = {"key_size": 3072} if kind == "rsa" else {}
+    import asyncssh  # slow to import; only --client needs it
+
     key = asyncssh.generate_private_key(CLIENT_KEY_TYPES[kind], comment=target.name, **options)
     tmp = target.with_name(target.name + ".tmp")
     try:

@@ -38,7 +38,6 @@ from cc.protocol.acl import (
     parse_user_pass,
 )
 from cc.protocol.admission import AdmissionPolicy
-from cc.protocol.authorized_keys import ClientKeyTable, parse_authorized_keys
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
@@ -46,6 +45,7 @@ from cc.protocol.webroute import KeyTable, parse_keys_file
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import GatewayConfig
+    from cc.protocol.authorized_keys import ClientKeyTable
 
 __all__ = ["HELP", "load_host_key", "main"]
 
@@ -568,6 +568,8 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
     settings = ServerSettings(key, users, tokens, _tls_context(args), workers, admin)
     settings.remoted_keys = remoted_keys
     if args.authorized_keys:
+        from cc.protocol.authorized_keys import parse_authorized_keys
+
         settings.authorized_keys = parse_authorized_keys(
             _read(args.authorized_keys, "authorized keys file")
         )
@@ -740,6 +742,8 @@ async def _serve(
             )
         )
     if args.authorized_keys:
+        from cc.protocol.authorized_keys import parse_authorized_keys
+
         watchers.append(
             FileWatcher(
                 args.authorized_keys, parse_authorized_keys, gateway.apply_authorized_keys, log

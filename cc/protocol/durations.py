@@ -193,4 +193,7 @@ def format_duration(seconds: float) -> str:
     """Render seconds (rounded to the nanosecond) the way chisel's log lines print them."""
     if not math.isfinite(seconds):
         raise ValueError(f"cannot format non-finite duration {seconds!r}")
-    return format_duration_ns(round(seconds * 1e9))
+    ns = seconds * 1e9
+    if not math.isfinite(ns):  # 1e300 s: finite, but its nanoseconds are not
+        raise ValueError(f"cannot format duration {seconds!r}: out of range")
+    return format_duration_ns(round(ns))

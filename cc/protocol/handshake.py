@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import SplitResult
+from urllib.parse import SplitResult, quote
 
 from websockets.client import ClientProtocol
 from websockets.datastructures import Headers as WSHeaders
@@ -133,8 +133,8 @@ class ClientHandshake:
         self._protocol = ClientProtocol(_uri(url), subprotocols=_SUBPROTOCOLS)
         self.announce = announce
         self.key: str = self._protocol.key
-        host = hostname or url.netloc.rsplit("@", 1)[-1]
-        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        host = hostname or _host_field(url)
+        target = _request_target(url)
         fields = [
             ("Host", host),
             ("User-Agent", user_agent),
@@ -149,7 +149,8 @@ class ClientHandshake:
         fields.append(("Upgrade", "websocket"))
         for name, value in fields:
             http.check_field(name, value)  # no CR/LF from --header into the request
-        self._protocol.send_request(WSRequest(target, WSHeaders(fields)))
+        wire = [(name, _wire_value(value)) for name, value in fields]
+        self._protocol.send_request(WSRequest(target, WSHeaders(wire)))
         self._request = b"".join(self._protocol.data_to_send())
         self._buffer = bytearray()
         self._event: ClientEvent | None = None
@@ -253,6 +254,33 @@ def _retry_after(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return float(value.strip())
+
+
+#: Printable ASCII: what a request line may carry as typed; the rest is %-encoded.
+_TARGET_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _request_target(url: SplitResult) -> str:
+    """Path and query for the request line; blanks, controls and non-ASCII %-encoded.
+
+    Go's client escapes them too (``URL.RequestURI``); websockets would raise on
+    non-ASCII and a blank would split the request line.
+    """
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    return quote(target, safe=_TARGET_SAFE, errors="surrogateescape")
+
+
+def _host_field(url: SplitResult) -> str:
+    """The URL's host and port for the Host header; a non-ASCII name as punycode, as Go."""
+    host = url.netloc.rsplit("@", 1)[-1]
+    return host if host.isascii() else host.encode("idna").decode("ascii")
+
+
+def _wire_value(value: str) -> str:
+    """A field value as Go sends it: its UTF-8 bytes (websockets writes a str as latin-1)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _explain(exc: Exception, response: http.Response) -> str:

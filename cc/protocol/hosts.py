@@ -15,7 +15,13 @@ channel targets, SOCKS requests):
   message that names the address it stands for;
 * IPv6 literals are rewritten to RFC 5952 form (unambiguous, so no refusal),
   IPv4-mapped ones as ``::ffff:1.2.3.4`` (section 5) on every Python: 3.11 writes
-  ``::ffff:102:304``, 3.13 the dotted form, and an ACL must not change meaning with it.
+  ``::ffff:102:304``, 3.13 the dotted form, and an ACL must not change meaning with it;
+* a host the dialler would read differently from its text is refused too: one
+  with a NUL (the C resolver stops there, so ``10.0.0.5\0.example.com`` dials
+  10.0.0.5 while an ACL matched the whole text), a blank or a control character,
+  one whose IDNA form cannot be made (asyncio and uvloop raise UnicodeError
+  instead of OSError), and a non-ASCII spelling of an address (fullwidth
+  digits read 127.0.0.1 once IDNA has mapped them, as both loops do before resolving).
 
 Sockets want hosts without brackets and people read ``[::1]:80``, so the two small
 converters between those spellings (``bare_host``, ``join_host_port``) live here too.
@@ -102,16 +108,35 @@ def _canonical_ipv6(inner: str, original: str) -> str:
     return f"{text}%{zone}" if zone else text
 
 
+def _dialled_name(host: str) -> str:
+    """The ASCII name the event loops resolve: ``str.encode("idna")``, as both loops do."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise HostError(
+            f"invalid host name {host[:80]!r} (a label is empty, too long or not IDNA)"
+        ) from None
+
+
 def canonical_host(host: str) -> str:
     """``host`` in its one accepted spelling; AmbiguousHostError for IPv4 shorthands.
 
     Brackets are kept as given (``[::1]`` stays bracketed, a bare ``::1`` bare),
     because remotes and channel targets carry them and SOCKS hosts do not.
     """
+    if not host:
+        raise HostError("empty host")
+    if any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise HostError(f"host {host[:80]!r} contains a blank or a control character")
     if host.startswith("[") and host.endswith("]"):
         return f"[{_canonical_ipv6(host[1:-1], host)}]"
     if ":" in host:
         return _canonical_ipv6(host, host)
+    name = _dialled_name(host)
+    if name != host and (":" in name or inet_aton_value(name) is not None):
+        raise HostError(
+            f"host {host!r} is the address {name} in other characters; write {name} (or a name)"
+        )
     value = inet_aton_value(host)
     if value is None:
         return host

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from .errors import ProtocolError
@@ -36,6 +37,8 @@ __all__ = [
 MAX_HEAD_SIZE = 16 * 1024
 MAX_HEADERS = 100
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_VERSION_RE = re.compile(rb"HTTP/1\.[0-9]")
+_STATUS_RE = re.compile(rb"[0-9]{3}")
 
 _REASONS = {
     101: "Switching Protocols",
@@ -168,10 +171,15 @@ def parse_request(head: bytes | bytearray) -> Request:
 
 
 def parse_response(head: bytes | bytearray) -> Response:
-    """Parse a response head (status line + fields)."""
+    """Parse a response head (status line + fields).
+
+    The version is ``HTTP/1.<digit>`` and the status three digits, as Go's client
+    requires: anything else (a non-ASCII version, a 5,000-digit status that ``int``
+    refuses) is an HTTPError, never another exception.
+    """
     lines = _split_head(head)
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not _VERSION_RE.fullmatch(parts[0]) or not _STATUS_RE.fullmatch(parts[1]):
         raise HTTPError(f"malformed status line {lines[0][:80]!r}")
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
     return Response(int(parts[1]), reason, parts[0].decode("ascii"), _parse_fields(lines[1:]))
@@ -200,9 +208,28 @@ class ResponseParser:
 
 
 def check_field(name: str, value: str) -> None:
-    """Refuse a field that would end its line early or forge another one."""
-    if any(c in name for c in "\r\n: ") or any(c in value for c in "\r\n\0"):
+    """Refuse a field that would end its line early, forge another one, or not be sent.
+
+    Values may not hold control characters other than tab (Go's http client and
+    websockets refuse them too) nor lone surrogates that have no bytes to send.
+    """
+    if (
+        any(c in name for c in "\r\n: ")
+        or any(c in _CONTROLS for c in value)
+        or not _has_bytes(value)
+    ):
         raise ValueError(f"header {name!r} contains a forbidden character")
+
+
+_CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F)) - {"\t"}
+
+
+def _has_bytes(value: str) -> bool:
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:

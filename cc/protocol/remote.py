@@ -139,6 +139,9 @@ class Remote:
             raise RemoteError("cross-protocol remotes are not supported yet")
         if self.stdio and self.reverse:
             raise RemoteError("stdio cannot be reversed")
+        if self.local_host == "R" and not self.reverse and not self.stdio:
+            # encode() would write "R:<port>:...", which reads back as a reverse remote
+            raise RemoteError("local host 'R' reads as the reverse prefix 'R:'; write 'r'")
 
     def local(self) -> str:
         """chisel's ``Local()``: the listen address, or ``stdio``."""

@@ -207,7 +207,12 @@ class SocksServer:
 
 
 def _host_name(name: bytes) -> str:
-    """A DOMAINNAME as the client sent it; refused when it could confuse an ACL or a dial."""
+    """A DOMAINNAME as the client sent it; refused when it could confuse an ACL or a dial.
+
+    The name is in its one spelling (cc.protocol.hosts), as remotes and channel
+    targets are: ``127.1`` is refused (it would be dialled as 127.0.0.1 while the ACL
+    matched the text), ``0::1`` becomes ``::1``.
+    """
     try:
         host = name.decode("ascii")
     except UnicodeDecodeError:

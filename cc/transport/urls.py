@@ -9,6 +9,8 @@ __all__ = ["host_port", "is_secure", "normalize_server_url", "websocket_url"]
 
 def normalize_server_url(server: str) -> SplitResult:
     """chisel's rules: no scheme means http; http(s) and ws(s) both accepted; default ports."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in server):
+        raise ValueError(f"invalid control character in server URL {server!r}")  # as Go's
     if "://" not in server:
         server = "http://" + server
     url = urlsplit(server)
@@ -16,6 +18,10 @@ def normalize_server_url(server: str) -> SplitResult:
         raise ValueError(f"unsupported URL scheme {url.scheme!r} in {server!r}")
     if not url.hostname:
         raise ValueError(f"no host in server URL {server!r}")
+    try:  # what the Host header and the resolver use (Go sends the punycode too)
+        url.hostname.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"invalid host name in server URL {server!r}") from None
     try:
         url.port  # noqa: B018 - validates the port
     except ValueError:

@@ -130,6 +130,11 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
     ("client-url-secret", ["client", "http://user:hunter2@127.0.0.1:abc", "3000"], "bad port"),
     ("client-header-secret", ["client", "--header", "token hunter2", CLOSED, "3000"], "--header"),
     ("client-proxy-secret", ["client", "--proxy", "ftp://u:hunter2@h:1", CLOSED, "3000"], "proxy"),
+    # found by fuzzing: these passed the CLI and failed each connection attempt instead
+    ("client-header-ctl", ["client", "--header", "X-A: a\x01b", CLOSED, "3000"], "control char"),
+    ("client-hostname-ctl", ["client", "--hostname", "h\x01", CLOSED, "3000"], "--hostname"),
+    ("client-url-ctl", ["client", "http://127.0.0.1\x01:1", "3000"], "control character"),
+    ("client-url-no-idna", ["client", "http://a..b:1", "3000"], "invalid host name"),
     # cloud-connector server
     ("server-keyfile-missing", ["server", "--keyfile", "{tmp}/missing.key"], "missing.key"),
     ("server-keyfile-dir", ["server", "--keyfile", "{tmp}/adir"], "directory"),

@@ -329,3 +329,38 @@ async def test_gateway_checks_acl_on_each_forward_channel(harness: Harness) -> N
         await sink.done
     assert bytes(sink.data) == b"allowed"
     assert dialled == [1]
+
+
+@pytest.mark.parametrize(
+    ("host", "acl"),
+    [
+        # the C resolver stops at the NUL: 127.0.0.1 is dialled, the ACL saw a name
+        pytest.param("127.0.0.1\x00.example.com", r".*\.example\.com", id="nul"),
+        # IDNA maps fullwidth digits to 127.0.0.1; the ACL allowed "names, not numbers"
+        pytest.param("\uff11\uff12\uff17.\uff10.\uff10.\uff11", r"[^0-9:\[].*", id="fullwidth"),
+    ],
+)
+async def test_a_target_the_resolver_reads_differently_is_denied(
+    harness: Harness, host: str, acl: str
+) -> None:
+    """Found by fuzzing (fuzz/text.py ``hosts``): the text matched, another host was dialled."""
+    dialled: list[int] = []
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialled.append(1)
+        writer.close()
+
+    port = await harness.service(service)
+    users = parse_authfile(json.dumps({"bob:pw": [f"{acl}:{port}"]}).encode())
+    gateway = await harness.gateway(users=users)
+    declared = f"{free_port()}:x.example.com:{port}"  # the config passes the ACL
+    running = await harness.connect(gateway, [declared], auth=("bob", "pw"))
+    conn = running.connector.conn
+    async with asyncio.timeout(STEP):
+        with pytest.raises(ChannelOpenError) as info:
+            await open_chisel_channel(conn, f"{host}:{port}".encode(), ChannelSink)
+    await asyncio.sleep(0.1)
+    assert dialled == [], f"the gateway dialled 127.0.0.1 for {host!r}"
+    # refused as a bad target, not by an error that takes the whole session down
+    assert info.value.code == asyncssh.OPEN_CONNECT_FAILED
+    assert not conn.is_closed()

@@ -55,6 +55,13 @@ def test_format_seconds_for_log_lines() -> None:
         format_duration(math.inf)
 
 
+@pytest.mark.parametrize("seconds", [1e300, -1.7e308])
+def test_format_seconds_whose_nanoseconds_overflow_is_a_value_error(seconds: float) -> None:
+    """Found by fuzzing: seconds * 1e9 became inf and round() raised OverflowError."""
+    with pytest.raises(ValueError, match="out of range"):
+        format_duration(seconds)
+
+
 @pytest.mark.parametrize(
     ("text", "ns"),
     [

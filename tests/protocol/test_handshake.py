@@ -119,6 +119,42 @@ def test_hostname_and_user_headers() -> None:
 def test_user_headers_cannot_inject_lines() -> None:
     with pytest.raises(ValueError, match="forbidden character"):
         _client(headers=[("X-A", "1\r\nX-Evil: 2")])
+    with pytest.raises(ValueError, match="forbidden character"):
+        _client(headers=[("X-A", "1\x012")])  # not websockets' InvalidHeaderValue
+
+
+# Found by fuzzing (fuzz/wire.py `handshake_roundtrip`: what the CLI accepts, the
+# gateway must accept): websockets raised InvalidHeaderValue on a non-ASCII URL host
+# and on header values beyond U+00FF, UnicodeEncodeError on a non-ASCII path, and a
+# blank in the path split the request line.  Go sends each of them, as below.
+
+
+def test_non_ascii_url_host_goes_as_punycode() -> None:
+    request = http.parse_request(_client("http://b\u00fccher.example:8080/").request_bytes())
+    assert request.headers.get("Host") == "xn--bcher-kva.example:8080"
+
+
+def test_blanks_and_non_ascii_in_the_path_are_percent_encoded() -> None:
+    client = _client("http://gw.example/a b/\u00fc?x=\u20ac&y=%41")
+    assert http.parse_request(client.request_bytes()).target == "/a%20b/%C3%BC?x=%E2%82%AC&y=%41"
+
+
+def test_non_ascii_header_values_go_as_their_utf8_bytes() -> None:
+    client = _client(headers=[("X-Euro", "\u20ac"), ("X-E", "\u00e9")], hostname="h\u00e9")
+    wire = client.request_bytes()
+    assert b"\r\nX-Euro: \xe2\x82\xac\r\n" in wire
+    assert b"\r\nX-E: \xc3\xa9\r\n" in wire
+    assert b"\r\nHost: h\xc3\xa9\r\n" in wire
+
+
+@pytest.mark.parametrize(
+    "url", ["http://b\u00fccher.example/", "http://gw/a b/\u00fc?q=\u20ac", "http://gw/%zz"]
+)
+def test_the_gateway_accepts_what_the_client_sends(url: str) -> None:
+    client = _client(url, headers=[("X-Euro", "\u20ac")])
+    answer = accept_upgrade(http.parse_request(client.request_bytes()), version=__version__)
+    assert answer.status == 101
+    assert isinstance(client.receive_data(answer.data), UpgradeAccepted)
 
 
 # -- the response ----------------------------------------------------------------------
@@ -265,7 +301,11 @@ def test_101_with_an_extension_we_did_not_offer_fails() -> None:
         b"HTTP/1.1 abc\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nno colon\r\n\r\n",
         b"HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        # found by fuzzing: UnicodeDecodeError and ValueError escaped receive_data
+        b"HTTP/1.\x801 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 " + b"1" * 5000 + b"\r\n\r\n",
     ],
+    ids=["ssh", "status-word", "no-colon", "http-1.0", "non-ascii-version", "5000-digits"],
 )
 def test_garbage_is_a_bad_http_response(answer: bytes) -> None:
     event = _client().receive_data(answer)

@@ -122,3 +122,38 @@ def test_every_ipv6_canonical_form_is_a_fixed_point(address: ipaddress.IPv6Addre
         assert once == f"[::ffff:{address.ipv4_mapped}]"
     assert ipaddress.IPv6Address(once[1:-1]) == address
     assert canonical_host(once) == once
+
+
+# -- found by fuzzing (fuzz/text.py `hosts`; inputs in tests/vectors/fuzz/hosts/) --------
+
+
+@pytest.mark.parametrize(
+    ("text", "dialled"),
+    [
+        ("12\x00\x00", "0.0.0.12"),
+        ("10.0.0.5\x00.example.com", "10.0.0.5"),
+        ("\uff11\uff12\uff17.\uff10.\uff10.\uff11", "127.0.0.1"),  # fullwidth digits
+        ("127\u30020\u30020\u30021", "127.0.0.1"),  # ideographic full stops
+        ("\uff11\uff12\uff17.\uff10.\uff10\uff11\uff11", "127.0.0.9"),  # and octal
+        ("\uff1a\uff1a\uff11", "::1"),  # fullwidth colons
+    ],
+)
+def test_what_the_resolver_reads_differently_is_refused(text: str, dialled: str) -> None:
+    """The ACL sees the text; without the refusal the dial went to ``dialled``."""
+    found = socket.getaddrinfo(text, None, flags=socket.AI_NUMERICHOST)
+    assert ipaddress.ip_address(found[0][4][0]) == ipaddress.ip_address(dialled)
+    with pytest.raises(HostError):
+        canonical_host(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "a b", "a\tb", "host\n", "a\x7fb", "a..b", "x" * 64 + ".example"]
+)
+def test_hosts_no_loop_can_dial_are_refused(text: str) -> None:
+    with pytest.raises(HostError):
+        canonical_host(text)
+
+
+@pytest.mark.parametrize("text", ["b\u00fccher.example", "\u4f8b\u3048.jp", "example.com."])
+def test_international_names_still_pass(text: str) -> None:
+    assert canonical_host(text) == text

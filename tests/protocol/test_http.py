@@ -199,6 +199,12 @@ def test_parse_response_reason_may_have_spaces_or_be_absent() -> None:
         b"ICY 200 OK\r\n\r\n",
         b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbroken\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        # found by fuzzing (tests/vectors/fuzz/): these escaped as ValueError and
+        # UnicodeDecodeError, past the HTTPError that the connector catches
+        pytest.param(b"HTTP/1.1 " + b"1" * 5000 + b" OK\r\n\r\n", id="5000-digit-status"),
+        pytest.param(b"HTTP/1.\xcd1 101 Switching Protocols\r\n\r\n", id="non-ascii-version"),
     ],
 )
 def test_malformed_responses(head: bytes) -> None:
@@ -254,6 +260,9 @@ def test_a_101_has_no_content_length() -> None:
         ("X-Inject", "a\nb"),
         ("X-Inject", "a\rb"),
         ("X-Inject", "a\0b"),
+        ("X-Control", "a\x01b"),  # found by fuzzing: websockets refused it later, unlike us
+        ("X-Control", "a\x7fb"),
+        ("X-Surrogate", "a\ud800b"),
         ("X-Evil\r\nX", "v"),
         ("X:Colon", "v"),
         ("X Space", "v"),

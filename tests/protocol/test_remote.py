@@ -154,6 +154,9 @@ ERRORS: list[tuple[str, str]] = [
     ("R:stdio:h:22", "stdio cannot be reversed"),
     ("stdio:3000:h:22", "stdio takes no local host or port"),
     ("x" * 2000, "longer than"),
+    # found by fuzzing: encode() wrote "R:307:q:81", a reverse remote (tests/vectors/fuzz/)
+    ("307:R:q:81", "reads as the reverse prefix"),
+    ("5000:R:socks", "reads as the reverse prefix"),
 ]
 
 

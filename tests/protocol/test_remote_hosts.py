@@ -62,7 +62,19 @@ def test_canonical_target(target: str, canonical: str) -> None:
     assert canonical_target(target) == canonical
 
 
-@pytest.mark.parametrize("target", ["127.0.011:80", "2130706433:22", "0x7f.1:80", "[::g]:80"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "127.0.011:80",
+        "2130706433:22",
+        "0x7f.1:80",
+        "[::g]:80",
+        # found by fuzzing: an empty host, a NUL the resolver stops at, no IDNA form
+        "[]:80",
+        "127.0.0.1\x00.example.com:80",
+        "a..b:80",
+    ],
+)
 def test_channel_targets_in_shorthand_are_refused(target: str) -> None:
     with pytest.raises(ValueError):
         canonical_target(target)

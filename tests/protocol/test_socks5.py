@@ -291,3 +291,33 @@ def test_success_reply_carries_the_bound_address(bound: tuple[str, int], tail: b
 )
 def test_socks_target(host: str, port: int, target: str) -> None:
     assert socks_target(host, port) == target
+
+
+# -- found by fuzzing (fuzz/wire.py `socks5`; inputs in tests/vectors/fuzz/socks5/) -------
+
+
+@pytest.mark.parametrize(
+    ("name", "address"),
+    [(b"127.0.011", "127.0.0.9"), (b"127.1", "127.0.0.1"), (b"2130706433", "127.0.0.1")],
+)
+def test_numeric_shorthands_are_refused_like_in_remotes(name: bytes, address: str) -> None:
+    """The ACL matched ``127.0.011:80`` while the dial went to 127.0.0.9: a policy
+    refusal (0x02, see cc/protocol/socks5.py), not an unreachable host."""
+    events = feed(GREETING + domain(name, 80))
+    assert isinstance(events[-1], Refusal)
+    assert events[-1].reply == failure(Reply.NOT_ALLOWED)
+    assert f"reads it as {address}" in events[-1].reason
+
+
+@pytest.mark.parametrize(
+    ("name", "host", "target"),
+    [(b"0:0::1", "::1", "[::1]:80"), (b"2001:DB8::1", "2001:db8::1", "[2001:db8::1]:80")],
+)
+def test_ipv6_names_are_made_canonical(name: bytes, host: str, target: str) -> None:
+    events = feed(GREETING + domain(name, 80))
+    assert events[-1] == ConnectRequested(host, 80, target, b"")
+
+
+def test_bracketed_names_are_refused() -> None:
+    events = feed(GREETING + domain(b"[::1]", 80))
+    assert events[-1] == Refusal(failure(Reply.HOST_UNREACHABLE), "bad host name '[::1]'")
