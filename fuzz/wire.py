@@ -5,7 +5,8 @@ SOCKS5, gob UDP and SSH packets (the last three also compared between the twins)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -390,12 +391,72 @@ _KEY64 = bytes(range(64))
 _IV12 = bytes(range(12))
 
 
+def _authentic_gcm(plain: bytes) -> bytes:
+    """A wire packet whose tag verifies, around a plaintext the fuzzer wrote (padding too)."""
+    from cc import _fastpath_py
+
+    length = len(plain).to_bytes(4, "big")
+    return length + _fastpath_py.GCMPacketCipher(_KEY32[:16], _IV12).encrypt(length, plain)
+
+
+def _authentic_chacha(plain: bytes, seq: int) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher
+    from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
+    from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+    nonce = bytes(8) + seq.to_bytes(8, "big")  # block counter 0, then the sequence number
+    length = (
+        Cipher(ChaCha20(_KEY64[32:], nonce), mode=None)
+        .encryptor()
+        .update(len(plain).to_bytes(4, "big"))
+    )
+    stream = Cipher(ChaCha20(_KEY64[:32], nonce), mode=None).encryptor()
+    poly_key = stream.update(bytes(64))[:32]
+    body = length + stream.update(plain)
+    return body + Poly1305.generate_tag(poly_key, body)
+
+
+def _whole_blocks(data: bytes, block: int) -> bytes:
+    return data[: max(block, len(data) // block * block)].ljust(block, b"\0")
+
+
 def ssh_gcm(data: bytes) -> None:
+    """Packet opening on both twins: raw bytes (only the length and tag checks can be
+    reached: a fuzzer cannot forge a tag), and for odd first bytes an authentic packet
+    around the fuzzer's plaintext, which reaches the padding checks."""
+    if data[:1] and data[0] & 1:
+        plain = _whole_blocks(data[1:], 16)
+        data = _authentic_gcm(plain) + data[len(plain) + 1 :]
+        _opened_is_payload(
+            lambda fp: fp.GCMPacketCipher(_KEY32[:16], _IV12).open_packet(bytearray(data), 0),
+            plain,
+        )
     agree(lambda fp: fp.GCMPacketCipher(_KEY32[:16], _IV12).open_packet(bytearray(data), 0))
 
 
 def ssh_chacha(data: bytes) -> None:
+    """As ``ssh_gcm``, for chacha20-poly1305@openssh.com."""
+    if data[:1] and data[0] & 1:
+        plain = _whole_blocks(data[1:], 8)
+        data = _authentic_chacha(plain, 3) + data[len(plain) + 1 :]
+        _opened_is_payload(
+            lambda fp: fp.ChachaPacketCipher(_KEY64).open_packet(bytearray(data), 0, 3), plain
+        )
     agree(lambda fp: fp.ChachaPacketCipher(_KEY64).open_packet(bytearray(data), 0, 3))
+
+
+def _opened_is_payload(call: Callable[[ModuleType], object], plain: bytes) -> None:
+    """An authentic packet opens to its payload, or is refused for its padding only."""
+    for fp in twins():
+        try:
+            opened = call(fp)
+        except ValueError as exc:
+            check(plain[0] < 4 or plain[0] >= len(plain), f"refused {plain!r}: {exc}")
+            continue
+        assert isinstance(opened, tuple)
+        payload, used = opened
+        check(bytes(payload) == plain[1 : len(plain) - plain[0]], "payload is not the plaintext's")
+        check(used == len(plain) + 4 + 16, f"consumed {used} of a {len(plain)}-byte packet")
 
 
 def ssh_seeds_gcm() -> Iterable[bytes]:
