@@ -18,7 +18,7 @@ from cc.connector.connector import Connector, ConnectorConfig
 from cc.protocol.remote import parse_remote
 from tests.support.chisel import SEED_FINGERPRINT, check_tunnel
 from tests.support.ciphers import FAST_CIPHERS, cipher_id, count_key_epochs
-from tests.support.net import EchoServer, free_port
+from tests.support.net import LOOPBACK, EchoServer, free_port, wait_for_port
 from tests.support.processes import Processes
 
 pytestmark = pytest.mark.interop
@@ -52,6 +52,9 @@ async def test_our_connector_rekeys_with_chisel_mid_transfer(
         after_connect = len(epochs)
         # chisel never answers with our peer header: channels stay at Go's 32 KiB
         assert connector.conn.get_extra_info("cc_peer_is_ours") is False
+        # chisel's server answers the config request first and binds the reverse
+        # port afterwards (BindRemotes runs in its own goroutine): wait for it
+        await asyncio.to_thread(wait_for_port, LOOPBACK, port, 10.0)
         await asyncio.to_thread(check_tunnel, port, small_payload)
         assert connector.connected.is_set(), "the session must survive every rekey"
         # 16 MiB each way with a 512 KiB limit on our sending side
