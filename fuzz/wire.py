@@ -160,7 +160,16 @@ def handshake_client(data: bytes) -> None:
         end = http.find_head_end(body)
     except http.HTTPError:
         return
-    check((end < 0) == (event is None), f"head end {end} but event {event!r}")
+    check(event is None or end >= 0, f"an outcome {event!r} before the head's end")
+    if event is None and end >= 0:
+        # A refusal waits for its short text body (the gateway's reason, shown to the
+        # user); any other complete head must have an outcome.
+        response = http.parse_response(body[:end])
+        length = int(response.headers.get("Content-Length") or 0)
+        check(
+            response.status != 101 and len(body) - end < length,
+            f"head end {end} but no outcome (status {response.status}, body {length})",
+        )
     if isinstance(event, UpgradeAccepted):
         response = http.parse_response(body[:end])
         check(response.status == 101, f"accepted a {response.status}")
