@@ -184,7 +184,8 @@ class SocksServer:
         if atyp == ATYP_IPV4:
             host, end = str(ipaddress.IPv4Address(self._take(4, 4))), 8
         elif atyp == ATYP_IPV6:
-            host, end = str(ipaddress.IPv6Address(self._take(4, 16))), 20
+            # canonical_host: an IPv4-mapped address is ::ffff:1.2.3.4 on every Python
+            host, end = canonical_host(str(ipaddress.IPv6Address(self._take(4, 16)))), 20
         elif atyp == ATYP_DOMAIN:
             (length,) = self._take(4, 1)
             host, end = _host_name(self._take(5, length)), 5 + length

@@ -321,3 +321,14 @@ def test_ipv6_names_are_made_canonical(name: bytes, host: str, target: str) -> N
 def test_bracketed_names_are_refused() -> None:
     events = feed(GREETING + domain(b"[::1]", 80))
     assert events[-1] == Refusal(failure(Reply.HOST_UNREACHABLE), "bad host name '[::1]'")
+
+
+def test_an_ipv4_mapped_ipv6_address_is_written_as_everywhere_else() -> None:
+    """ATYP 4 with ::ffff:255.255.255.255: the host is canonical_host's spelling (the
+    ACL sees what remotes and channel targets write), not Python 3.11's ::ffff:ffff:ffff.
+    Found by the socks5 fuzz target."""
+    address = bytes(10) + b"\xff\xff" + b"\xff\xff\xff\xff"
+    events = feed(GREETING + b"\x05\x01\x00\x04" + address + b"\x00\x50")
+    assert isinstance(events[-1], ConnectRequested)
+    assert events[-1].host == "::ffff:255.255.255.255"
+    assert events[-1].target == "[::ffff:255.255.255.255]:80"
