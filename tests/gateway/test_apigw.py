@@ -7,13 +7,9 @@ an h11 backend (tests/support/apigw.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from tests.support.apigw import ApiGateway, Backend, Client
-from tests.support.harness import Harness, http_exchange, split_response
+from tests.support.harness import http_exchange, split_response
 
 __all__: list[str] = []
 
@@ -27,24 +23,6 @@ targets:
     port: {backend}
     policy: {policy}
 {extra}"""
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = await Backend().start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
-@pytest.fixture
-async def api(harness: Harness, tmp_path: Path) -> AsyncIterator[ApiGateway]:
-    a = ApiGateway(harness, tmp_path)
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 async def test_get_through_a_connector(api: ApiGateway, backend: Backend) -> None:

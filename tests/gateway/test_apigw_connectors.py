@@ -9,14 +9,13 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trustme
 
 from tests.support.apigw import ApiGateway, Backend, Client, ws_frame, ws_key
-from tests.support.harness import Harness, RunningConnector, wait_until
+from tests.support.harness import RunningConnector, wait_until
 
 __all__: list[str] = []
 
@@ -29,24 +28,6 @@ def _target(host: str, port: int, extra: str = "", protocol: str = "http") -> st
         f"    port: {port}",
     ]
     return "\n".join(lines) + "\n" + (extra.rstrip("\n") + "\n" if extra else "")
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[Backend]:
-    b = await Backend().start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
-@pytest.fixture
-async def api(harness: Harness, tmp_path: Path) -> AsyncIterator[ApiGateway]:
-    a = ApiGateway(harness, tmp_path)
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def _open(running: RunningConnector, port: int) -> int:
