@@ -276,10 +276,20 @@ def _host_field(url: SplitResult) -> str:
     return host if host.isascii() else host.encode("idna").decode("ascii")
 
 
+#: How this websockets writes a header value: ISO-8859-1 since 17, UTF-8 before.
+_SERIALIZES_LATIN1 = WSHeaders([("X", "\u00e9")]).serialize() == b"X: \xe9\r\n\r\n"
+
+
 def _wire_value(value: str) -> str:
-    """A field value as Go sends it: its UTF-8 bytes (websockets writes a str as latin-1)."""
+    """A field value as Go sends it: its UTF-8 bytes, whichever way websockets encodes.
+
+    websockets < 17 encodes the str as UTF-8; later ones as ISO-8859-1, so for those
+    the UTF-8 bytes go in as the latin-1 str that encodes to them.
+    """
     if value.isascii():
         return value
+    if not _SERIALIZES_LATIN1:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
