@@ -12,6 +12,7 @@ __all__ = [
     "Figure",
     "PathResult",
     "add_ratios",
+    "kernel_fractions",
     "render_table",
     "worker_scaling",
     "write_json",
@@ -44,9 +45,14 @@ FIGURES: list[Figure] = [
     *_per_role("cpu_s_per_GiB", "CPU s/GiB", "s/GiB", "lower"),
     *_per_role("cpu_pct_fwd", "CPU % gw->conn", "%", "lower"),
     *_per_role("cpu_pct_rev", "CPU % conn->gw", "%", "lower"),
+    *_per_role("cpu_us_per_rtt", "CPU µs/round trip", "µs", "lower"),
+    *_per_role("cpu_us_per_conn", "CPU µs/new conn", "µs", "lower"),
     *_per_role("rss_idle_MB", "RSS idle", "MB", "lower"),
+    *_per_role("pss_idle_MB", "PSS idle", "MB", "lower"),
+    *_per_role("uss_idle_MB", "USS idle", "MB", "lower"),
     *_per_role("rss_load_MB", "RSS peak load", "MB", "lower"),
     *_per_role("rss_conns_delta_MB", "RSS +idle conns", "MB", "lower"),
+    Figure("par_spread", "N streams slowest/fastest", "ratio", "higher", ratio=False),
     Figure("busy_par_cores", "machine busy, N streams", "cores", "lower", ratio=False),
     Figure("other_load_cores", "others' CPU load", "cores", "lower", ratio=False),
 ]
@@ -104,6 +110,35 @@ def worker_scaling(results: list[PathResult]) -> dict[str, float]:
     }
 
 
+#: The path whose bulk figures are the ceiling (no tunnel: the kernel's loopback).
+CEILING = "relay"
+_BULK_KEYS = ("bulk_fwd_MBps", "bulk_rev_MBps", "bulk_par_MBps")
+
+
+def kernel_fractions(results: list[PathResult]) -> dict[str, dict[str, float]]:
+    """Each tunnel's bulk figures as a fraction of the kernel relay's in this run.
+
+    Also ``par_over_one``: N streams divided by one stream gw->conn, per path.
+    """
+    by_name = {r.name: r for r in results}
+    ceiling = by_name.get(CEILING)
+    out: dict[str, dict[str, float]] = {}
+    for result in results:
+        if result.name == CEILING:
+            continue
+        fractions: dict[str, float] = {}
+        if ceiling is not None:
+            for key in _BULK_KEYS:
+                if ceiling.figures.get(key) and key in result.figures:
+                    fractions[key] = result.figures[key] / ceiling.figures[key]
+        one = result.figures.get("bulk_fwd_MBps")
+        if one and "bulk_par_MBps" in result.figures:
+            fractions["par_over_one"] = result.figures["bulk_par_MBps"] / one
+        if fractions:
+            out[result.name] = fractions
+    return out
+
+
 def _number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
@@ -149,6 +184,21 @@ def render_table(results: list[PathResult], *, parallel_streams: int, idle_conns
             f"workers: {parallel_streams} streams with --workers 2 = "
             f"{scaling['bulk_par_MBps']:.2f}x one worker (ours-2w / ours, this run)"
         )
+    for name, fractions in kernel_fractions(results).items():
+        parts = [
+            f"{label} {fractions[key]:.2f}"
+            for key, label in (
+                ("bulk_fwd_MBps", "1 stream gw->conn"),
+                ("bulk_rev_MBps", "1 stream conn->gw"),
+            )
+            if key in fractions
+        ]
+        if parts:
+            lines.append(f"{name} / kernel relay: " + ", ".join(parts))
+        if "par_over_one" in fractions:
+            lines.append(
+                f"{name}: {parallel_streams} streams / 1 stream = {fractions['par_over_one']:.2f}"
+            )
     for r in results:
         if r.error:
             lines.append(f"{r.name}: {r.status}: {r.error.splitlines()[0][:300]}")

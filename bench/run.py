@@ -40,6 +40,7 @@ from bench.report import (
     FIGURES,
     PathResult,
     add_ratios,
+    kernel_fractions,
     render_table,
     worker_scaling,
     write_json,
@@ -50,6 +51,7 @@ from bench.usage import (
     MachineBusy,
     RssPeak,
     cpu_seconds,
+    memory_bytes,
     rss_bytes,
     wait_quiet,
 )
@@ -187,8 +189,10 @@ class Measurer:
         with ForeignLoad() as others:
             time.sleep(SETTLE)
             if self.roles:
-                idle = {k: v / MB for k, v in rss_bytes(self.roles).items()}
-                self._per_role("rss_idle_MB", idle)
+                idle = memory_bytes(self.roles)
+                for kind in ("rss", "pss", "uss"):
+                    figures = {role: m[kind] / MB for role, m in idle.items()}
+                    self._per_role(f"{kind}_idle_MB", figures)
             if self.roles:  # first: later traffic leaves freed memory the conns would reuse
                 self.step("idle connections", self.idle_connections)
             self.step("latency", self.latency)
@@ -196,14 +200,26 @@ class Measurer:
             self.step("bulk", self.bulk)
         self.result.figures["other_load_cores"] = others.cores
 
+    def _cpu_us_per(self, key: str, before: dict[str, float], count: int) -> None:
+        """CPU µs each role spent per operation since ``before``: steadier than wall time."""
+        if count <= 0:
+            return
+        after = cpu_seconds(self.roles)
+        self._per_role(key, {r: 1e6 * (after[r] - before[r]) / count for r in self.roles})
+
     def latency(self) -> None:
-        rtt = workloads.rtt_latency(self.tunnel.entry.echo, self.args.rtt_count)
+        before = cpu_seconds(self.roles)
+        warmup = 50  # its connection's open is in the CPU too: ~0.2 µs per round trip
+        rtt = workloads.rtt_latency(self.tunnel.entry.echo, self.args.rtt_count, warmup)
+        self._cpu_us_per("cpu_us_per_rtt", before, self.args.rtt_count + warmup)
         self.result.figures["rtt_p50_us"] = rtt["p50"]
         self.result.figures["rtt_p99_us"] = rtt["p99"]
         self.result.details["rtt_us"] = rtt
 
     def connection_rate(self) -> None:
+        before = cpu_seconds(self.roles)
         rate = workloads.connection_rate(self.tunnel.entry.echo, self.args.conn_seconds)
+        self._cpu_us_per("cpu_us_per_conn", before, int(rate["connections"]))
         self.result.figures["conn_per_s"] = rate["per_s"]
         self.result.details["connection_rate"] = rate
 
@@ -241,9 +257,13 @@ class Measurer:
                     "streams": streams,
                     "cpu_percent": pct,
                     "machine_busy_cores": busy.cores,
+                    "stream_MBps": list(res.stream_MBps),
                 }
                 if name == "par":
                     self.result.figures["busy_par_cores"] = busy.cores
+                    if len(res.stream_MBps) == streams and max(res.stream_MBps) > 0:
+                        spread = min(res.stream_MBps) / max(res.stream_MBps)
+                        self.result.figures["par_spread"] = spread
                 if streams == 1:
                     self._per_role(f"cpu_pct_{name}", pct)
         cpu_end = cpu_seconds(self.roles)
@@ -371,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures": [dataclasses.asdict(f) for f in FIGURES],
         "paths": {r.name: r.to_json() for r in results},
         "worker_scaling": worker_scaling(results),
+        "kernel_fractions": kernel_fractions(results),
         "table": table,
     }
     print(table)

@@ -156,7 +156,10 @@ def _client_stream(
 
 
 def _run_bulk_client(port: int, streams: int, seconds: float, direction: str) -> None:
-    """Print ``{"bytes": ..., "seconds": ...}`` for ``streams`` parallel streams."""
+    """Print ``{"bytes", "seconds", "per_stream"}`` for ``streams`` parallel streams.
+
+    ``per_stream`` is each stream's (bytes, seconds), so fairness can be judged.
+    """
     mode = MODE_SINK if direction == "send" else MODE_SOURCE
     barrier = threading.Barrier(streams)
     results: list[tuple[int, float]] = []
@@ -171,7 +174,8 @@ def _run_bulk_client(port: int, streams: int, seconds: float, direction: str) ->
     if len(results) != streams:
         raise SystemExit(f"only {len(results)} of {streams} streams finished")
     total = sum(r[0] for r in results)
-    print(json.dumps({"bytes": total, "seconds": max(r[1] for r in results)}), flush=True)
+    report = {"bytes": total, "seconds": max(r[1] for r in results), "per_stream": results}
+    print(json.dumps(report), flush=True)
 
 
 # --------------------------------------------------------------------------- main

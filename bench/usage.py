@@ -23,6 +23,7 @@ __all__ = [
     "MachineBusy",
     "RssPeak",
     "cpu_seconds",
+    "memory_bytes",
     "rss_bytes",
     "wait_quiet",
 ]
@@ -59,6 +60,25 @@ def rss_bytes(roles: Mapping[str, int]) -> dict[str, int]:
         for proc in _tree(pid):
             with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss
+        out[role] = total
+    return out
+
+
+def memory_bytes(roles: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """RSS, PSS and USS now of each role's process tree.
+
+    RSS counts shared library pages in every process; PSS splits them between the
+    processes that share them and USS leaves them out: what one more process costs
+    is between USS and PSS, which is why both are reported beside RSS.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for role, pid in roles.items():
+        total = {"rss": 0, "pss": 0, "uss": 0}
+        for proc in _tree(pid):
+            with contextlib.suppress(psutil.Error):
+                info = proc.memory_full_info()
+                for key in total:
+                    total[key] += int(getattr(info, key, 0))
         out[role] = total
     return out
 

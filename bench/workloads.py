@@ -36,10 +36,11 @@ MAX_CONNECTIONS = 200_000  # bound on the connection-rate loop, far above any re
 
 @dataclass(frozen=True)
 class BulkResult:
-    """Bytes the receiving end got, over how many seconds."""
+    """Bytes the receiving end got, over how many seconds; each stream's MB/s too."""
 
     nbytes: int
     seconds: float
+    stream_MBps: tuple[float, ...] = ()
 
     @property
     def mb_per_s(self) -> float:
@@ -72,7 +73,12 @@ def bulk_iperf3(
         if error:
             raise RuntimeError(f"iperf3: {error}")
         received = report["end"]["sum_received"]
-        return BulkResult(int(received["bytes"]), float(received["seconds"]))
+        rates = tuple(
+            float(stream["receiver"]["bits_per_second"]) / 8e6
+            for stream in report["end"].get("streams", [])
+            if "receiver" in stream
+        )
+        return BulkResult(int(received["bytes"]), float(received["seconds"]), rates)
 
 
 def bulk_python(
@@ -88,7 +94,8 @@ def bulk_python(
     if proc.returncode != 0:
         raise RuntimeError(f"bulk-client exited {proc.returncode}: {proc.stderr[-500:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    return BulkResult(int(report["bytes"]), float(report["seconds"]))
+    rates = tuple(n / s / 1e6 for n, s in report.get("per_stream", []) if s > 0)
+    return BulkResult(int(report["bytes"]), float(report["seconds"]), rates)
 
 
 def _connect(port: int) -> socket.socket:

@@ -67,6 +67,17 @@ def test_ours_path_reports_per_process_figures(tmp_path: Path) -> None:
         counts = ours["details"]["fast_path"][role]
         assert counts["sealed"] > 0 and counts["opened"] > 0, counts
     assert {f.key for f in FIGURES} >= set(ours["figures"])
+    for role in ("gateway", "connector"):
+        figures = ours["figures"]
+        # USS leaves shared pages out, PSS splits them, RSS counts them whole
+        assert 0 < figures[f"uss_idle_MB_{role}"] <= figures[f"pss_idle_MB_{role}"]
+        assert figures[f"pss_idle_MB_{role}"] <= figures[f"rss_idle_MB_{role}"]
+        # CPU per operation, counted with psutil on the tunnel's processes
+        assert figures[f"cpu_us_per_rtt_{role}"] > 0
+        assert figures[f"cpu_us_per_conn_{role}"] > 0
+    rates = ours["details"]["bulk_par"]["stream_MBps"]
+    assert len(rates) == doc["settings"]["parallel_streams"]
+    assert ours["figures"]["par_spread"] == pytest.approx(min(rates) / max(rates))
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
 
@@ -90,3 +101,19 @@ def test_broken_chisel_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
     assert doc["paths"]["chisel"]["status"] == "error"
     assert "CHISEL_BIN" in doc["paths"]["chisel"]["error"]
     assert doc["paths"]["relay"]["status"] == "ok"
+
+
+def test_tunnels_are_shown_as_fractions_of_the_kernel_relay(tmp_path: Path) -> None:
+    code, doc = run_bench(tmp_path, "--only", "relay,ours", "--idle-conns", "10", "--streams", "4")
+    assert code == 0, doc["paths"]
+    relay, ours = doc["paths"]["relay"]["figures"], doc["paths"]["ours"]["figures"]
+    fractions = doc["kernel_fractions"]["ours"]
+    assert fractions["bulk_fwd_MBps"] == pytest.approx(
+        ours["bulk_fwd_MBps"] / relay["bulk_fwd_MBps"]
+    )
+    assert fractions["par_over_one"] == pytest.approx(ours["bulk_par_MBps"] / ours["bulk_fwd_MBps"])
+    assert "relay" not in doc["kernel_fractions"]
+    assert (
+        f"ours / kernel relay: 1 stream gw->conn {fractions['bulk_fwd_MBps']:.2f}" in doc["table"]
+    )
+    assert f"ours: 4 streams / 1 stream = {fractions['par_over_one']:.2f}" in doc["table"]
