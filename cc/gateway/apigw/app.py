@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.http import HTTPError, Request, Response, find_head_end
 from cc.runtime.filewatch import FileWatcher
 
+from .handoff import Handoff
 from .streams import ClientProtocol, StreamClosed
 from .targetfile import LoadedTargets, parse_targets_file
 from .upstream import SessionLost, TargetUnreachable, Upstream, UpstreamPool
@@ -98,6 +100,11 @@ class AppConfig:
     #: how often the targets file is checked for changes
     reload_interval: float = 1.0
     reuse_port: bool = False
+    #: --workers: this worker's index, their number and the handoff directory
+    #: (requests for targets served on another worker go there; see handoff.py)
+    worker: int = 0
+    workers: int = 1
+    handoff_dir: str | None = None
 
 
 class _Retry(Exception):
@@ -110,6 +117,10 @@ class _Stale(Exception):
 
 class _Done(Exception):
     """The client connection cannot carry another request (already answered or cut)."""
+
+
+class _Given(Exception):
+    """Another worker took the client connection."""
 
 
 class AppGateway:
@@ -134,6 +145,7 @@ class AppGateway:
         self._watcher: FileWatcher[LoadedTargets] | None = None
         self._clients: set[ClientProtocol] = set()
         self.requests = 0
+        self.handoff: Handoff | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +169,15 @@ class AppGateway:
             self.config.reload_interval,
         )
         self._watcher.start()
+        if self.config.handoff_dir is not None and self.config.workers > 1:
+            self.handoff = Handoff(
+                self.config.handoff_dir,
+                self.config.worker,
+                self.config.workers,
+                self._serves,
+                self._adopt,
+            )
+            await self.handoff.start()
         log.info(
             "HTTP API gateway listening on http://%s (%d targets)",
             join_host_port(self.config.host or "0.0.0.0", self.ports[0]),
@@ -174,6 +195,8 @@ class AppGateway:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        if self.handoff is not None:
+            self.handoff.close()
         if self._server is not None:
             self._server.close()
         for client in list(self._clients):
@@ -202,6 +225,32 @@ class AppGateway:
         """Whether any connector serves any target now (``/readyz``)."""
         return any(self.connectors_for(t) for t in self.targets.table.targets)
 
+    # -- workers --------------------------------------------------------------------
+    def _serves(self, name: str) -> bool:
+        """Whether this worker takes another's connection for ``name`` (``""``: /readyz)."""
+        if not name:
+            return self.ready()
+        target = self.targets.table.lookup(name)
+        return target is not None and bool(self.connectors_for(target))
+
+    async def _adopt(self, sock: socket.socket, buffered: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: ClientProtocol(self._serve, buffered), sock)
+
+    async def _hand_off(self, client: ClientProtocol, name: str, head: bytes) -> None:
+        """Give the connection to a worker whose connectors serve ``name``, if one does.
+
+        Raises _Given when one took it; returns to serve it here otherwise.
+        """
+        if self.handoff is None or client.closed:
+            return
+        client.hold()
+        rest = client.inbox.take()
+        if await self.handoff.give(client.fileno, name, head + rest):
+            raise _Given
+        client.inbox.unread(rest)
+        client.release()
+
     # -- one client connection -----------------------------------------------------------
     async def _serve(self, client: ClientProtocol) -> None:
         self._clients.add(client)
@@ -209,6 +258,8 @@ class AppGateway:
             while await self._one_request(client):
                 pass
             client.close()
+        except _Given:
+            client.detach()
         except _Done:
             client.close()
         except (StreamClosed, TimeoutError, ConnectionError):
@@ -287,6 +338,11 @@ class AppGateway:
             return False
         path, _, query = request.target.partition("?")
         target = self.targets.table.lookup(public)
+        if self.handoff is not None:
+            if target is not None and not self.connectors_for(target):
+                await self._hand_off(client, public, head)
+            elif target is None and path in ("/readyz", "/readyz/") and not self.ready():
+                await self._hand_off(client, "", head)
         if target is None:
             self._default_route(client, request, path, refuse_keep, head_only)
             return refuse_keep
