@@ -155,8 +155,12 @@ def _split_head(head: bytes | bytearray) -> list[bytes]:
     return text.split(b"\r\n")
 
 
-def parse_request(head: bytes | bytearray) -> Request:
-    """Parse a request head (request line + fields, up to and including the blank line)."""
+def parse_request(head: bytes | bytearray, *, absolute: bool = False) -> Request:
+    """Parse a request head (request line + fields, up to and including the blank line).
+
+    ``absolute`` also lets an absolute-form target through (``http://host/path``,
+    which a proxy-facing server must accept); the caller then takes it apart.
+    """
     lines = _split_head(head)
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith(b"HTTP/1."):
@@ -165,7 +169,7 @@ def parse_request(head: bytes | bytearray) -> Request:
         method, target, version = (p.decode("ascii") for p in parts)
     except UnicodeDecodeError:
         raise HTTPError("non-ASCII request line") from None
-    if not target.startswith("/"):
+    if not target.startswith("/") and not (absolute and "://" in target):
         raise HTTPError(f"unsupported request target {target[:80]!r}")
     return Request(method, target, version, _parse_fields(lines[1:]))
 

@@ -44,6 +44,7 @@ from cc.protocol.apigw.message import (
     parse_response_head,
     request_framing,
     response_framing,
+    split_target,
 )
 from cc.protocol.apigw.policy import PathError, normalize_path
 from cc.protocol.apigw.scheduler import least_in_flight
@@ -332,11 +333,19 @@ class AppGateway:
         if len(hosts) > 1 or (not hosts and request.version == "HTTP/1.1"):
             self._respond(client, 400, b"exactly one Host header is required\n", keep=False)
             return False
-        public = host_of(hosts[0]) if hosts else ""
-        if public is None:
-            self._respond(client, 400, b"malformed Host header\n", keep=False)
+        try:
+            authority, origin_form = split_target(request.target)
+        except HTTPError as exc:
+            self._respond(client, exc.status, f"{exc}\n".encode(), keep=False)
             return False
-        path, _, query = request.target.partition("?")
+        # an absolute-form target's authority overrides Host (RFC 9112 3.2.2)
+        public_host = authority if authority is not None else hosts[0].strip() if hosts else ""
+        public = host_of(public_host) if public_host else ""
+        if public is None:
+            what = "authority in the request target" if authority else "Host header"
+            self._respond(client, 400, f"malformed {what}\n".encode(), keep=False)
+            return False
+        path, _, query = origin_form.partition("?")
         target = self.targets.table.lookup(public)
         if self.handoff is not None:
             if target is not None and not self.connectors_for(target):
@@ -359,9 +368,7 @@ class AppGateway:
         if request.headers.has_token("Connection", "upgrade"):
             upgrade = request.headers.get("Upgrade")
         target_path = normal + ("?" + query if query else "")
-        exchange = _Exchange(
-            self, client, request, target, hosts[0].strip(), public, target_path, keep
-        )
+        exchange = _Exchange(self, client, request, target, public_host, public, target_path, keep)
         exchange.framing, exchange.length, exchange.upgrade = framing, length, upgrade
         return await exchange.run()
 
