@@ -455,7 +455,7 @@ class _Exchange:
             app.served[session.id] = app.served.get(session.id, 0) + 1
             try:
                 try:
-                    return await self._through(session, reuse=True)
+                    return await self._through(session, reuse=True, checked=not retry_ok)
                 except _Stale:
                     if not retry_ok:
                         return self._fail(502, "the kept connection to the target was closed")
@@ -473,10 +473,20 @@ class _Exchange:
                     app.in_flight.pop(session.id, None)
         return False  # not reached
 
-    async def _through(self, session: GatewaySession, *, reuse: bool) -> bool:
+    async def _through(
+        self, session: GatewaySession, *, reuse: bool, checked: bool = False
+    ) -> bool:
+        """``checked``: take a kept connection only once a ping showed it still open
+        (a request that cannot be sent again must not go to a closed one)."""
         app = self.app
         target = self.target
-        upstream = app.pool.take(session, target) if reuse else None
+        upstream = None
+        if reuse:
+            pool = app.pool
+            if checked:
+                upstream = await pool.take_checked(session, target, app.config.connect_timeout)
+            else:
+                upstream = pool.take(session, target)
         self.reused = upstream is not None
         if upstream is None:
             try:

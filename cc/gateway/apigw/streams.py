@@ -273,6 +273,8 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         self._drain = _Drain()
         self.lost = False
         self.eof = False
+        #: when it was last put in the pool of kept connections
+        self.pooled_at = 0.0
 
     # -- asyncssh ----------------------------------------------------------------
     def connection_made(self, chan: Any) -> None:
@@ -351,6 +353,7 @@ class TLSStream:
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._in, self._out, server_hostname=server_name)
         self._eof = False
+        self.pooled_at = 0.0
 
     def _flush(self) -> None:
         pending = self._out.read()
