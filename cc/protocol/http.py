@@ -69,9 +69,17 @@ class Headers:
     """Header fields in wire order; lookups are case-insensitive as HTTP requires."""
 
     items: tuple[tuple[str, str], ...] = ()
+    #: the names present, lower case: most lookups (a relay asks for a dozen fields
+    #: per message) are for absent fields and end here
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(key.lower() for key, _ in self.items))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
+        if lname not in self.names:
+            return default
         for key, value in self.items:
             if key.lower() == lname:
                 return value
@@ -79,6 +87,8 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         lname = name.lower()
+        if lname not in self.names:
+            return []
         return [value for key, value in self.items if key.lower() == lname]
 
     def has_token(self, name: str, token: str) -> bool:

@@ -623,7 +623,8 @@ class _Exchange:
             fields.append(("Transfer-Encoding", "chunked"))
         if not self.keep:
             fields.append(("Connection", "close"))
-        client.write(build_head(f"HTTP/1.1 {status} {response.reason}", fields))
+        # the head goes out with the first body bytes: one send, one segment
+        pending = build_head(f"HTTP/1.1 {status} {response.reason}", fields)
         framer = BodyFramer(framing, length, dechunk)
         data = rest
         after: bytes | None = None
@@ -635,12 +636,17 @@ class _Exchange:
                     log.info("app: bad body from %s: %s", self.target.address, exc)
                     raise StreamClosed(str(exc)) from None
                 if out:
+                    if pending:
+                        out, pending = pending + out, b""
                     client.write(out)
                     await client.drain()
                 if after is not None:
                     break
             if framer.done:
                 break
+            if pending:
+                client.write(pending)  # the client sees the head while the body comes
+                pending = b""
             try:
                 data = await upstream.read(self.app.config.timeout)
             except TimeoutError:
@@ -652,6 +658,8 @@ class _Exchange:
                 except HTTPError as exc:
                     raise StreamClosed(f"{self.target.address}: {exc}") from None
                 break
+        if pending:
+            client.write(pending)
         if upload is not None:
             if not upload.done():
                 self.keep = False  # answered before the body was all read: where would
