@@ -9,6 +9,9 @@ Paths, each at 1 and 32 concurrent keep-alive connections for ``--duration``:
   built checkout (``npm ci && npm run build`` done outside this repository; run with
   Node).  Its code is never part of this repository.
 
+Besides req/s and latency, each run gives the CPU time (user + system, psutil) each
+process of the path spent per request: steadier than req/s on a shared machine.
+
 The backend is a tiny Node ``http`` server when ``node`` is on the PATH (fast, as the
 issue's figures were taken), else ``bench.services http``.  wrk comes from Debian
 (``apt-get install wrk``).  Prints req/s, p50 and p99 per path and the ratios.
@@ -94,8 +97,24 @@ def backend(workdir: Path) -> Iterator[int]:
         yield port
 
 
+Procs = list[tuple[str, int]]
+
+
+def _cpu(procs: Procs) -> list[float]:
+    import psutil
+
+    out = []
+    for _name, pid in procs:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            out.append(times.user + times.system)
+        except psutil.Error:
+            out.append(0.0)
+    return out
+
+
 @contextlib.contextmanager
-def ours(workdir: Path, backend_port: int) -> Iterator[int]:
+def ours(workdir: Path, backend_port: int) -> Iterator[tuple[int, Procs]]:
     targets = workdir / "targets.yaml"
     targets.write_text(
         "targets:\n  bench.test:\n    protocol: http\n    hostname: 127.0.0.1\n"
@@ -112,11 +131,11 @@ def ours(workdir: Path, backend_port: int) -> Iterator[int]:
         client_argv.append(f"http://127.0.0.1:{port}")
         with spawn("ours-client", client_argv, workdir, env=env) as client:
             wait_for_log(client, r"Connected")
-            yield app_port
+            yield app_port, [("gateway", server.popen.pid), ("connector", client.popen.pid)]
 
 
 @contextlib.contextmanager
-def socket_gateway(workdir: Path, backend_port: int, sg_dir: Path) -> Iterator[int]:
+def socket_gateway(workdir: Path, backend_port: int, sg_dir: Path) -> Iterator[tuple[int, Procs]]:
     node = shutil.which("node")
     if node is None:
         raise PeerError("node is needed to run socket-gateway")
@@ -143,8 +162,7 @@ def socket_gateway(workdir: Path, backend_port: int, sg_dir: Path) -> Iterator[i
         inner_argv += ["--outer-layer", f"ws://127.0.0.1:{socket_port}"]
         with spawn("sg-inner", inner_argv, workdir) as inner:
             wait_for_log(outer, r"Inner layer .* connected")
-            _ = inner
-            yield app_port
+            yield app_port, [("outer", outer.popen.pid), ("inner", inner.popen.pid)]
 
 
 def _row(name: str, c: int, figures: tuple[float, float, float, str], base: float | None) -> str:
@@ -162,23 +180,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sg_env = os.environ.get("SOCKET_GATEWAY_DIR")
     results: dict[tuple[str, int], tuple[float, float, float, str]] = {}
+    cpu_lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-apigw-") as tmp, backend(Path(tmp)) as port:
         workdir = Path(tmp)
-        paths: list[tuple[str, contextlib.AbstractContextManager[int] | None]] = [
+        paths: list[tuple[str, contextlib.AbstractContextManager[tuple[int, Procs]] | None]] = [
             ("direct", None),
             ("ours", ours(workdir, port)),
         ]
         if sg_env:
             paths.append(("socket-gateway", socket_gateway(workdir, port, Path(sg_env))))
         for name, manager in paths:
-            with manager if manager is not None else contextlib.nullcontext(port) as target:
+            plain: tuple[int, Procs] = (port, [])
+            with manager if manager is not None else contextlib.nullcontext(plain) as started:
+                target, procs = started
                 wrk(target, 4, 1.0, "bench.test")  # warm-up: connections, JIT, pools
                 for c in (1, 32):
-                    results[(name, c)] = wrk(target, c, args.duration, "bench.test")
+                    before = _cpu(procs)
+                    results[(name, c)] = figures = wrk(target, c, args.duration, "bench.test")
+                    spent = [b - a for a, b in zip(before, _cpu(procs), strict=True)]
+                    count = figures[0] * args.duration
+                    if procs and count:
+                        per = ", ".join(
+                            f"{n} {t / count * 1e6:.0f}"
+                            for (n, _), t in zip(procs, spent, strict=True)
+                        )
+                        cpu_lines.append(f"{name} c={c}: CPU us/request: {per}")
     print(f"{'path':<16} {'conc':<5} {'req/s':>9} {'vs sg':>7} {'p50 ms':>8} {'p99 ms':>8}  errors")
     for (name, c), figures in results.items():
         base = results.get(("socket-gateway", c))
         print(_row(name, c, figures, base[0] if base else None))
+    for line in cpu_lines:
+        print(line)
     for c in (1, 32):
         if ("ours", c) in results:
             ours_rate = results[("ours", c)][0]

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import os
 import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +234,9 @@ HELP = f"""\
     public Host to a target behind connectors, with path/method policies
     and connector identifiers (see the README). Reloaded when it
     changes; a broken new version keeps the last good one (env
-    CC_TARGETS). Needs --app-port, and one worker.
+    CC_TARGETS). Needs --app-port. With --workers, a request reaching a
+    worker whose connectors do not serve its target is handed (the client
+    socket itself) to a worker whose connectors do.
 
     --app-port, --app-host, Where the HTTP API gateway takes requests
     (env CC_APP_PORT, CC_APP_HOST; the host defaults to 0.0.0.0). GET
@@ -545,16 +549,14 @@ def settings_from_args(args: argparse.Namespace, worker: bool) -> ServerSettings
         raise UsageError(f"port {args.port} out of range")
     remoted_keys = remoted_key_table(args)
     workers = args.workers
-    if args.targets or args.app_port is not None:
-        # each worker knows only its own sessions: a request on one worker could not
-        # reach a connector whose session landed on another
-        if workers is not None and workers > 1:
-            raise UsageError("--targets (the HTTP API gateway) runs with one worker")
-        workers = 1
+    random_app_port = args.app_port == 0
     if workers is None:  # auto: one per CPU, unless the port is picked at random
-        workers = 1 if args.port == 0 or remoted_keys is not None else auto_workers()
+        random_port = args.port == 0 or random_app_port
+        workers = 1 if random_port or remoted_keys is not None else auto_workers()
     elif workers > 1 and not worker and args.port == 0:
         raise UsageError("--workers needs a fixed --port (workers share it)")
+    elif workers > 1 and not worker and random_app_port:
+        raise UsageError("--workers needs a fixed --app-port (workers share it)")
     elif workers > 1 and remoted_keys is not None:
         # a server registered on one worker could not be found by a client on another
         raise UsageError("named services (--remoted-*) need one gateway process: --workers 1")
@@ -648,6 +650,22 @@ async def _supervise(
     """The control process never serves: it stays small (no asyncssh import)."""
     handoff = None if (args.keyfile or args.key) else keys.encode_inline(settings.key) + "\n"
     worker_argv = list(sys.argv[2:] if argv is None else argv)
+    with contextlib.ExitStack() as stack:
+        if settings.targets is not None:
+            # the HTTP API gateway's workers hand each other connections there
+            from cc.protocol.apigw.handoff import HANDOFF_DIR_ENV
+
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="cc-apigw-"))
+            os.environ[HANDOFF_DIR_ENV] = folder
+        return await _supervise_workers(args, worker_argv, settings, handoff)
+
+
+async def _supervise_workers(
+    args: argparse.Namespace,
+    worker_argv: list[str],
+    settings: ServerSettings,
+    handoff: str | None,
+) -> int:
     return await supervise(
         prog=PROG,
         component="server",
@@ -713,6 +731,7 @@ async def _serve(
     app = None
     if settings is not None and settings.targets is not None:
         from cc.gateway.apigw import AppConfig, AppGateway
+        from cc.protocol.apigw.handoff import HANDOFF_DIR_ENV
 
         app = AppGateway(
             gateway,
@@ -722,6 +741,10 @@ async def _serve(
                 port=args.app_port,
                 timeout=args.timeout,
                 trusted=settings.trusted,
+                reuse_port=config.reuse_port,
+                worker=worker_index() or 0,
+                workers=settings.workers,
+                handoff_dir=os.environ.get(HANDOFF_DIR_ENV),
             ),
             settings.targets,
         )

@@ -69,9 +69,17 @@ class Headers:
     """Header fields in wire order; lookups are case-insensitive as HTTP requires."""
 
     items: tuple[tuple[str, str], ...] = ()
+    #: the names present, lower case: most lookups (a relay asks for a dozen fields
+    #: per message) are for absent fields and end here
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", frozenset(key.lower() for key, _ in self.items))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         lname = name.lower()
+        if lname not in self.names:
+            return default
         for key, value in self.items:
             if key.lower() == lname:
                 return value
@@ -79,6 +87,8 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         lname = name.lower()
+        if lname not in self.names:
+            return []
         return [value for key, value in self.items if key.lower() == lname]
 
     def has_token(self, name: str, token: str) -> bool:
@@ -155,8 +165,12 @@ def _split_head(head: bytes | bytearray) -> list[bytes]:
     return text.split(b"\r\n")
 
 
-def parse_request(head: bytes | bytearray) -> Request:
-    """Parse a request head (request line + fields, up to and including the blank line)."""
+def parse_request(head: bytes | bytearray, *, absolute: bool = False) -> Request:
+    """Parse a request head (request line + fields, up to and including the blank line).
+
+    ``absolute`` also lets an absolute-form target through (``http://host/path``,
+    which a proxy-facing server must accept); the caller then takes it apart.
+    """
     lines = _split_head(head)
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith(b"HTTP/1."):
@@ -165,7 +179,7 @@ def parse_request(head: bytes | bytearray) -> Request:
         method, target, version = (p.decode("ascii") for p in parts)
     except UnicodeDecodeError:
         raise HTTPError("non-ASCII request line") from None
-    if not target.startswith("/"):
+    if not target.startswith("/") and not (absolute and "://" in target):
         raise HTTPError(f"unsupported request target {target[:80]!r}")
     return Request(method, target, version, _parse_fields(lines[1:]))
 

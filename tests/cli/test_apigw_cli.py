@@ -22,7 +22,7 @@ __all__: list[str] = []
 
 
 async def _gateway_and_connector(
-    procs: Processes, tmp_path: Path, backend: Backend
+    procs: Processes, tmp_path: Path, backend: Backend, *options: str
 ) -> tuple[int, int]:
     """Start both commands; (gateway pid, app port)."""
     targets = tmp_path / "targets.yaml"
@@ -32,7 +32,7 @@ async def _gateway_and_connector(
     )
     app_port = free_port()
     server, url = procs.our_server(
-        "--targets", str(targets), "--app-port", str(app_port), "--app-host", "127.0.0.1"
+        "--targets", str(targets), "--app-port", str(app_port), "--app-host", "127.0.0.1", *options
     )
     await asyncio.to_thread(server.wait_listening, app_port)
     client = procs.our_client(
@@ -93,6 +93,29 @@ async def test_commands_stream_both_ways_in_bounded_gateway_memory(
             assert response.status == 200 and "GET /hi" in response.text
         growth = await _both_ways(pid, port, size)
         assert growth < 32, f"the gateway's RSS grew {growth:.1f} MB"
+    finally:
+        await backend.close()
+
+
+async def test_two_workers_answer_whichever_takes_the_request(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """``--workers 2``: the connector's session is on one worker; all requests reach it."""
+    backend = await Backend().start()
+    try:
+        _pid, port = await _gateway_and_connector(procs, tmp_path, backend, "--workers", "2")
+
+        async def one(i: int) -> None:
+            async with Client(port) as client:  # a new connection: either worker takes it
+                for j in range(2):
+                    response = await client.request("GET", f"/w{i}-{j}", timeout=10)
+                    assert response.status == 200, response.text
+                    assert response.text.startswith(f"GET /w{i}-{j}\n")
+
+        for batch in range(4):
+            await asyncio.gather(*(one(batch * 20 + i) for i in range(20)))
+        async with Client(port) as client:
+            assert (await client.request("GET", "/readyz", host="127.0.0.1")).status == 200
     finally:
         await backend.close()
 

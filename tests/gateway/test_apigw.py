@@ -216,3 +216,38 @@ async def test_client_disconnect_cancels_the_upstream_request(
     writer.close()
     await wait_until(lambda: stats.remotes[key].open == 0)
     assert api.app is not None and not api.app.in_flight
+
+
+async def test_absolute_form_targets_route_by_their_authority(
+    api: ApiGateway, backend: Backend
+) -> None:
+    """RFC 9112 3.2.2: the URL's authority overrides Host; the target gets origin-form."""
+    await api.start(_targets(backend.port))
+    await api.connect([f"127.0.0.1:{backend.port}"])
+    async with Client(api.port) as client:
+        response = await client.request("GET", "http://api.test/x?q=1", host="other.test")
+        assert response.status == 200, response.text
+        assert response.text.startswith("GET /x?q=1\n")
+        _method, target, headers = backend.requests[-1]
+        assert target == "/x?q=1"
+        assert headers["host"] == f"127.0.0.1:{backend.port}"
+        assert headers["x-forwarded-host"] == "api.test"
+        # https in the URL, upper-case host with a port, no path: routed, path "/"
+        response = await client.request("GET", "https://API.test:8080", host="api.test")
+        assert response.status == 200, response.text
+        assert backend.requests[-1][1] == "/"
+        assert backend.requests[-1][2]["x-forwarded-host"] == "API.test:8080"
+        # a Host that names the target does not help a URL that names no target
+        response = await client.request("GET", "http://other.test/x", host="api.test")
+        assert response.status == 404
+        # the policy sees the URL's path, normalised
+        response = await client.request("GET", "http://api.test/a/../b")
+        assert response.status == 200 and backend.requests[-1][1] == "/b"
+    for bad in (b"http://a b/x", b"http://user@api.test/x", b"ftp://api.test/x", b"http:///x"):
+        raw = await http_exchange(api.port, b"GET " + bad + b" HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        status, _, _ = split_response(raw)
+        assert status == 400, (bad, raw[:200])
+    raw = await http_exchange(
+        api.port, b"GET http://api.test:x/y HTTP/1.1\r\nHost: api.test\r\n\r\n"
+    )
+    assert split_response(raw)[0] == 400

@@ -14,6 +14,7 @@ from cc.protocol.apigw.message import (
     parse_response_head,
     request_framing,
     response_framing,
+    split_target,
 )
 from cc.protocol.http import HTTPError
 
@@ -170,3 +171,30 @@ def test_close_framing_and_truncation() -> None:
     truncated.feed(b"abc")
     with pytest.raises(HTTPError):
         truncated.finish()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/x?q=1", (None, "/x?q=1")),
+        ("http://api.example.com/x", ("api.example.com", "/x")),
+        ("HTTP://API.example.com:8080/a/b?c", ("API.example.com:8080", "/a/b?c")),
+        ("https://api.example.com", ("api.example.com", "/")),
+        ("http://api.example.com?q=1", ("api.example.com", "/?q=1")),
+        ("http://[::1]:80/v6", ("[::1]:80", "/v6")),
+    ],
+)
+def test_split_target_origin_and_absolute_form(
+    target: str, expected: tuple[str | None, str]
+) -> None:
+    assert split_target(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["x", "*", "ftp://a/b", "http:///x", "http://user@a/x", "http://a/x#frag", "a.test:80"],
+)
+def test_split_target_refuses_other_forms(target: str) -> None:
+    with pytest.raises(HTTPError) as info:
+        split_target(target)
+    assert info.value.status == 400

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from cc.protocol.apigw.message import (
     parse_response_head,
     request_framing,
     response_framing,
+    split_target,
 )
 from cc.protocol.apigw.policy import PathError, normalize_path
 from cc.protocol.apigw.scheduler import least_in_flight
@@ -51,6 +53,7 @@ from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.http import HTTPError, Request, Response, find_head_end
 from cc.runtime.filewatch import FileWatcher
 
+from .handoff import Handoff
 from .streams import ClientProtocol, StreamClosed
 from .targetfile import LoadedTargets, parse_targets_file
 from .upstream import SessionLost, TargetUnreachable, Upstream, UpstreamPool
@@ -98,6 +101,11 @@ class AppConfig:
     #: how often the targets file is checked for changes
     reload_interval: float = 1.0
     reuse_port: bool = False
+    #: --workers: this worker's index, their number and the handoff directory
+    #: (requests for targets served on another worker go there; see handoff.py)
+    worker: int = 0
+    workers: int = 1
+    handoff_dir: str | None = None
 
 
 class _Retry(Exception):
@@ -110,6 +118,10 @@ class _Stale(Exception):
 
 class _Done(Exception):
     """The client connection cannot carry another request (already answered or cut)."""
+
+
+class _Given(Exception):
+    """Another worker took the client connection."""
 
 
 class AppGateway:
@@ -134,6 +146,7 @@ class AppGateway:
         self._watcher: FileWatcher[LoadedTargets] | None = None
         self._clients: set[ClientProtocol] = set()
         self.requests = 0
+        self.handoff: Handoff | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +170,15 @@ class AppGateway:
             self.config.reload_interval,
         )
         self._watcher.start()
+        if self.config.handoff_dir is not None and self.config.workers > 1:
+            self.handoff = Handoff(
+                self.config.handoff_dir,
+                self.config.worker,
+                self.config.workers,
+                self._serves,
+                self._adopt,
+            )
+            await self.handoff.start()
         log.info(
             "HTTP API gateway listening on http://%s (%d targets)",
             join_host_port(self.config.host or "0.0.0.0", self.ports[0]),
@@ -174,6 +196,8 @@ class AppGateway:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        if self.handoff is not None:
+            self.handoff.close()
         if self._server is not None:
             self._server.close()
         for client in list(self._clients):
@@ -202,6 +226,32 @@ class AppGateway:
         """Whether any connector serves any target now (``/readyz``)."""
         return any(self.connectors_for(t) for t in self.targets.table.targets)
 
+    # -- workers --------------------------------------------------------------------
+    def _serves(self, name: str) -> bool:
+        """Whether this worker takes another's connection for ``name`` (``""``: /readyz)."""
+        if not name:
+            return self.ready()
+        target = self.targets.table.lookup(name)
+        return target is not None and bool(self.connectors_for(target))
+
+    async def _adopt(self, sock: socket.socket, buffered: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: ClientProtocol(self._serve, buffered), sock)
+
+    async def _hand_off(self, client: ClientProtocol, name: str, head: bytes) -> None:
+        """Give the connection to a worker whose connectors serve ``name``, if one does.
+
+        Raises _Given when one took it; returns to serve it here otherwise.
+        """
+        if self.handoff is None or client.closed:
+            return
+        client.hold()
+        rest = client.inbox.take()
+        if await self.handoff.give(client.fileno, name, head + rest):
+            raise _Given
+        client.inbox.unread(rest)
+        client.release()
+
     # -- one client connection -----------------------------------------------------------
     async def _serve(self, client: ClientProtocol) -> None:
         self._clients.add(client)
@@ -209,6 +259,8 @@ class AppGateway:
             while await self._one_request(client):
                 pass
             client.close()
+        except _Given:
+            client.detach()
         except _Done:
             client.close()
         except (StreamClosed, TimeoutError, ConnectionError):
@@ -281,12 +333,25 @@ class AppGateway:
         if len(hosts) > 1 or (not hosts and request.version == "HTTP/1.1"):
             self._respond(client, 400, b"exactly one Host header is required\n", keep=False)
             return False
-        public = host_of(hosts[0]) if hosts else ""
-        if public is None:
-            self._respond(client, 400, b"malformed Host header\n", keep=False)
+        try:
+            authority, origin_form = split_target(request.target)
+        except HTTPError as exc:
+            self._respond(client, exc.status, f"{exc}\n".encode(), keep=False)
             return False
-        path, _, query = request.target.partition("?")
+        # an absolute-form target's authority overrides Host (RFC 9112 3.2.2)
+        public_host = authority if authority is not None else hosts[0].strip() if hosts else ""
+        public = host_of(public_host) if public_host else ""
+        if public is None:
+            what = "authority in the request target" if authority else "Host header"
+            self._respond(client, 400, f"malformed {what}\n".encode(), keep=False)
+            return False
+        path, _, query = origin_form.partition("?")
         target = self.targets.table.lookup(public)
+        if self.handoff is not None:
+            if target is not None and not self.connectors_for(target):
+                await self._hand_off(client, public, head)
+            elif target is None and path in ("/readyz", "/readyz/") and not self.ready():
+                await self._hand_off(client, "", head)
         if target is None:
             self._default_route(client, request, path, refuse_keep, head_only)
             return refuse_keep
@@ -303,9 +368,7 @@ class AppGateway:
         if request.headers.has_token("Connection", "upgrade"):
             upgrade = request.headers.get("Upgrade")
         target_path = normal + ("?" + query if query else "")
-        exchange = _Exchange(
-            self, client, request, target, hosts[0].strip(), public, target_path, keep
-        )
+        exchange = _Exchange(self, client, request, target, public_host, public, target_path, keep)
         exchange.framing, exchange.length, exchange.upgrade = framing, length, upgrade
         return await exchange.run()
 
@@ -392,7 +455,7 @@ class _Exchange:
             app.served[session.id] = app.served.get(session.id, 0) + 1
             try:
                 try:
-                    return await self._through(session, reuse=True)
+                    return await self._through(session, reuse=True, checked=not retry_ok)
                 except _Stale:
                     if not retry_ok:
                         return self._fail(502, "the kept connection to the target was closed")
@@ -410,10 +473,20 @@ class _Exchange:
                     app.in_flight.pop(session.id, None)
         return False  # not reached
 
-    async def _through(self, session: GatewaySession, *, reuse: bool) -> bool:
+    async def _through(
+        self, session: GatewaySession, *, reuse: bool, checked: bool = False
+    ) -> bool:
+        """``checked``: take a kept connection only once a ping showed it still open
+        (a request that cannot be sent again must not go to a closed one)."""
         app = self.app
         target = self.target
-        upstream = app.pool.take(session, target) if reuse else None
+        upstream = None
+        if reuse:
+            pool = app.pool
+            if checked:
+                upstream = await pool.take_checked(session, target, app.config.connect_timeout)
+            else:
+                upstream = pool.take(session, target)
         self.reused = upstream is not None
         if upstream is None:
             try:
@@ -550,7 +623,8 @@ class _Exchange:
             fields.append(("Transfer-Encoding", "chunked"))
         if not self.keep:
             fields.append(("Connection", "close"))
-        client.write(build_head(f"HTTP/1.1 {status} {response.reason}", fields))
+        # the head goes out with the first body bytes: one send, one segment
+        pending = build_head(f"HTTP/1.1 {status} {response.reason}", fields)
         framer = BodyFramer(framing, length, dechunk)
         data = rest
         after: bytes | None = None
@@ -562,12 +636,17 @@ class _Exchange:
                     log.info("app: bad body from %s: %s", self.target.address, exc)
                     raise StreamClosed(str(exc)) from None
                 if out:
+                    if pending:
+                        out, pending = pending + out, b""
                     client.write(out)
                     await client.drain()
                 if after is not None:
                     break
             if framer.done:
                 break
+            if pending:
+                client.write(pending)  # the client sees the head while the body comes
+                pending = b""
             try:
                 data = await upstream.read(self.app.config.timeout)
             except TimeoutError:
@@ -579,6 +658,8 @@ class _Exchange:
                 except HTTPError as exc:
                     raise StreamClosed(f"{self.target.address}: {exc}") from None
                 break
+        if pending:
+            client.write(pending)
         if upload is not None:
             if not upload.done():
                 self.keep = False  # answered before the body was all read: where would

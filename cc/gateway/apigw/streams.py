@@ -58,6 +58,10 @@ class Inbox:
     def pending(self) -> int:
         return self._size
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
@@ -84,6 +88,13 @@ class Inbox:
             self._error = exc
         self._eof = True
         self._wake()
+
+    def take(self) -> bytes:
+        """Everything that arrived and was not read yet (a connection handed on)."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return data
 
     def unread(self, data: bytes) -> None:
         """Put back bytes that belong to the next reader (a pipelined request)."""
@@ -154,10 +165,12 @@ class _Drain:
 class ClientProtocol(asyncio.Protocol):
     """A client's socket on the app port; ``task`` serves it and is cancelled when it goes."""
 
-    def __init__(self, serve: Callable[[ClientProtocol], Any]) -> None:
+    def __init__(self, serve: Callable[[ClientProtocol], Any], buffered: bytes = b"") -> None:
         self._serve = serve
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.inbox = Inbox(self._pause_reading, self._resume_reading)
+        #: read by the worker that handed this connection on: it comes first
+        self.inbox.feed(buffered)
         self._drain = _Drain()
         self.closed = False
         self.task: asyncio.Task[None] | None = None
@@ -228,6 +241,28 @@ class ClientProtocol(asyncio.Protocol):
         if not self.closed:
             reset_transport(self.transport)
 
+    def hold(self) -> None:
+        """Stop reading from the socket: its next bytes may be for another worker."""
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        """Read again after :meth:`hold` (unless the inbox holds the producer back)."""
+        if not self.closed and not self.inbox.paused:
+            self.transport.resume_reading()
+
+    @property
+    def fileno(self) -> int:
+        sock = self.transport.get_extra_info("socket")
+        return -1 if sock is None else int(sock.fileno())
+
+    def detach(self) -> None:
+        """Another worker took the socket: close our copy only (no FIN, no reset)."""
+        self.task = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
 
 class ChannelStream(asyncssh.SSHTCPSession[bytes]):
     """A ``chisel`` channel to a target, as a stream; ``lost`` once it can carry no more."""
@@ -238,6 +273,8 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         self._drain = _Drain()
         self.lost = False
         self.eof = False
+        #: when it was last put in the pool of kept connections
+        self.pooled_at = 0.0
 
     # -- asyncssh ----------------------------------------------------------------
     def connection_made(self, chan: Any) -> None:
@@ -316,6 +353,7 @@ class TLSStream:
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._in, self._out, server_hostname=server_name)
         self._eof = False
+        self.pooled_at = 0.0
 
     def _flush(self) -> None:
         pending = self._out.read()

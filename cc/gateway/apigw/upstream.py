@@ -5,12 +5,22 @@ its TCP connect) and, for https, a TLS handshake.  Keep-alive connections are
 kept per (connector session, target, TLS settings) and reused, so a busy target
 costs neither after the first request.  A kept connection that the target closed
 (or that received anything while idle) is dropped when it is next taken.
+
+A target that closes a connection right after its answer (a tiny idle timeout, a
+request limit) races the next request: the close is still on its way through the
+tunnel when the connection is taken again.  A request that cannot be retried (a
+POST, a body) therefore takes a kept connection only after a ping round trip to
+the connector: SSH keeps order, so a close the connector had seen before it
+answered has arrived by then (:meth:`UpstreamPool.take_checked`).  One ping
+serves every request waiting on the same session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +28,12 @@ import asyncssh
 
 from cc.protocol.apigw.targets import Target
 from cc.protocol.hosts import bare_host
-from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, open_chisel_channel
+from cc.ssh import (
+    OPEN_CONNECT_FAILED,
+    ChannelOpenError,
+    open_chisel_channel,
+    send_global_request,
+)
 
 from .streams import ChannelStream, StreamClosed, TLSStream
 
@@ -53,6 +68,10 @@ class UpstreamPool:
         self._idle: defaultdict[tuple[Any, ...], list[Upstream]] = defaultdict(list)
         #: how many connections were opened (tests and stats tell reuse from this)
         self.opened = 0
+        #: the ping in flight per session: (when it was sent, its task)
+        self._pings: dict[int, tuple[float, asyncio.Task[None]]] = {}
+        #: pings sent by take_checked (tests tell the check happened)
+        self.pings = 0
 
     def take(self, session: GatewaySession, target: Target) -> Upstream | None:
         idle = self._idle.get(_key(session, target))
@@ -63,11 +82,36 @@ class UpstreamPool:
             stream.abort()
         return None
 
+    async def take_checked(
+        self, session: GatewaySession, target: Target, timeout: float
+    ) -> Upstream | None:
+        """A kept connection still open after a round trip through its connector."""
+        idle = self._idle.get(_key(session, target))
+        if not idle:
+            return None
+        await self._sync(session, idle[-1].pooled_at, timeout)
+        return self.take(session, target)
+
+    async def _sync(self, session: GatewaySession, since: float, timeout: float) -> None:
+        """Wait for a ping to the connector sent after ``since`` to be answered."""
+        conn = session.conn
+        if conn is None or conn.is_closed():
+            return
+        pending = self._pings.get(session.id)
+        if pending is None or pending[0] < since or pending[1].done():
+            task = asyncio.ensure_future(_ping(conn, timeout))
+            self._pings[session.id] = (time.monotonic(), task)
+            task.add_done_callback(lambda _: self._pings.pop(session.id, None))
+            self.pings += 1
+            pending = self._pings[session.id]
+        await asyncio.shield(pending[1])
+
     def give(self, session: GatewaySession, target: Target, stream: Upstream) -> None:
         idle = self._idle[_key(session, target)]
         if len(idle) >= self.max_idle or not stream.reusable:
             stream.close()
             return
+        stream.pooled_at = time.monotonic()
         idle.append(stream)
 
     def forget(self, session: GatewaySession) -> None:
@@ -156,3 +200,10 @@ class UpstreamPool:
             channel.abort()
             raise
         return stream
+
+
+async def _ping(conn: Any, timeout: float) -> None:
+    """One ping round trip; a failure is no news here (the streams show a lost session)."""
+    with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+        async with asyncio.timeout(timeout):
+            await send_global_request(conn, "ping", b"")

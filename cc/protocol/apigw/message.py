@@ -31,6 +31,7 @@ __all__ = [
     "parse_response_head",
     "request_framing",
     "response_framing",
+    "split_target",
 ]
 
 #: Longest chunk-size line (size and extensions) accepted.
@@ -62,7 +63,7 @@ def _check_names(headers: Headers) -> None:
 def parse_request_head(head: bytes) -> Request:
     """A request head, strictly; HTTPError carries the status to answer."""
     _check_head(head)
-    request = parse_request(head)
+    request = parse_request(head, absolute=True)
     _check_names(request.headers)
     if request.version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HTTPError(f"unsupported version {request.version[:20]!r}", 505)
@@ -77,6 +78,32 @@ def parse_response_head(head: bytes) -> Response:
     if not 100 <= response.status <= 999:
         raise HTTPError(f"bad status {response.status}")
     return response
+
+
+def split_target(target: str) -> tuple[str | None, str]:
+    """A request target as (the authority of an absolute-form target or None, path?query).
+
+    RFC 9112 3.2: a client talking to a proxy sends ``http://host[:port]/path``;
+    a server must accept it, and its authority (not ``Host``) names the resource.
+    The path comes back in origin-form (``/`` when the URL has none), as the target
+    receives it.  Another scheme, userinfo, an empty authority or a fragment: 400.
+    """
+    if target.startswith("/"):
+        return None, target
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise HTTPError("the request target must be a path or an http(s) URL")
+    cut = len(rest)
+    for mark in "/?#":
+        index = rest.find(mark)
+        if 0 <= index < cut:
+            cut = index
+    authority, tail = rest[:cut], rest[cut:]
+    if not authority or "@" in authority or "#" in tail:
+        raise HTTPError("bad authority in the request target")
+    if not tail.startswith("/"):
+        tail = "/" + tail
+    return authority, tail
 
 
 def _content_length(headers: Headers) -> int | None:
