@@ -105,6 +105,16 @@ def test_connect_says_why_it_cannot_reach(
     assert key not in stderr, "the key is never printed"
 
 
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` sends up to and including ``marker`` (its timeout bounds the wait)."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"EOF before {marker!r}: {data!r}"
+        data += chunk
+    return data
+
+
 def _raw(port: int, head: str) -> socket.socket:
     """A connection to the gateway that sent ``head``; the answer is the caller's to read."""
     sock = socket.create_connection((LOOPBACK, port), timeout=RUN_TIMEOUT)
@@ -125,14 +135,13 @@ def test_connect_says_the_service_is_busy(procs: Processes) -> None:
         "Connection: Upgrade\nUpgrade: websocket\nOrigin: http://gw\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n",
     )
-    assert silent_server.recv(12) == b"HTTP/1.1 101"
+    assert _read_until(silent_server, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
     waiting = _raw(
         port,
         f"GET /stuck HTTP/1.1\nHost: gw\nX-Remoted-APIKey: {CLIENT_KEY}\n"
         "Connection: Upgrade\nUpgrade: webroute\nWebRoute-Version: 1\nWebRoute-ID: first\n",
     )
-    silent_server.settimeout(RUN_TIMEOUT)
-    assert b'"id":"first"' in silent_server.recv(4096), "the first client waits"
+    assert _read_until(silent_server, b'"id":"first"'), "the first client waits"
     result = connect(service_url(f"http://{LOOPBACK}:{port}", "/stuck"))
     assert result.returncode == 1
     stderr = result.stderr.decode()
