@@ -206,6 +206,8 @@ class FiguresCollector(Collector):
             for reason, n in sorted(reasons.items()):
                 failures.add_metric([reason], n)
             yield failures
+            if stats.busy_refusals:
+                yield self._busy(stats)
         yield from self._remotes(stats)
         yield self._latency(stats)
         packets = CounterMetricFamily(
@@ -253,6 +255,24 @@ class FiguresCollector(Collector):
             for key, family in families.items():
                 family.add_metric([label], getattr(remote, key))
         yield from families.values()
+
+    @staticmethod
+    def _busy(stats: SessionStats) -> Metric:
+        busy = CounterMetricFamily(
+            _name("named_service_busy_refusals"),
+            "Named-service clients refused with 503 at once because --remoted-max-waiting "
+            "clients already waited for their path's server",
+            labels=["remote"],
+        )
+        counts: dict[str, int] = {}
+        for remote, n in stats.busy_refusals.items():
+            label = remote[:MAX_LABEL_LENGTH]
+            if label not in counts and len(counts) >= MAX_REMOTE_LABELS:
+                label = OTHER
+            counts[label] = counts.get(label, 0) + n
+        for label, n in counts.items():
+            busy.add_metric([label], n)
+        return busy
 
     @staticmethod
     def _latency(stats: SessionStats) -> Metric:

@@ -144,6 +144,9 @@ class SessionStats:
     remotes: dict[str, RemoteStats] = field(default_factory=dict)
     #: failed logins by reason: password, token, banned, admin
     auth_failures: dict[str, int] = field(default_factory=dict)
+    #: named-service clients refused because their path's queue was full, by remote
+    #: (``svc:/path``, as its connections are counted)
+    busy_refusals: dict[str, int] = field(default_factory=dict)
     #: how long opening a channel for an accepted connection took
     channel_open: LatencyHistogram = field(default_factory=LatencyHistogram)
     #: a gateway session's gateway-wide stats: new remotes are linked to theirs
@@ -164,6 +167,9 @@ class SessionStats:
     def count_auth_failure(self, reason: str, n: int = 1) -> None:
         self.auth_failures[reason] = self.auth_failures.get(reason, 0) + n
 
+    def count_busy_refusal(self, remote: str, n: int = 1) -> None:
+        self.busy_refusals[remote] = self.busy_refusals.get(remote, 0) + n
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able figures (a worker hands these to its control process)."""
         return {
@@ -172,6 +178,7 @@ class SessionStats:
             "reconnects": self.reconnects,
             "remotes": [r.as_dict() for r in self.remotes.values()],
             "auth_failures": dict(self.auth_failures),
+            "busy_refusals": dict(self.busy_refusals),
             "channel_open": self.channel_open.as_dict(),
         }
 
@@ -182,6 +189,7 @@ class SessionStats:
             sessions=int(data.get("sessions", 0)),
             reconnects=int(data.get("reconnects", 0)),
             auth_failures={str(k): int(v) for k, v in dict(data.get("auth_failures", {})).items()},
+            busy_refusals={str(k): int(v) for k, v in dict(data.get("busy_refusals", {})).items()},
             channel_open=LatencyHistogram.from_dict(dict(data.get("channel_open", {}))),
         )
         for item in data.get("remotes", ()):
@@ -195,6 +203,8 @@ class SessionStats:
         self.reconnects += other.reconnects
         for reason, n in other.auth_failures.items():
             self.count_auth_failure(reason, n)
+        for name, n in other.busy_refusals.items():
+            self.count_busy_refusal(name, n)
         self.channel_open.add(other.channel_open)
         for name, remote in other.remotes.items():
             self.remote(name).add(remote)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the container image (Dockerfile) and run in it: `cloud-connector demo`, a gateway
-# (until its HEALTHCHECK says healthy), and a connector configured by the environment
-# alone (no arguments) that tunnels an HTTP service on this machine through that gateway.
+# (until its HEALTHCHECK says healthy), a connector configured by the environment
+# alone (no arguments) that tunnels an HTTP service on this machine through that gateway,
+# and the Armorcode-style `cloud-connector agent` line (issue 13): its tunnel carries a
+# request, and a second agent on the same TUNNEL_PORT exits 1 saying the port is taken.
 #
 #   sudo packaging/build-image.sh
 #
@@ -219,5 +221,59 @@ for _ in $(seq 1 30); do
 done
 echo "    connector (CC_METRICS=$metrics_port, its /ready): $health"
 [[ "$health" == healthy ]] || die "the connector never became healthy"
+
+say "in the image: the Armorcode-style agent line (cloud-connector agent), env only"
+# As in README "cloud-connector agent": a gateway whose --tokens binds each agent's
+# token to its tunnel port, and the agent from exactly the seed's variables (plus
+# TUNNEL_HOST, so the tunnel port stays on this machine's loopback).
+agent_gw_port="$(free_port)"
+tunnel_port="$(free_port)"
+agent_token="agent-$RANDOM$RANDOM$RANDOM"
+other_token="other-$RANDOM$RANDOM$RANDOM"
+python3 - "$WORK/tokens.json" "$tunnel_port" "$agent_token" "$other_token" <<'PY'
+import json, sys
+path, port, *tokens = sys.argv[1:]
+with open(path, "w") as f:
+    json.dump({token: [rf"R:127\.0\.0\.1:{port}"] for token in tokens}, f)
+PY
+chmod 644 "$WORK/tokens.json"
+agw="$tag-agent-gateway"
+run -d --name "$agw" -v "$WORK/tokens.json:/etc/cc-tokens.json:ro" -e PORT="$agent_gw_port" \
+    --entrypoint cloud-connector "$IMAGE" server --host 127.0.0.1 --reverse \
+    --tokens /etc/cc-tokens.json >/dev/null
+wait_log "$agw" "Listening on http://127.0.0.1:$agent_gw_port" 30
+root="$(curl -s --max-time 5 "http://127.0.0.1:$agent_gw_port/" || true)"
+echo "    curl http://127.0.0.1:$agent_gw_port/ (the seed's connectivity check) -> $root"
+[[ "$root" == "cloud-connector gateway "* ]] || die "the gateway's / should name it"
+agent_env=(-e CLIENT_SIDE_DOMAIN=127.0.0.1 -e CLIENT_SIDE_PORT="$svc_port"
+    -e SERVER_IP_DOMAIN="http://127.0.0.1:$agent_gw_port" -e TUNNEL_PORT="$tunnel_port"
+    -e TUNNEL_HOST=127.0.0.1)
+agent="$tag-agent"
+run -d --name="$agent" --restart=on-failure:5 --entrypoint cloud-connector "${agent_env[@]}" \
+    -e CLIENT_UUID=6f1c2d3e-0000-4000-8000-00000000000a -e TOKEN="$agent_token" \
+    "$IMAGE" agent >/dev/null
+wait_log "$agent" "client: Connected" 30
+got=""
+for _ in $(seq 1 20); do
+    got="$(curl -s --max-time 5 "http://127.0.0.1:$tunnel_port/token.txt" || true)"
+    [[ "$got" == "$token" ]] && break
+    sleep 0.5
+done
+echo "    GET http://127.0.0.1:$tunnel_port/token.txt (TUNNEL_PORT) -> $got"
+[[ "$got" == "$token" ]] || die "the agent did not tunnel"
+# The seed's only help when TUNNEL_PORT is reused is an exited container; ours says why.
+set +e
+reused="$(run --rm --entrypoint cloud-connector "${agent_env[@]}" \
+    -e CLIENT_UUID=6f1c2d3e-0000-4000-8000-00000000000b -e TOKEN="$other_token" \
+    "$IMAGE" agent 2>&1)"
+status=$?
+set -e
+echo "    a second agent on TUNNEL_PORT $tunnel_port: status $status"
+grep -E "taken|cloud-connector agent" <<<"$reused" | tail -2 | sed 's/^/      /' || true
+[[ $status == 1 ]] || die "an agent on a reused TUNNEL_PORT should exit 1"
+grep -q "port $tunnel_port is taken by another client" <<<"$reused" \
+    || die "an agent on a reused TUNNEL_PORT should say the port is taken"
+[[ "$(curl -s --max-time 5 "http://127.0.0.1:$tunnel_port/token.txt" || true)" == "$token" ]] \
+    || die "the first agent's tunnel should survive the second agent"
 
 say "all passed: image $IMAGE from $BASE"

@@ -51,8 +51,8 @@ HELP = f"""\
 
   and it exits once both directions are done (status 0), or at once with
   status 1 and the gateway's answer if the service cannot be reached
-  (403: wrong key; 502: nobody serves the path; 504: its server did not
-  answer in time).
+  (403: wrong key; 502: nobody serves the path; 503: too many clients
+  already wait for its server; 504: its server did not answer in time).
 
   Options:
 
@@ -160,6 +160,7 @@ def _failure(exc: BaseException) -> str:
         hint = {
             403: "the gateway refused the client key",
             502: "nobody serves this path at the moment",
+            503: "too many clients already wait for the service's server; retry later",
             504: "the service's server did not answer in time",
         }.get(exc.status)
         return f"{exc}: {hint}" if hint else str(exc)

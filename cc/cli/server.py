@@ -43,7 +43,12 @@ from cc.protocol.admission import AdmissionPolicy
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
-from cc.protocol.webroute import KeyTable, parse_keys_file
+from cc.protocol.webroute import (
+    BUSY_RETRY_AFTER,
+    DEFAULT_MAX_WAITING,
+    KeyTable,
+    parse_keys_file,
+)
 
 if TYPE_CHECKING:
     from cc.gateway.gateway import GatewayConfig
@@ -214,6 +219,20 @@ HELP = f"""\
     waiting for a server that drops are offered to the others (env
     CC_REMOTED_EXCLUSIVE; the keys file's "exclusive" does the same).
     Named services need one gateway process: --workers is 1 with them.
+
+    --remoted-max-waiting, Clients that may wait at once for one named
+    service's server (each waits until the server answers its
+    notification with a second connection, or for its timeout: 60s
+    unless it asks for more). A healthy server answers within a round
+    trip, so a full queue means a stuck or overloaded one: the next
+    client is refused at once with "503 Service Unavailable",
+    Retry-After: {BUSY_RETRY_AFTER} and the JSON errorcode
+    "destination_busy" (remoted has no such limit or answer; its PHP SDK
+    reports "Server returned: 503 Service Unavailable"). Logged once per
+    path, then summed up every minute; counted in /metrics as
+    cloud_connector_named_service_busy_refusals_total. Waiting clients
+    that hang up free their place. Defaults to {DEFAULT_MAX_WAITING}; 0
+    lifts the cap (env CC_REMOTED_MAX_WAITING).
 
     --reverse, Allow clients to ask for reverse port forwarding remotes
     ("R:..."), which listen on this server. outsystemscc uses only
@@ -492,6 +511,14 @@ def _parser() -> GoArgumentParser:
         default=False,
         help="one server per named service path, as remoted",
     )
+    p.add_flag(
+        "--remoted-max-waiting",
+        type=count,
+        env="CC_REMOTED_MAX_WAITING",
+        default=str(DEFAULT_MAX_WAITING),
+        file_types=(int,),
+        help="clients waiting per named service path, at most; more get 503 (0: no cap)",
+    )
     p.add_flag("--tls-key", env="CC_TLS_KEY", path=True)
     p.add_flag("--tls-cert", env="CC_TLS_CERT", path=True)
     p.add_flag("--tls-ca", env="CC_TLS_CA", path=True, help="require client certs from this CA")
@@ -709,7 +736,11 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         max_auth_tries=args.max_auth_tries,
         reuse_port=worker,
         port_registry=registry_from_environment(),
-        webroute=WebRouteSettings(settings.remoted_keys) if settings.remoted_keys else None,
+        webroute=(
+            WebRouteSettings(settings.remoted_keys, max_waiting=args.remoted_max_waiting)
+            if settings.remoted_keys
+            else None
+        ),
         admin=settings.admin,
         figures_link=FiguresLink.from_environment() if worker else None,
         worker=worker_index(),

@@ -217,6 +217,8 @@ class Gateway:
             auth_log.warning("%s", line)
         if self._front is not None:
             self._front.flush_logs()
+        if self.named_services is not None:
+            self.named_services.flush_logs()
         self._schedule_housekeeping()
 
     # -- failed logins -----------------------------------------------------------

@@ -13,7 +13,9 @@ The decisions (which request is what, the exact answers, who serves a path) are
 
 Every connection counts as unauthenticated at the gateway's front until its key is
 accepted (``Doorway.release``); a wrong or missing key is a failed login for the
-source, answered after its penalty, and a banned source gets 429.
+source, answered after its penalty, and a banned source gets 429.  At most
+``max_waiting`` clients wait per path; the next gets 503 at once, is counted in
+``/metrics`` and logged (the first at once, then a summary per path and interval).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from cc.log import get_logger
 from cc.protocol import webroute as wr
+from cc.protocol.authguard import FailureLog
 from cc.protocol.http import Request
 from cc.protocol.ws import WebSocketError, WebSocketStream
 from cc.stats import RemoteStats
@@ -57,6 +60,8 @@ class WebRouteSettings:
     keepalive: float = wr.KEEPALIVE_INTERVAL
     #: seconds between the two 101s and the first byte either leg gets after it
     settle: float = LINK_SETTLE
+    #: clients that may wait at once per path; the next gets 503 (0: no cap)
+    max_waiting: int = wr.DEFAULT_MAX_WAITING
 
 
 class NamedServices:
@@ -71,6 +76,10 @@ class NamedServices:
         self.linked_total = 0
         self.timed_out_total = 0
         self.refused_total = 0
+        #: busy refusals: the first per path logged at once, then one summary per interval
+        self.busy_log = FailureLog(
+            "busy refusals (503)", interval=gateway.config.log_summary_interval, about="for"
+        )
 
     @property
     def keys(self) -> wr.KeyTable:
@@ -88,11 +97,15 @@ class NamedServices:
         if banned > 0:
             self._refuse(conn, wr.banned_response(banned), 0.0)
             return
-        decision = wr.decide(request, self.keys, self.directory, self.settings.timeout)
+        decision = wr.decide(
+            request, self.keys, self.directory, self.settings.timeout, self.settings.max_waiting
+        )
         if isinstance(decision, wr.Refuse):
             self.refused_total += 1
             delay = 0.0
-            if decision.wrong_key:
+            if decision.busy:
+                self._busy(conn, request.path)
+            elif decision.wrong_key:
                 penalty = self.gateway.login_failed(
                     doorway.source,
                     f"Refused WebRoute request from {conn.peer} for {request.path[:200]}: "
@@ -112,6 +125,28 @@ class NamedServices:
         else:
             self._link(conn, decision, rest)
 
+    def _busy(self, conn: _HTTPConnection, path: str) -> None:
+        """A client refused for a full queue: counted, and logged so a stuck server shows."""
+        self.gateway.stats.count_busy_refusal(f"svc:{path}")
+        servers = self.directory.servers(path)
+        shown = ", ".join(server.peer for server in servers[:3])
+        more = f" and {len(servers) - 3} more" if len(servers) > 3 else ""
+        line = self.busy_log.record(
+            path,
+            time.monotonic(),
+            f"Named service {path}: {self.directory.waiting(path)} clients already wait for a "
+            f"server connection (--remoted-max-waiting {self.settings.max_waiting}); refused "
+            f"{conn.peer} with 503. Its server(s) {shown}{more} get each client's notification "
+            f"but do not answer with its WebRoute-ID: check they are alive and not overloaded",
+        )
+        if line is not None:
+            log.warning("%s", line)
+
+    def flush_logs(self) -> None:
+        """Summaries of busy refusals that are due (the gateway's housekeeping calls it)."""
+        for line in self.busy_log.flush(time.monotonic()):
+            log.warning("Named services: %s", line)
+
     def _refuse(self, conn: _HTTPConnection, data: bytes, delay: float) -> None:
         answer = _Answer(data, conn.doorway)
         conn.transport.set_protocol(answer)
@@ -123,6 +158,7 @@ class NamedServices:
         registration = _Registration(self, decision.path, conn.peer, transport)
         transport.set_protocol(registration)
         self.directory.register(decision.path, registration)
+        self.gateway.stats.busy_refusals.setdefault(f"svc:{decision.path}", 0)  # a series at 0
         log.info(
             "Named service %s registered by %s (%s; %d server(s) on it)",
             decision.path,

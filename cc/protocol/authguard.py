@@ -151,11 +151,18 @@ class FailureLog:
     OTHERS = "other addresses"
 
     def __init__(
-        self, what: str = "failed logins", interval: float = 60.0, max_sources: int = 10000
+        self,
+        what: str = "failed logins",
+        interval: float = 60.0,
+        max_sources: int = 10000,
+        *,
+        about: str = "from",
     ) -> None:
         self.what = what
         self.interval = interval
         self.max_sources = max_sources
+        #: how a line ties ``what`` to its key: "from" an address, "for" a path ...
+        self.about = about
         #: source -> [start of its interval, failures not yet logged]
         self._pending: dict[str, list[float]] = {}
 
@@ -167,7 +174,7 @@ class FailureLog:
         if entry is None:
             self._pending[source] = [now, 0]
             return (
-                f"{detail} (more {self.what} from {source} are summarised every "
+                f"{detail} (more {self.what} {self.about} {source} are summarised every "
                 f"{self.interval:.0f} s)"
             )
         entry[1] += 1
@@ -181,7 +188,8 @@ class FailureLog:
                 continue
             if count:
                 lines.append(
-                    f"{count:.0f} {self.what} from {source} in the last {now - started:.0f} s"
+                    f"{count:.0f} {self.what} {self.about} {source} in the last "
+                    f"{now - started:.0f} s"
                 )
                 self._pending[source] = [now, 0]
             else:

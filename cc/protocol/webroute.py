@@ -30,7 +30,10 @@ Where we differ from remoted, on purpose:
   the same ID, even two clients), an ID already parked is refused rather than
   overwritten, and link keys ignore the query string (remoted keys on the raw
   target, so a client URL with ``?x=1`` could never be linked);
-* a requested timeout is capped at :data:`MAX_TIMEOUT` (remoted has no cap).
+* a requested timeout is capped at :data:`MAX_TIMEOUT` (remoted has no cap);
+* at most ``max_waiting`` clients wait per path (remoted parks any number): the
+  next one gets 503 with ``Retry-After`` at once (remoted has no "busy" answer;
+  its SDK reports any non-101 as ``Server returned: 503 Service Unavailable``).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from .http import Request, Response, accept_key, build_request
 from .remote import validate_host
 
 __all__ = [
+    "BUSY_RETRY_AFTER",
+    "DEFAULT_MAX_WAITING",
     "DEFAULT_TIMEOUT",
     "ID_GUID",
     "KEEPALIVE_INTERVAL",
@@ -75,6 +80,7 @@ __all__ = [
     "ServiceRemote",
     "WebRouteRefused",
     "banned_response",
+    "busy_response",
     "check_registration",
     "check_switch",
     "decide",
@@ -102,6 +108,11 @@ MAX_TIMEOUT = 86400
 KEEPALIVE_INTERVAL = 30.0
 #: Longest WebRoute-ID accepted (the SDK sends 64 characters).
 MAX_ID_LENGTH = 256
+#: Clients that may wait at once for one path's server (0: no cap, as remoted).  A
+#: healthy server links each within a round trip, so a full queue means a stuck one.
+DEFAULT_MAX_WAITING = 128
+#: ``Retry-After`` (seconds) of the 503 a client gets when its path's queue is full.
+BUSY_RETRY_AFTER = 5
 
 # -- what remoted sends, byte for byte ---------------------------------------------
 
@@ -115,6 +126,7 @@ _REASONS = {
     403: b"Forbidden",
     429: b"Too Many Requests",
     502: b"Bad Gateway",
+    503: b"Service Unavailable",
 }
 
 BODY_INVALID_KEY = (
@@ -139,6 +151,11 @@ BODY_INVALID_CLIENT_REQUEST = (
 BODY_PATH_NOT_ALLOWED = (
     b'{"success":false,"error":"This API key may not use the requested path.",'
     b'"errorcode":"path_not_allowed"}'
+)
+#: ours: as many clients as --remoted-max-waiting already wait for the path's server
+BODY_DESTINATION_BUSY = (
+    b'{"success":false,"error":"Too many clients are waiting for the requested destination.",'
+    b'"errorcode":"destination_busy"}'
 )
 #: ours: the source is banned for repeated wrong keys
 BODY_TOO_MANY_ATTEMPTS = (
@@ -178,6 +195,11 @@ def banned_response(retry_after: float) -> bytes:
     """429 for a source banned for wrong keys; ``Retry-After`` in whole seconds."""
     extra = b"Retry-After: %d\r\n" % math.ceil(retry_after)
     return json_response(429, BODY_TOO_MANY_ATTEMPTS, extra)
+
+
+def busy_response(retry_after: int = BUSY_RETRY_AFTER) -> bytes:
+    """503 for a client whose path already has ``max_waiting`` clients waiting."""
+    return json_response(503, BODY_DESTINATION_BUSY, b"Retry-After: %d\r\n" % retry_after)
 
 
 def webroute_accept(webroute_id: str) -> str:
@@ -370,11 +392,15 @@ def requested_timeout(request: Request, default: int = DEFAULT_TIMEOUT) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Answer ``data`` and close.  ``wrong_key``: a failed login to count against the source."""
+    """Answer ``data`` and close.  ``wrong_key``: a failed login to count against the source.
+
+    ``busy``: the path's waiting queue is full (counted and logged apart: a stuck server).
+    """
 
     data: bytes
     reason: str
     wrong_key: bool = False
+    busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,19 +464,23 @@ class Routes(Protocol):
 
     def is_parked(self, path: str, webroute_id: str) -> bool: ...
 
+    def waiting(self, path: str) -> int: ...
+
 
 def decide(
     request: Request,
     keys: KeyTable,
     directory: Routes,
     default_timeout: int = DEFAULT_TIMEOUT,
+    max_waiting: int = 0,
 ) -> Decision:
     """What to do with one WebRoute or registration request, in remoted's order.
 
     Key first (403 for none or a wrong one), then, for a server key, a WebRoute
     upgrade answering a parked client or else a WebSocket registration (400 when it
     is neither); for a client key, a served path (502 otherwise), a WebRoute upgrade
-    (400), its head (raw 400/426), and then the client is parked.
+    (400), its head (raw 400/426), room in the path's queue (503 when ``max_waiting``
+    clients already wait; 0: no cap), and then the client is parked.
     """
     key = request.headers.get(KEY_HEADER)
     grant = keys.lookup(key) if key else None
@@ -489,6 +519,8 @@ def decide(
     webroute_id = request.headers.get("WebRoute-ID") or ""
     if directory.is_parked(path, webroute_id):
         return Refuse(WEBROUTE_BAD_REQUEST, "WebRoute-ID already waiting")
+    if max_waiting and directory.waiting(path) >= max_waiting:
+        return Refuse(busy_response(), f"{max_waiting} clients already wait for {path}", busy=True)
     return Park(path, webroute_id, timeout, grant)
 
 
@@ -526,6 +558,8 @@ class Directory(Generic[S, C]):
     def __init__(self) -> None:
         self._paths: dict[str, _Path[S]] = {}
         self._parked: dict[tuple[str, str], Parked[S, C]] = {}
+        #: parked clients per path (bounded by ``decide``'s ``max_waiting``)
+        self._waiting: dict[str, int] = {}
 
     def servers(self, path: str) -> tuple[S, ...]:
         entry = self._paths.get(path)
@@ -566,12 +600,26 @@ class Directory(Generic[S, C]):
     def is_parked(self, path: str, webroute_id: str) -> bool:
         return bool(webroute_id) and (path, webroute_id) in self._parked
 
+    def waiting(self, path: str) -> int:
+        """Clients parked for ``path`` now."""
+        return self._waiting.get(path, 0)
+
     def park(self, parked: Parked[S, C]) -> None:
-        self._parked[(parked.path, parked.webroute_id)] = parked
+        key = (parked.path, parked.webroute_id)
+        if key not in self._parked:
+            self._waiting[parked.path] = self._waiting.get(parked.path, 0) + 1
+        self._parked[key] = parked
 
     def take(self, path: str, webroute_id: str) -> Parked[S, C] | None:
         """Remove and return the parked client (linked, gone or timed out)."""
-        return self._parked.pop((path, webroute_id), None)
+        parked = self._parked.pop((path, webroute_id), None)
+        if parked is not None:
+            left = self._waiting[path] - 1
+            if left:
+                self._waiting[path] = left
+            else:
+                del self._waiting[path]
+        return parked
 
     def parked(self) -> list[Parked[S, C]]:
         return list(self._parked.values())

@@ -154,6 +154,7 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
     ),
     ("server-auth", ["server", "--auth", "nocolon"], "user:pass"),
     ("server-remoted-keys-json", ["server", "--remoted-keys", "{tmp}/bad.json"], "keys file"),
+    ("server-remoted-max-waiting", ["server", "--remoted-max-waiting", "-1"], "negative"),
     (
         "server-remoted-workers",
         ["server", "--remoted-server-key", "k", "--workers", "2", "-p", "1"],

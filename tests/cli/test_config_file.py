@@ -99,6 +99,23 @@ def test_server_file_paths_are_relative_to_the_file(
     assert server._parser().parse_args(["--config", config, "--port", "1"]).port == 1
 
 
+def test_remoted_max_waiting_from_file_environment_or_flag(
+    tmp_path: Path, no_env: pytest.MonkeyPatch
+) -> None:
+    assert server._parser().parse_args([]).remoted_max_waiting == 128
+    config = _write(tmp_path / "gateway.toml", "remoted-max-waiting = 16\n")
+    assert server._parser().parse_args(["--config", config]).remoted_max_waiting == 16
+    no_env.setenv("CC_REMOTED_MAX_WAITING", "0")  # 0 lifts the cap
+    assert server._parser().parse_args(["--config", config]).remoted_max_waiting == 0
+    args = server._parser().parse_args(["--config", config, "--remoted-max-waiting", "4"])
+    assert args.remoted_max_waiting == 4
+    no_env.delenv("CC_REMOTED_MAX_WAITING")
+    args = server._parser().parse_args(["--remoted-client-key", "c", "--remoted-max-waiting", "4"])
+    settings = server.settings_from_args(args, worker=False)
+    gateway_config = server._gateway_config(args, settings, worker=False)
+    assert gateway_config.webroute.max_waiting == 4
+
+
 def test_outsystemscc_sends_what_its_config_file_says(tmp_path: Path) -> None:
     with RecordingServer() as gateway:
         config = _write(

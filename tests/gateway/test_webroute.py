@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 
@@ -78,7 +79,7 @@ def new_id() -> str:
 
 
 async def webroute_gateway(harness: Harness, keys: KeyTable = KEYS, **options: object) -> Gateway:
-    settings = {"timeout": 60, "keepalive": 30.0, "settle": 0.05}
+    settings = {"timeout": 60, "keepalive": 30.0, "settle": 0.05, "max_waiting": 128}
     settings.update({k: options.pop(k) for k in list(options) if k in settings})  # type: ignore[misc]
     return await harness.gateway(webroute=WebRouteSettings(keys, **settings), **options)  # type: ignore[arg-type]
 
@@ -440,6 +441,95 @@ async def test_keys_limited_to_paths(harness: Harness) -> None:
     client = await Conn.open(gateway.ports[0], webroute_head("/jira", "C-jira", "y"))
     assert (await notification(server))["id"] == "y"
     client.close()
+
+
+# -- a bounded queue per path ----------------------------------------------------------------
+
+BUSY_BODY = (
+    b'{"success":false,"error":"Too many clients are waiting for the requested destination.",'
+    b'"errorcode":"destination_busy"}'
+)
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    + NO_CACHE
+    + b"Retry-After: 5\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(BUSY_BODY)
+    + BUSY_BODY
+)
+
+
+async def test_one_client_more_than_max_waiting_is_refused_at_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """N wait, the N+1th gets 503 at once (logged once, counted); the N are linked later."""
+    gateway = await webroute_gateway(harness, max_waiting=3, log_summary_interval=0.5)
+    server = await register(gateway)
+    other_path = await register(gateway, "/other/")
+    clients = [await park(gateway, "/test/path/", f"w{n}") for n in range(3)]
+    assert [(await notification(server))["id"] for _ in clients] == ["w0", "w1", "w2"]
+    with caplog.at_level(logging.INFO, logger="cc"):
+        started = time.monotonic()
+        assert (
+            await http_exchange(gateway.ports[0], webroute_head("/test/path/", CLIENT_KEY, "w3"))
+            == BUSY
+        )
+        assert time.monotonic() - started < 1.0, "refused at once, not after a timeout"
+        await http_exchange(gateway.ports[0], webroute_head("/test/path/", CLIENT_KEY, "w4"))
+    warnings = [r.getMessage() for r in caplog.records if "already wait" in r.getMessage()]
+    assert len(warnings) == 1, "the first refusal is logged, the next ones summed up"
+    assert "Named service /test/path/: 3 clients already wait" in warnings[0]
+    assert "--remoted-max-waiting 3" in warnings[0]
+    with caplog.at_level(logging.INFO, logger="cc"):
+        await wait_until(lambda: "1 busy refusals (503) for /test/path/" in caplog.text)
+    elsewhere = await park(gateway, "/other/", "x0")
+    assert (await notification(other_path))["id"] == "x0", "the cap is per path"
+    for n, client in enumerate(clients):
+        assert await client.silent(0.05), "still waiting, not refused"
+        leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, f"w{n}"))
+        assert await leg.head() == linked(f"w{n}")
+        assert await client.head() == linked(f"w{n}")
+        client.writer.write(b"hello %d" % n)
+        assert await leg.read(7) == b"hello %d" % n
+    late = await park(gateway, "/test/path/", "w5")
+    assert (await notification(server))["id"] == "w5", "linked clients left the queue"
+    scrape = await http_exchange(gateway.ports[0], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (
+        b'cloud_connector_named_service_busy_refusals_total{remote="svc:/test/path/"} 2.0' in scrape
+    )
+    assert b'cloud_connector_named_service_busy_refusals_total{remote="svc:/other/"} 0.0' in scrape
+    for conn in (late, elsewhere, server, other_path):
+        conn.close()
+
+
+async def test_waiting_clients_that_hang_up_free_their_place(harness: Harness) -> None:
+    gateway = await webroute_gateway(harness, max_waiting=2)
+    server = await register(gateway)
+    first, second = await park(gateway, "/test/path/", "a"), await park(gateway, "/test/path/", "b")
+    await notification(server)
+    await notification(server)
+    raw = await http_exchange(gateway.ports[0], webroute_head("/test/path/", CLIENT_KEY, "c"))
+    assert split_response(raw)[0] == 503
+    first.close()
+    services = gateway.named_services
+    assert services is not None
+    await wait_until(lambda: services.directory.waiting("/test/path/") == 1)
+    third = await park(gateway, "/test/path/", "c")
+    assert (await notification(server))["id"] == "c", "the place first held is third's"
+    assert await third.silent(0.1), "third waits, no 503"
+    raw = await http_exchange(gateway.ports[0], webroute_head("/test/path/", CLIENT_KEY, "d"))
+    assert split_response(raw)[0] == 503, "full again"
+    for conn in (second, third, server):
+        conn.close()
+
+
+async def test_max_waiting_zero_lifts_the_cap(harness: Harness) -> None:
+    gateway = await webroute_gateway(harness, max_waiting=0)
+    server = await register(gateway)
+    clients = [await park(gateway, "/test/path/", f"z{n}") for n in range(200)]
+    for _ in clients:
+        await notification(server)
+    assert gateway.named_services.directory.waiting("/test/path/") == 200  # type: ignore[union-attr]
+    for conn in (*clients, server):
+        conn.close()
 
 
 # -- the gateway's front ---------------------------------------------------------------------

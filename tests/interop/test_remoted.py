@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -114,6 +115,44 @@ def test_sdk_client_without_a_server_gets_502(procs: Processes, remoted: Remoted
     output = remoted.run("tests/test_client.php")
     assert "Server returned:  502 Bad Gateway" in output, output
     assert IT_WORKS not in output
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` sends up to and including ``marker`` (its timeout bounds the wait)."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"EOF before {marker!r}: {data!r}"
+        data += chunk
+    return data
+
+
+def test_sdk_client_on_a_full_queue_reads_503(procs: Processes, remoted: Remoted) -> None:
+    """--remoted-max-waiting: the SDK reports our busy answer as it reports any refusal."""
+    procs.our_server(
+        "--remoted-server-key", SERVER_KEY, "--remoted-client-key", CLIENT_KEY,
+        "--remoted-max-waiting", "1", port=remoted.port,
+    )  # fmt: skip
+    heads = [
+        f"GET /test/path/ HTTP/1.1\r\nHost: gw\r\nX-Remoted-APIKey: {SERVER_KEY}\r\n"
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nOrigin: http://gw\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        f"GET /test/path/ HTTP/1.1\r\nHost: gw\r\nX-Remoted-APIKey: {CLIENT_KEY}\r\n"
+        "Connection: Upgrade\r\nUpgrade: webroute\r\nWebRoute-Version: 1\r\n"
+        "WebRoute-ID: first\r\n\r\n",
+    ]
+    silent_server, waiting = (
+        socket.create_connection((LOOPBACK, remoted.port), timeout=START_TIMEOUT) for _ in heads
+    )
+    silent_server.sendall(heads[0].encode())
+    assert _read_until(silent_server, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+    waiting.sendall(heads[1].encode())
+    assert _read_until(silent_server, b'"id":"first"'), "one client waits: the queue is full"
+    output = remoted.run("tests/test_client.php")
+    assert "Server returned:  503 Service Unavailable" in output, output
+    assert IT_WORKS not in output
+    waiting.close()
+    silent_server.close()
 
 
 # -- our own ends with the PHP SDK, and with remoted's own server --------------------------

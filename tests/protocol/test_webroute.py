@@ -158,6 +158,30 @@ def test_client_is_parked_with_its_timeout() -> None:
     assert decision == wr.Park("/p", "abc", 90, decision.grant)  # type: ignore[union-attr]
 
 
+def test_client_over_max_waiting_is_503_busy() -> None:
+    directory = served("/p", "/q")
+    for n in range(2):
+        directory.park(wr.Parked("/p", f"w{n}", object(), 60, object()))
+    decision = wr.decide(webroute("/p"), KEYS, directory, max_waiting=2)
+    assert isinstance(decision, wr.Refuse) and decision.busy and not decision.wrong_key
+    response = parse_response(decision.data.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+    assert (response.status, response.reason) == (503, "Service Unavailable")
+    assert response.headers.get("Retry-After") == str(wr.BUSY_RETRY_AFTER)
+    assert decision.data.endswith(wr.BODY_DESTINATION_BUSY)
+    assert json.loads(wr.BODY_DESTINATION_BUSY)["errorcode"] == "destination_busy"
+    assert isinstance(wr.decide(webroute("/q"), KEYS, directory, max_waiting=2), wr.Park)
+    assert isinstance(wr.decide(webroute("/p"), KEYS, directory, max_waiting=3), wr.Park)
+    assert isinstance(wr.decide(webroute("/p"), KEYS, directory, max_waiting=0), wr.Park)
+    assert isinstance(wr.decide(webroute("/p"), KEYS, directory), wr.Park), "no cap by default"
+
+
+def test_a_full_queue_still_links_its_servers() -> None:
+    directory = served("/p")
+    directory.park(wr.Parked("/p", "abc", object(), 60, object()))
+    decision = wr.decide(webroute("/p", SERVER_KEY), KEYS, directory, max_waiting=1)
+    assert isinstance(decision, wr.Link), "a server's second leg empties the queue"
+
+
 def test_server_with_unknown_id_is_400() -> None:
     decision = wr.decide(webroute("/p", SERVER_KEY), KEYS, served("/p"))
     assert isinstance(decision, wr.Refuse)
@@ -315,6 +339,21 @@ def test_directory_take_forgets() -> None:
     assert directory.take("/p", "1") is not None
     assert directory.take("/p", "1") is None
     assert not directory.is_parked("/p", "1")
+
+
+def test_directory_counts_waiting_clients_per_path() -> None:
+    directory: wr.Directory[str, str] = wr.Directory()
+    for wid in ("1", "2"):
+        directory.park(wr.Parked("/p", wid, "client", 60, "a"))
+    directory.park(wr.Parked("/q", "1", "client", 60, "a"))
+    directory.park(wr.Parked("/p", "2", "again", 60, "b"))  # the same ID is one client
+    assert (directory.waiting("/p"), directory.waiting("/q"), directory.waiting("/r")) == (2, 1, 0)
+    directory.take("/p", "1")
+    directory.take("/p", "9")  # not parked: nothing changes
+    assert directory.waiting("/p") == 1
+    directory.take("/p", "2")
+    directory.take("/q", "1")
+    assert (directory.waiting("/p"), directory.waiting("/q")) == (0, 0)
 
 
 def test_idle_probe_pings_after_silence_and_drops_when_unanswered() -> None:

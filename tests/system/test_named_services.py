@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support import peers
-from tests.support.net import EchoServer, blob, echo_roundtrip, free_port
+from tests.support.net import LOOPBACK, EchoServer, blob, echo_roundtrip, free_port
 from tests.support.processes import CC, CliProcess, Processes, clean_env
 
 __all__: list[str] = []
@@ -102,6 +103,53 @@ def test_connect_says_why_it_cannot_reach(
     stderr = result.stderr.decode()
     assert message in stderr, stderr
     assert key not in stderr, "the key is never printed"
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` sends up to and including ``marker`` (its timeout bounds the wait)."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"EOF before {marker!r}: {data!r}"
+        data += chunk
+    return data
+
+
+def _raw(port: int, head: str) -> socket.socket:
+    """A connection to the gateway that sent ``head``; the answer is the caller's to read."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=RUN_TIMEOUT)
+    sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+    return sock
+
+
+def test_connect_says_the_service_is_busy(procs: Processes) -> None:
+    """--remoted-max-waiting 1: a server that never answers, one client waiting, connect -> 503."""
+    port = free_port()
+    procs.our_server(
+        "--remoted-server-key", SERVER_KEY, "--remoted-client-key", CLIENT_KEY,
+        "--remoted-max-waiting", "1", port=port,
+    )  # fmt: skip
+    silent_server = _raw(
+        port,
+        f"GET /stuck HTTP/1.1\nHost: gw\nX-Remoted-APIKey: {SERVER_KEY}\n"
+        "Connection: Upgrade\nUpgrade: websocket\nOrigin: http://gw\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Version: 13\n",
+    )
+    assert _read_until(silent_server, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+    waiting = _raw(
+        port,
+        f"GET /stuck HTTP/1.1\nHost: gw\nX-Remoted-APIKey: {CLIENT_KEY}\n"
+        "Connection: Upgrade\nUpgrade: webroute\nWebRoute-Version: 1\nWebRoute-ID: first\n",
+    )
+    assert _read_until(silent_server, b'"id":"first"'), "the first client waits"
+    result = connect(service_url(f"http://{LOOPBACK}:{port}", "/stuck"))
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "503 Service Unavailable (destination_busy): too many clients already wait" in stderr, (
+        stderr
+    )
+    waiting.close()
+    silent_server.close()
 
 
 def test_wrong_server_key_stops_the_client(procs: Processes, gateway: str) -> None:
