@@ -38,6 +38,7 @@ FIELDS = (
     "session",
     "user",
     "peer",
+    "cipher",
     "remote",
     "bytes_in",
     "bytes_out",

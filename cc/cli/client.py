@@ -18,6 +18,7 @@ from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
     UsageError,
+    add_ssh_ciphers_flag,
     add_udp_flags,
     check_hostname,
     duration,
@@ -168,6 +169,17 @@ HELP = f"""\
 
     --tls-cert, A path to a PEM-encoded certificate matching --tls-key,
     sent to servers that require client certificates (env CC_TLS_CERT).
+
+    --ssh-ciphers, The SSH ciphers to offer, comma-separated, most
+    preferred first, for sites whose policy allows only some:
+    aes128-gcm@openssh.com, aes256-gcm@openssh.com,
+    chacha20-poly1305@openssh.com, aes128-ctr, aes192-ctr, aes256-ctr.
+    The first one the server also allows is used. Defaults to
+    aes128-gcm@openssh.com,aes256-gcm@openssh.com,
+    chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr. AES-GCM and
+    chacha20 run on the fast path; AES-CTR works without it, slower. When
+    the server allows none of them, the log names both lists and the
+    client retries as after any failed handshake (env CC_SSH_CIPHERS).
 
     --udp-max-senders, How many senders of one UDP remote keep their own
     mapping (socket) on the side that dials; beyond it the least recently
@@ -498,6 +510,7 @@ def _parser() -> GoArgumentParser:
     p.add_flag("--identifier", action="append", env="CC_IDENTIFIER", default=[])
     p.add_flag("--http-target", action="append", env="CC_HTTP_TARGETS", default=[])
     p.add_flag("--remoted-key", env="CC_REMOTED_SERVER_KEY")
+    add_ssh_ciphers_flag(p)
     add_connector_flags(p)
     return p
 
@@ -548,6 +561,7 @@ def settings_from_args(
     if problem is not None:
         raise UsageError(problem)
     config.fingerprint = args.fingerprint
+    config.ssh_ciphers = args.ssh_ciphers
     config.config_version = __version__
     workers = args.workers
     if workers is None:

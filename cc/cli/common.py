@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from cc.cli.configfile import ConfigFileError, FileOption, load_config_file
 from cc.log import fatal_line
+from cc.protocol.ciphers import DEFAULT_CIPHERS, CipherListError, parse_cipher_list
 from cc.protocol.durations import parse_duration
 from cc.protocol.errors import ProtocolError
 from cc.protocol.http import check_field
@@ -36,9 +37,11 @@ __all__ = [
     "EXIT_USAGE",
     "GoArgumentParser",
     "UsageError",
+    "add_ssh_ciphers_flag",
     "add_udp_flags",
     "canonical_header_name",
     "check_hostname",
+    "cipher_list",
     "duration",
     "env_default",
     "env_flag",
@@ -259,6 +262,25 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except (ProtocolError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cipher_list(text: str) -> tuple[str, ...]:
+    """argparse type for ``--ssh-ciphers``: comma-separated names, most preferred first."""
+    try:
+        return parse_cipher_list(text)
+    except CipherListError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_ssh_ciphers_flag(p: GoArgumentParser) -> None:
+    """``--ssh-ciphers`` (env CC_SSH_CIPHERS): client and server; outsystemscc keeps its set."""
+    p.add_flag(
+        "--ssh-ciphers",
+        type=cipher_list,
+        env="CC_SSH_CIPHERS",
+        default=",".join(DEFAULT_CIPHERS),
+        help="SSH ciphers, comma-separated, most preferred first",
+    )
 
 
 _TOKEN_CHARS = frozenset(

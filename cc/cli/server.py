@@ -21,6 +21,7 @@ from cc.cli.common import (
     EXIT_USAGE,
     GoArgumentParser,
     UsageError,
+    add_ssh_ciphers_flag,
     add_udp_flags,
     duration,
     fail,
@@ -155,6 +156,16 @@ HELP = f"""\
     /metrics; HTTP Basic authentication, and wrong guesses cost the
     guesser like wrong passwords do. Without it there is no status page
     and /metrics is public (env CC_ADMIN).
+
+    --ssh-ciphers, The SSH ciphers clients may use, comma-separated, for
+    sites whose policy allows only some (the client's order picks among
+    them): aes128-gcm@openssh.com, aes256-gcm@openssh.com,
+    chacha20-poly1305@openssh.com, aes128-ctr, aes192-ctr, aes256-ctr.
+    Defaults to aes128-gcm@openssh.com,aes256-gcm@openssh.com,
+    chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr. AES-GCM and
+    chacha20 run on the fast path; AES-CTR works without it, slower. A
+    client that offers none of them cannot connect, and the log names
+    both lists (env CC_SSH_CIPHERS).
 
     --socks5, Allow clients to use the server's internal SOCKS5 proxy
     (the "socks" remote; see cloud-connector client --help). Unlike
@@ -457,6 +468,7 @@ def _parser() -> GoArgumentParser:
         help="allow reverse (R:) remotes",
     )
     add_udp_flags(p)
+    add_ssh_ciphers_flag(p)
     p.add_flag(
         "--login-grace-time",
         type=positive_duration,
@@ -744,6 +756,7 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         admin=settings.admin,
         figures_link=FiguresLink.from_environment() if worker else None,
         worker=worker_index(),
+        ssh_ciphers=args.ssh_ciphers,
     )
 
 

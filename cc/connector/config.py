@@ -27,6 +27,8 @@ class ConnectorConfig:
     auth: tuple[str, str] = ("", "")
     #: --identity: an OpenSSH private key (bytes of the file) to log in with
     identity: bytes | None = None
+    #: --ssh-ciphers: the ciphers offered, most preferred first (None: today's default)
+    ssh_ciphers: tuple[str, ...] | None = None
     keepalive: float = 25.0
     keepalive_timeout: float = 10.0
     max_retry_count: int = -1  # -1: unlimited

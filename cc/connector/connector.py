@@ -44,6 +44,7 @@ from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
+    cipher_in_use,
     fast_path_counts,
     new_client_connection,
     send_global_request,
@@ -249,6 +250,7 @@ class Connector:
             await self._send_config(conn, self._session_remotes(wst))
             latency = time.perf_counter() - started
             self._sessions += 1
+            cipher, fast = cipher_in_use(conn)
             log.info(
                 "Connected (Latency %s)",
                 format_duration(latency),
@@ -256,10 +258,12 @@ class Connector:
                     "session_connected",
                     session=self._sessions,
                     peer=self._peer(),
+                    cipher=cipher,
                     user=self.config.auth[0] or None,
                     duration_s=round(latency, 6),
                 ),
             )
+            log.debug("SSH cipher %s (%s)", cipher, "fast path" if fast else "no fast path")
             return await self._serve(conn)
         finally:
             self.conn = None
@@ -301,6 +305,7 @@ class Connector:
                     username=cfg.auth[0],
                     password=cfg.auth[1],
                     identity=cfg.identity,
+                    ciphers=cfg.ssh_ciphers,
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise _verdict_error(auth_failure_verdict(str(exc.reason))) from None

@@ -116,6 +116,8 @@ class GatewayConfig:
     worker: int | None = None
     #: --remoted-*: named services, wire-compatible with Remoted API Server (None: off)
     webroute: WebRouteSettings | None = None
+    #: --ssh-ciphers: the only ciphers a client may pick (None: today's default)
+    ssh_ciphers: tuple[str, ...] | None = None
 
 
 class Gateway:
@@ -159,7 +161,9 @@ class Gateway:
         return self._front.ports
 
     async def start(self) -> None:
-        self._conn_factory = new_server_connection(self._host_key, self._new_session)
+        self._conn_factory = new_server_connection(
+            self._host_key, self._new_session, ciphers=self.config.ssh_ciphers
+        )
         host = bare_host(self.config.host)
         front = Front(
             lambda doorway: _HTTPConnection(self, doorway),

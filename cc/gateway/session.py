@@ -32,6 +32,7 @@ from cc.protocol.workers import client_identity, is_shareable, share_key
 from cc.ssh import (
     OPEN_ADMINISTRATIVELY_PROHIBITED,
     ChannelOpenError,
+    cipher_in_use,
 )
 from cc.stats import SessionStats
 from cc.tunnel.endpoint import ChannelTarget, TunnelEndpoint
@@ -372,13 +373,17 @@ class GatewaySession(asyncssh.SSHServer):
         if self.gateway.config.keepalive > 0 and self.keepalive is not None:
             self.keepalive.start()
         peer = self.context.peer if self.context else "?"
+        cipher, _ = cipher_in_use(self.conn)
         self.log.info(
-            "Connected: %s user=%r version=%s remotes=[%s]",
+            "Connected: %s user=%r version=%s cipher=%s remotes=[%s]",
             peer,
             self.user,
             config.version,
+            cipher,
             ", ".join(str(r) for r in config.remotes),
-            extra=event("session_connected", session=self.id, user=self.user, peer=peer),
+            extra=event(
+                "session_connected", session=self.id, user=self.user, peer=peer, cipher=cipher
+            ),
         )
 
     def _keepalive_dead(self) -> None:

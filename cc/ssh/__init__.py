@@ -27,6 +27,8 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
   replaces the CLOSE entry of ``SSHChannel._packet_handlers``.
 - ``ciphers``: replace ``encryption.GCMEncryption`` / ``ChachaEncryption`` in
   ``encryption._enc_params`` (same wire format, one context per key epoch).
+- ``connection.CipherChoiceMixin._choose_alg``: wraps ``SSHConnection._choose_alg``
+  to name both cipher lists by role when they share none.
 
 Private asyncssh names used (``PRIVATE_NAMES`` below is the checked list,
 tests/ssh/test_private_api.py keeps it complete):
@@ -42,7 +44,8 @@ tests/ssh/test_private_api.py keeps it complete):
   ``_recv_data``, ``_reset_keepalive_timer``, ``_send_disconnect``,
   ``_service_next_global_request``, ``_make_global_request``;
 - connection methods overridden: ``_send_version``, ``_recv_version``,
-  ``_finish_recv_packet`` (also called), ``_send_deferred_packets``;
+  ``_finish_recv_packet`` (also called), ``_send_deferred_packets``,
+  ``_choose_alg`` (wrapped);
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
   ``_send_window``, ``_send_buf``, ``_send_state``, ``_accept_data``,
   ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
@@ -111,6 +114,8 @@ from cc.ssh.connection import (
     REKEY_BYTES,
     ChiselClientConnection,
     ChiselServerConnection,
+    NoCommonCipher,
+    cipher_in_use,
     new_client_connection,
     new_server_connection,
     open_chisel_channel,
@@ -147,7 +152,9 @@ __all__ = [
     "ChiselClientConnection",
     "ChiselServerConnection",
     "FastPathCounts",
+    "NoCommonCipher",
     "check_asyncssh_version",
+    "cipher_in_use",
     "close_is_clean",
     "fast_path_counts",
     "new_channel",
@@ -222,6 +229,7 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_recv_version": _CONN,
         "_finish_recv_packet": _CONN,
         "_send_deferred_packets": _CONN,
+        "_choose_alg": _CONN,
         "_conn": _CHAN,
         "_encoding": _CHAN,
         "_recv_state": _CHAN,

@@ -11,7 +11,7 @@ known_hosts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import asyncssh
@@ -29,7 +29,9 @@ from asyncssh import (
 from asyncssh.packet import SSHPacket
 from asyncssh.public_key import decode_ssh_public_key
 
+from cc.protocol.ciphers import DEFAULT_CIPHERS, no_common_cipher
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION, ChiselVersionMixin
+from cc.ssh.ciphers import FAST_ENCRYPTIONS
 from cc.ssh.fastrecv import FastReceiveMixin
 from cc.ssh.fastsend import FastSendMixin
 from cc.ssh.flow import TransportFlowMixin, new_channel
@@ -39,20 +41,17 @@ __all__ = [
     "REKEY_BYTES",
     "ChiselClientConnection",
     "ChiselServerConnection",
+    "NoCommonCipher",
+    "cipher_in_use",
     "new_client_connection",
     "new_server_connection",
     "open_chisel_channel",
     "send_global_request",
 ]
 
-#: AES-GCM first: it runs on AES-NI and is what Go offers first.
-ENCRYPTION_ALGS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-)
+#: Offered without ``--ssh-ciphers``: AES-GCM first, it runs on AES-NI and is what
+#: Go offers first (``cc.protocol.ciphers``; tests replace it to pin one cipher).
+ENCRYPTION_ALGS = DEFAULT_CIPHERS
 _MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512-etm@openssh.com")
 
 #: Rekey after this many bytes each way (asyncssh's and Go's default is 1 GiB);
@@ -94,7 +93,40 @@ class ChiselRequestsMixin:
         self.reply_global_request(True, b"pong")
 
 
+class NoCommonCipher(asyncssh.KeyExchangeFailed):
+    """The two ends offer no cipher in common (``--ssh-ciphers`` on one or both).
+
+    A KeyExchangeFailed, so asyncssh disconnects as for any failed key exchange and
+    the connector retries as for any other; only the reason says what to fix.
+    """
+
+
+class CipherChoiceMixin:
+    """Name both cipher lists by role when they do not meet.
+
+    asyncssh 2.24.1 ``SSHConnection._choose_alg`` says "No matching encryption
+    algorithm found, sent ... and received ...", which leaves the reader to work
+    out which list is whose.
+    """
+
+    def _choose_alg(
+        self, alg_type: str, local_algs: Sequence[bytes], remote_algs: Sequence[bytes]
+    ) -> bytes:
+        conn: Any = self
+        try:
+            chosen: bytes = super()._choose_alg(alg_type, local_algs, remote_algs)  # type: ignore[misc]
+        except asyncssh.KeyExchangeFailed:
+            if alg_type != "encryption":
+                raise
+            ours = [alg.decode("ascii", "replace") for alg in local_algs]
+            theirs = [alg.decode("ascii", "replace") for alg in remote_algs]
+            client, server = (ours, theirs) if conn.is_client() else (theirs, ours)
+            raise NoCommonCipher(no_common_cipher(client, server)) from None
+        return chosen
+
+
 class ChiselServerConnection(
+    CipherChoiceMixin,
     ChiselVersionMixin,
     FastReceiveMixin,
     FastSendMixin,
@@ -121,6 +153,7 @@ class ChiselServerConnection(
 
 
 class ChiselClientConnection(
+    CipherChoiceMixin,
     ChiselVersionMixin,
     FastReceiveMixin,
     FastSendMixin,
@@ -143,10 +176,10 @@ class ChiselClientConnection(
         return key
 
 
-def _common_options() -> dict[str, Any]:
+def _common_options(ciphers: Sequence[str] | None) -> dict[str, Any]:
     return {
         "config": None,
-        "encryption_algs": ENCRYPTION_ALGS,
+        "encryption_algs": tuple(ciphers) if ciphers else ENCRYPTION_ALGS,
         "mac_algs": _MAC_ALGS,
         "compression_algs": None,
         "keepalive_interval": 0,
@@ -156,16 +189,22 @@ def _common_options() -> dict[str, Any]:
 
 
 def new_server_connection(
-    host_key: asyncssh.SSHKey, server_factory: Callable[[], asyncssh.SSHServer]
+    host_key: asyncssh.SSHKey,
+    server_factory: Callable[[], asyncssh.SSHServer],
+    *,
+    ciphers: Sequence[str] | None = None,
 ) -> Callable[[], ChiselServerConnection]:
-    """Build options once; return a factory for gateway-side connections."""
+    """Build options once; return a factory for gateway-side connections.
+
+    ``ciphers``: ``--ssh-ciphers``, most preferred first (None: ``ENCRYPTION_ALGS``).
+    """
     options = SSHServerConnectionOptions(
         server_factory=server_factory,
         server_host_keys=[host_key],
         allow_pty=False,
         x11_forwarding=False,
         agent_forwarding=False,
-        **_common_options(),
+        **_common_options(ciphers),
     )
     loop = asyncio.get_running_loop()
     return lambda: ChiselServerConnection(loop, options)
@@ -178,12 +217,14 @@ async def new_client_connection(
     username: str,
     password: str,
     identity: bytes | None = None,
+    ciphers: Sequence[str] | None = None,
 ) -> ChiselClientConnection:
     """Run the SSH client over the transport that ``attach`` wires it to.
 
     Returns once the peer accepted our key or password (asyncssh's ``wait='auth'``).
     With an ``identity`` (OpenSSH private key) public-key auth is tried first; the
-    password stays for gateways (chisel) that only take passwords.
+    password stays for gateways (chisel) that only take passwords.  ``ciphers``:
+    as for ``new_server_connection``; the client's order decides which is used.
     """
     loop = asyncio.get_running_loop()
     options = SSHClientConnectionOptions(
@@ -196,7 +237,7 @@ async def new_client_connection(
         agent_path=None,
         host="chisel",
         port=22,
-        **_common_options(),
+        **_common_options(ciphers),
     )
     options.waiter = loop.create_future()
     conn = ChiselClientConnection(loop, options, wait="auth")
@@ -207,6 +248,13 @@ async def new_client_connection(
         conn.abort()
         raise
     return conn
+
+
+def cipher_in_use(conn: SSHClientConnection | SSHServerConnection) -> tuple[str, bool]:
+    """The cipher this end sends with since the last key exchange, and whether the fast
+    path seals it (AES-GCM and chacha20-poly1305; AES-CTR stays on asyncssh's path)."""
+    name = str(conn.get_extra_info("send_cipher") or "")
+    return name, type(conn._send_encryption) in FAST_ENCRYPTIONS
 
 
 async def send_global_request(
