@@ -517,14 +517,17 @@ def _parser() -> GoArgumentParser:
 
 def _http_offer(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """--identifier and --http-target, checked: (identifiers, canonical host:port targets)."""
-    from cc.protocol.apigw.targets import parse_http_target
-
     identifiers = []
     for name in args.identifier:
         if not name or len(name) > 200 or any(c.isspace() or c == "," for c in name):
             raise UsageError(f"--identifier {name!r}: a name without spaces or commas")
         identifiers.append(name)
     targets: list[str] = []
+    if not args.http_target:
+        return identifiers, targets
+    # Only now: that module reads targets.yaml too, and PyYAML costs ~1 MB idle.
+    from cc.protocol.apigw.targets import parse_http_target
+
     for text in args.http_target:
         for target in parse_http_target(text):
             if target not in targets:

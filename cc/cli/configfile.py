@@ -18,9 +18,7 @@ taken from the file's directory, not from wherever the service happens to start.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +90,9 @@ def load_config_file(path: str, options: Mapping[str, FileOption]) -> dict[str, 
     Values come back as the option would hold them: converted by its type, paths
     resolved, arrays as lists of strings, flags as bools.
     """
+    import difflib  # imported here: only --config needs them, and every process
+    import tomllib  # would carry them (idle memory, README "Performance")
+
     file = Path(path)
     try:
         text = file.read_bytes().decode("utf-8")

@@ -8,7 +8,6 @@ forbids scripts and framing anyway.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from typing import Any
@@ -96,6 +95,8 @@ display:inline-block;margin:1px 0;word-break:break-all}
 
 def render_html(document: dict[str, Any], *, refresh: int = DEFAULT_REFRESH) -> str:
     """The status document as a self-refreshing page (no script)."""
+    import html  # here: it loads its entity table (~0.4 MB), and few gateways show the page
+
     esc = html.escape
     now = float(document["generated"])
     rows = []
