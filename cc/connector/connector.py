@@ -451,7 +451,8 @@ class Connector:
             )
         # SOCKS only because our own remotes declare R:socks: the user chose to expose a
         # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
-        return self.endpoint.route_channel(target, self.stats.remote(str(remote)), str(remote))
+        label = str(remote)
+        return self.endpoint.route_channel(target, self.stats.remote(label), label)
 
 
 class ConnectorSession(asyncssh.SSHClient):

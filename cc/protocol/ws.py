@@ -36,8 +36,10 @@ from cc.protocol.errors import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "MASK_KEYS",
     "MAX_CONTROL_PAYLOAD",
     "CloseCode",
+    "EntropyPool",
     "FastPath",
     "Opcode",
     "WebSocketClosedError",
@@ -133,6 +135,37 @@ def _rotate(mask: bytes, shift: int) -> bytes:
     return mask[shift:] + mask[:shift] if shift else mask
 
 
+class EntropyPool:
+    """``os.urandom`` read 4 KiB at a time: a client's masking key per frame without a syscall.
+
+    A client masks every frame it sends (RFC 6455 section 5.3), so each small SSH
+    packet cost a ``getrandom`` call.  The keys still come from the OS's CSPRNG;
+    a forked child starts with an empty pool, so no two processes share keys.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._buf = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self._pos
+        if pos + n > len(self._buf):
+            self._buf = os.urandom(max(self._size, n))
+            pos = 0
+        self._pos = pos + n
+        return self._buf[pos : pos + n]
+
+
+#: Where masking keys come from unless a stream is given its own source.
+MASK_KEYS = EntropyPool()
+
+
 class WebSocketStream:
     """One side of an established WebSocket, as a pure state machine.
 
@@ -146,7 +179,7 @@ class WebSocketStream:
         *,
         is_client: bool,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        mask_key_source: Callable[[int], bytes] = os.urandom,
+        mask_key_source: Callable[[int], bytes] = MASK_KEYS,
         fastpath: FastPath | None = None,
     ) -> None:
         if max_frame_size < 1:

@@ -3,8 +3,9 @@
 chisel speaks SSH with twists asyncssh has no public API for (``banner``: version
 lines; ``connection``: the ``chisel`` channel type, raw global requests, host key by
 fingerprint), and the data path needs more speed and flow control than asyncssh's
-generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``); ``ending``
-tells a clean CLOSE from a cut channel (a FIN or a reset for the socket behind it).
+generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``, ``lifecycle``,
+``coalesce``); ``ending`` tells a clean CLOSE from a cut channel (a FIN or a reset
+for the socket behind it).
 Everything here was written against asyncssh 2.24.1, the only release the pin
 allows (pyproject.toml and ``ASYNCSSH_REQUIREMENT``, checked at import).
 
@@ -18,6 +19,14 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
   ``_process_window_adjust`` (channel.py).
 - ``fastsend.FastSendMixin.send_packet``: the tail of ``SSHConnection.send_packet``
   (sequence number, rekey byte count) for the states it accepts.
+- ``lifecycle``: ``SSHConnection._process_channel_open`` /
+  ``_process_channel_open_confirmation`` and ``SSHChannel._process_eof`` /
+  ``_process_close`` after their parsing; ``SSHChannel._open``,
+  ``SSHForwardChannel._open_forward`` and ``_start_reading`` without their tasks;
+  ``SSHChannel.process_open`` + ``_finish_open_request`` (both classes), leaner;
+  ``write_eof`` / ``close`` for a channel with nothing buffered.
+- ``coalesce.SmallWriteMixin.write``: ``SSHChannel.write`` + ``_flush_send_buf`` for
+  one packet that fits the window.
 - ``connection.ChiselRequestsMixin.reply_global_request``:
   ``SSHConnection._report_global_response``, whose failure reply is always empty.
 - ``flow.new_channel``: the body of ``SSHConnection.create_tcp_channel``.
@@ -40,14 +49,16 @@ tests/ssh/test_private_api.py keeps it complete):
   ``_rekey_bytes_sent``, ``_rekey_seconds``, ``_rekey_time``, ``_transport``,
   ``_channels``, ``_owner``, ``_loop``, ``_client_version``, ``_server_version``,
   ``_server_host_key``, ``_global_request_queue``;
-- connection methods called: ``_send``, ``_send_kexinit``, ``_force_close``,
+- connection methods called: ``_send`` (also overridden), ``_send_kexinit``, ``_force_close``,
   ``_recv_data``, ``_reset_keepalive_timer``, ``_send_disconnect``,
   ``_service_next_global_request``, ``_make_global_request``;
 - connection methods overridden: ``_send_version``, ``_recv_version``,
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``,
   ``_choose_alg`` (wrapped);
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
-  ``_send_window``, ``_send_buf``, ``_send_state``, ``_accept_data``,
+  ``_send_window``, ``_send_buf``, ``_send_state``, ``_send_chan``, ``_send_pktsize``,
+  ``_send_paused``, ``_recv_chan``, ``_recv_pktsize``, ``_open_waiter``,
+  ``_discard_recv``, ``_cleanup``, ``_accept_data``,
   ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
   (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
   ``_deliver_data``, ``_recv_buf``,
@@ -60,7 +71,7 @@ and ``_process_ping_global_request`` (via ``_process_global_request``).
 
 Internal modules imported (``PRIVATE_IMPORTS``): ``asyncssh.encryption``
 (``Encryption``, ``ChachaEncryption``), ``asyncssh.crypto.chacha.ChachaCipher``,
-``asyncssh.packet`` (``SSHPacket``, ``UInt32``, ``PacketDecodeError``),
+``asyncssh.packet`` (``SSHPacket``, ``String``, ``UInt32``, ``PacketDecodeError``),
 ``asyncssh.public_key.decode_ssh_public_key``.  Internal but not underscore-named:
 constructing the connection classes and ``SSHTCPChannel`` directly,
 ``SSHClientConnectionOptions.waiter``, ``SSHPacketHandler.process_packet`` /
@@ -120,6 +131,7 @@ from cc.ssh.connection import (
     new_server_connection,
     open_chisel_channel,
     send_global_request,
+    start_chisel_channel,
 )
 from cc.ssh.ending import close_is_clean
 from cc.ssh.fastrecv import opened_count
@@ -162,6 +174,7 @@ __all__ = [
     "new_server_connection",
     "open_chisel_channel",
     "send_global_request",
+    "start_chisel_channel",
 ]
 
 
@@ -237,6 +250,14 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_send_window": _CHAN,
         "_send_buf": _CHAN,
         "_send_state": _CHAN,
+        "_send_chan": _CHAN,
+        "_send_pktsize": _CHAN,
+        "_send_paused": _CHAN,
+        "_recv_chan": _CHAN,
+        "_recv_pktsize": _CHAN,
+        "_open_waiter": _CHAN,
+        "_discard_recv": _CHAN,
+        "_cleanup": _CHAN,
         "_close_send": _CHAN,
         "_process_close": _CHAN,
         "_packet_handlers": _CHAN,
@@ -272,6 +293,7 @@ PRIVATE_IMPORTS: Final = frozenset(
         "asyncssh.crypto.chacha.ChachaCipher",
         "asyncssh.packet.PacketDecodeError",
         "asyncssh.packet.SSHPacket",
+        "asyncssh.packet.String",
         "asyncssh.packet.UInt32",
         "asyncssh.public_key.decode_ssh_public_key",
     }

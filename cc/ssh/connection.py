@@ -32,9 +32,11 @@ from asyncssh.public_key import decode_ssh_public_key
 from cc.protocol.ciphers import DEFAULT_CIPHERS, no_common_cipher
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION, ChiselVersionMixin
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
+from cc.ssh.coalesce import CoalescingMixin
 from cc.ssh.fastrecv import FastReceiveMixin
 from cc.ssh.fastsend import FastSendMixin
-from cc.ssh.flow import TransportFlowMixin, new_channel
+from cc.ssh.flow import ChiselTCPChannel, TransportFlowMixin, new_channel
+from cc.ssh.lifecycle import LifecycleMixin, OpenDone
 
 __all__ = [
     "ENCRYPTION_ALGS",
@@ -47,6 +49,7 @@ __all__ = [
     "new_server_connection",
     "open_chisel_channel",
     "send_global_request",
+    "start_chisel_channel",
 ]
 
 #: Offered without ``--ssh-ciphers``: AES-GCM first, it runs on AES-NI and is what
@@ -67,8 +70,11 @@ class ChiselRequestsMixin:
     """
 
     def _process_chisel_open(self, packet: SSHPacket) -> tuple[Any, Any]:
+        return self.cc_chisel_channel(packet.get_remaining_payload())
+
+    def cc_chisel_channel(self, target: bytes) -> tuple[Any, Any]:
+        """A new channel and its session (or an awaitable of one) for ``target``."""
         conn: Any = self
-        target = packet.get_remaining_payload()
         owner = conn._owner
         if owner is None or not hasattr(owner, "chisel_channel_requested"):
             raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, "channels not accepted")
@@ -130,6 +136,8 @@ class ChiselServerConnection(
     ChiselVersionMixin,
     FastReceiveMixin,
     FastSendMixin,
+    CoalescingMixin,
+    LifecycleMixin,
     TransportFlowMixin,
     ChiselRequestsMixin,
     SSHServerConnection,
@@ -157,6 +165,8 @@ class ChiselClientConnection(
     ChiselVersionMixin,
     FastReceiveMixin,
     FastSendMixin,
+    CoalescingMixin,
+    LifecycleMixin,
     TransportFlowMixin,
     ChiselRequestsMixin,
     SSHClientConnection,
@@ -274,3 +284,21 @@ async def open_chisel_channel(
     chan = new_channel(conn)
     session = await chan._open_forward(session_factory, b"chisel", target)
     return chan, cast(asyncssh.SSHTCPSession[bytes], session)
+
+
+def start_chisel_channel(
+    conn: SSHClientConnection | SSHServerConnection,
+    target: bytes,
+    session: asyncssh.SSHTCPSession[bytes],
+    done: OpenDone,
+) -> ChiselTCPChannel:
+    """Send a ``chisel`` CHANNEL_OPEN for ``target`` now; ``done`` learns how it went.
+
+    ``session`` is started once the peer confirms, then ``done(None)``; a refusal
+    or the loss of the connection is ``done(ChannelOpenError)``.  No task, no
+    await: a new tunnelled connection costs one callback instead of two tasks.
+    Raises ChannelOpenError at once if the connection is gone.
+    """
+    chan = new_channel(conn)
+    chan.cc_start_open(b"chisel", target, session, done)
+    return chan

@@ -68,6 +68,14 @@ class EofKeepingChannel(SSHTCPChannel):  # type: ignore[type-arg]
             self._cc_eof_unread = True
         SSHTCPChannel._process_close(self, pkttype, pktid, packet)
 
+    def cc_closed_by_peer(self) -> None:
+        """A CLOSE came (state checked): asyncssh's ``_process_close`` after its checks."""
+        if self._recv_state == "eof_pending":
+            self._cc_eof_unread = True
+        self._close_send()
+        self._recv_state = "close_pending"
+        self._flush_recv_buf()
+
     # asyncssh dispatches packets through this table, not by method name.
     _packet_handlers = {
         **SSHTCPChannel._packet_handlers,

@@ -3,7 +3,8 @@
 asyncssh slices an immutable ``bytes`` buffer per packet (quadratic on large reads),
 wraps every payload in an SSHPacket and logs it.  Here channel data and window
 adjustments go straight to the channel (asyncssh's own window and pause logic still
-apply); every other packet is dispatched as asyncssh's ``_recv_packet`` does.
+apply), channel open, confirmation, EOF and close to ``cc.ssh.lifecycle``; every
+other packet is dispatched as asyncssh's ``_recv_packet`` does.
 Anything else (version exchange, first key exchange, other ciphers) keeps asyncssh's
 own path.
 
@@ -22,9 +23,13 @@ import inspect
 from typing import Any
 
 from asyncssh import (
+    MSG_CHANNEL_CLOSE,
     MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
     MSG_CHANNEL_FIRST,
     MSG_CHANNEL_LAST,
+    MSG_CHANNEL_OPEN,
+    MSG_CHANNEL_OPEN_CONFIRMATION,
     MSG_CHANNEL_WINDOW_ADJUST,
     MSG_IGNORE,
     MSG_KEX_FIRST,
@@ -41,6 +46,11 @@ from asyncssh.packet import PacketDecodeError, SSHPacket, UInt32
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 
 __all__ = ["FastReceiveMixin", "opened_count"]
+
+#: Packets ``cc.ssh.lifecycle`` may take (``_cc_lifecycle``).
+_LIFECYCLE = frozenset(
+    {MSG_CHANNEL_OPEN, MSG_CHANNEL_OPEN_CONFIRMATION, MSG_CHANNEL_EOF, MSG_CHANNEL_CLOSE}
+)
 
 #: Channel states in which asyncssh accepts a window adjustment.
 _ADJUSTABLE_STATES = frozenset({"open", "eof_pending", "eof"})
@@ -165,6 +175,9 @@ class FastReceiveMixin:
                 chan._flush_send_buf()
                 conn._finish_recv_packet(pkttype, seq)
                 return True
+        if pkttype in _LIFECYCLE and conn._auth_complete and conn._cc_lifecycle(pkttype, payload):
+            conn._finish_recv_packet(pkttype, seq)
+            return True
         if pkttype == MSG_IGNORE:
             conn._finish_recv_packet(pkttype, seq)
             return True

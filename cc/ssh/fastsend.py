@@ -59,7 +59,7 @@ class FastSendMixin:
         ):
             body = args[0] if len(args) == 1 else b"".join(args)
             packet = enc.seal(body, _TYPE_BYTES[pkttype], conn._send_seq)
-            conn._send(packet)
+            conn._cc_write(packet)  # cc.ssh.coalesce
             conn._send_seq = (conn._send_seq + 1) & 0xFFFFFFFF
             conn._rekey_bytes_sent += len(packet) - 20
             _sealed += 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cc.ssh.coalesce import SmallWriteMixin
 from cc.ssh.ending import EofKeepingChannel
+from cc.ssh.lifecycle import LifecycleChannelMixin
 
 __all__ = [
     "CHANNEL_MAX_PACKET",
@@ -74,7 +76,7 @@ class TransportFlowMixin:
             chan._flush_send_buf()
 
 
-class ChiselTCPChannel(EofKeepingChannel):
+class ChiselTCPChannel(LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel):
     """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
@@ -84,6 +86,8 @@ class ChiselTCPChannel(EofKeepingChannel):
     high-water mark pauses the session (the pipe stops reading its socket).
 
     ``cc_peer_is_ours``: the peer sends EOF before a clean CLOSE (see cc.ssh.ending).
+    Opening, ending and small writes take the short cuts of cc.ssh.lifecycle and
+    cc.ssh.coalesce.
     """
 
     cc_peer_is_ours = False

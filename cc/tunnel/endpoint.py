@@ -12,6 +12,7 @@ and how a failure is counted and logged, lives here so a fix lands once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from cc.ssh import (
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
     open_chisel_channel,
+    start_chisel_channel,
 )
 from cc.stats import RemoteStats, SessionStats
 from cc.tunnel.pipe import Pipe, dial
@@ -86,19 +88,26 @@ class ChannelTarget:
         A target that is not ``host:port`` is refused as connect-failed.  A numeric host
         the resolver reads as another address (``127.0.011`` is 127.0.0.9) is refused as
         prohibited, with the address it stands for in the reason: dialling it would
-        reach an address no ACL or declared remote named.
+        reach an address no ACL or declared remote named.  Pure, so the answers for
+        the targets seen last are kept (every tunnelled connection asks again).
         """
-        if text == "socks":
-            return cls(text)
-        address = text.removesuffix("/udp")
-        try:
-            host, port = split_target(address)
-        except AmbiguousHostError as exc:
-            raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, str(exc)) from None
-        except ValueError:
-            raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
-        udp = address != text
-        return cls(join_host_port(host, port) + ("/udp" if udp else ""), host, port, udp=udp)
+        return _parse_target(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_target(text: str) -> ChannelTarget:
+    """``ChannelTarget.parse``; a refusal raises and is not cached."""
+    if text == "socks":
+        return ChannelTarget(text)
+    address = text.removesuffix("/udp")
+    try:
+        host, port = split_target(address)
+    except AmbiguousHostError as exc:
+        raise ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, str(exc)) from None
+    except ValueError:
+        raise ChannelOpenError(OPEN_CONNECT_FAILED, "bad target") from None
+    udp = address != text
+    return ChannelTarget(join_host_port(host, port) + ("/udp" if udp else ""), host, port, udp=udp)
 
 
 class TunnelEndpoint:
@@ -141,9 +150,11 @@ class TunnelEndpoint:
         (SO_REUSEPORT) when they are meant to share it.  OSError if it is taken.
         An IPv6 local host is bound without the brackets the remote carries.
         """
-        stats = self.stats.remote(str(remote))
+        label = str(remote)
+        stats = self.stats.remote(label)
+        target = remote.target().encode()
         return await asyncio.get_running_loop().create_server(
-            lambda: self.accept_into_channel(remote, stats),
+            lambda: self.accept_into_channel(remote, stats, label, target),
             bare_host(remote.local_host) or None,
             remote.local_port,
             reuse_address=True,
@@ -158,33 +169,51 @@ class TunnelEndpoint:
         await listener.start()
         return listener
 
-    def accept_into_channel(self, remote: Remote, stats: RemoteStats) -> asyncio.Protocol:
-        """The protocol of an accepted socket: a pipe whose channel opens in the background."""
-        pipe = Pipe(stats, str(remote))
+    def accept_into_channel(
+        self, remote: Remote, stats: RemoteStats, label: str, target: bytes
+    ) -> asyncio.Protocol:
+        """The protocol of an accepted socket: a pipe whose channel opens right after.
+
+        ``label`` is ``str(remote)`` and ``target`` the channel's extra data, both
+        worked out once per listener.  The CHANNEL_OPEN goes out once the socket is
+        connected (``connection_made`` runs before the scheduled call); no task: the
+        pipe is called back.
+        """
+        pipe = Pipe(stats, label)
         socket_end, channel_end = pipe.ends()
-        asyncio.get_running_loop().create_task(self._open_channel(remote, pipe, channel_end))
+        asyncio.get_running_loop().call_soon(self._open_channel, remote, target, pipe, channel_end)
         return socket_end
 
-    async def _open_channel(
-        self, remote: Remote, pipe: Pipe, channel_end: asyncssh.SSHTCPSession[bytes]
+    def _open_channel(
+        self,
+        remote: Remote,
+        target: bytes,
+        pipe: Pipe,
+        channel_end: asyncssh.SSHTCPSession[bytes],
     ) -> None:
         conn = self._conn()
         if conn is None:
             self.log.info("tun: %s: not connected; dropping connection", remote)
             pipe.reset(ConnectionError("not connected"))
             return
-        started = time.monotonic()
+        done = functools.partial(self._channel_opened, remote, pipe, time.monotonic())
         try:
-            await open_chisel_channel(conn, remote.target().encode(), lambda: channel_end)
+            start_chisel_channel(conn, target, channel_end, done)
         except (ChannelOpenError, OSError, asyncssh.Error) as exc:
-            if pipe.stats is not None:
-                pipe.stats.count_failed()
-            reason = getattr(exc, "reason", exc)
-            self.log.info("tun: %s: channel refused: %s", remote, reason)
-            self.note_error(f"{remote}: channel refused: {reason}")
-            pipe.reset(exc)
+            done(exc)
+
+    def _channel_opened(
+        self, remote: Remote, pipe: Pipe, started: float, exc: Exception | None
+    ) -> None:
+        if exc is None:
+            self.stats.observe_channel_open(time.monotonic() - started)
             return
-        self.stats.observe_channel_open(time.monotonic() - started)
+        if pipe.stats is not None:
+            pipe.stats.count_failed()
+        reason = getattr(exc, "reason", exc)
+        self.log.info("tun: %s: channel refused: %s", remote, reason)
+        self.note_error(f"{remote}: channel refused: {reason}")
+        pipe.reset(exc)
 
     async def open_udp_channel(self, target: bytes, factory: Callable[[], Any]) -> object:
         """A channel for one UDP sender (the UDP listener's opener)."""
