@@ -85,7 +85,8 @@ def test_worker_scaling_compares_two_workers_with_one(tmp_path: Path) -> None:
     assert 0 < one["busy_par_cores"] <= doc["machine"]["cpus_logical"] + 0.5
     assert "streams with --workers 2 =" in doc["table"]
     # a control process and two workers per side are measured as one tree
-    assert two["rss_idle_MB_gateway"] > one["rss_idle_MB_gateway"]
+    if auto_workers() == 1:  # "ours" is the defaults: one process per side here
+        assert two["rss_idle_MB_gateway"] > one["rss_idle_MB_gateway"]
 
 
 def test_broken_chisel_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
