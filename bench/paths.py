@@ -30,6 +30,7 @@ from bench.peers import (
     wait_shared,
 )
 from bench.probe import PREFIX as PROBE_PREFIX
+from cc.cli.workers import auto_workers
 
 __all__ = ["PATHS", "PathSkipped", "PathSpec", "Settings", "Targets", "Tunnel"]
 
@@ -147,14 +148,16 @@ def _probed(settings: Settings, role: str) -> list[str]:
 
 
 def _ours_pair(
-    targets: Targets, settings: Settings, workers: int
+    targets: Targets, settings: Settings, workers: int | None
 ) -> AbstractContextManager[Tunnel]:
+    """Our gateway and connector with ``--workers workers`` each; None: no flag (defaults)."""
     env = python_env()
-    count = ("--workers", str(workers))
+    count = () if workers is None else ("--workers", str(workers))
+    processes = auto_workers() if workers is None else workers
     # One worker: the processes measured are the ones moving the bytes, so their
     # fast-path counts say whether it engaged (a control process has none).
-    gateway = _probed(settings, "gateway") if workers == 1 else _ours()
-    connector = _probed(settings, "connector") if workers == 1 else _ours()
+    gateway = _probed(settings, "gateway") if processes == 1 else _ours()
+    connector = _probed(settings, "connector") if processes == 1 else _ours()
     return _gateway_and_connector(
         targets,
         settings,
@@ -179,13 +182,13 @@ def _ours_pair(
         ],
         env,
         env,
-        sessions=workers,
+        sessions=processes,
     )
 
 
 def ours(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
-    """One gateway process, one connector process: the per-core figures."""
-    return _ours_pair(targets, settings, 1)
+    """What users run: no ``--workers`` flag, so ``auto`` on both sides."""
+    return _ours_pair(targets, settings, None)
 
 
 def ours_2w(targets: Targets, settings: Settings) -> AbstractContextManager[Tunnel]:
@@ -247,7 +250,11 @@ PATHS: dict[str, PathSpec] = {
     spec.name: spec
     for spec in (
         PathSpec("relay", "direct to the target, no tunnel (kernel loopback ceiling)", relay),
-        PathSpec("ours", "our gateway + our connector, 1 worker each", ours),
+        PathSpec(
+            "ours",
+            f"our gateway + our connector, defaults (--workers auto: {auto_workers()} each here)",
+            ours,
+        ),
         PathSpec("ours-2w", "our gateway + our connector, --workers 2 each", ours_2w),
         PathSpec("chisel", "chisel server + chisel client", chisel, needs_chisel=True),
         PathSpec(
