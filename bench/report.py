@@ -98,7 +98,7 @@ def add_ratios(results: list[PathResult]) -> None:
 
 
 def worker_scaling(results: list[PathResult]) -> dict[str, float]:
-    """Each throughput figure of ``ours-2w`` divided by ``ours`` (1 worker) in this run."""
+    """Each throughput figure of ``ours-2w`` divided by ``ours`` (the defaults) in this run."""
     by_name = {r.name: r for r in results}
     one, two = by_name.get("ours"), by_name.get("ours-2w")
     if one is None or two is None:
@@ -182,7 +182,7 @@ def render_table(results: list[PathResult], *, parallel_streams: int, idle_conns
     if "bulk_par_MBps" in scaling:
         lines.append(
             f"workers: {parallel_streams} streams with --workers 2 = "
-            f"{scaling['bulk_par_MBps']:.2f}x one worker (ours-2w / ours, this run)"
+            f"{scaling['bulk_par_MBps']:.2f}x the defaults (ours-2w / ours, this run)"
         )
     for name, fractions in kernel_fractions(results).items():
         parts = [
