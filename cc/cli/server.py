@@ -41,6 +41,7 @@ from cc.protocol.acl import (
     parse_user_pass,
 )
 from cc.protocol.admission import AdmissionPolicy
+from cc.protocol.authguard import GuardPolicy
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.errors import ProtocolError
 from cc.protocol.hosts import join_host_port
@@ -194,11 +195,20 @@ HELP = f"""\
     --max-auth-tries, Wrong passwords one connection may try before it
     is closed, like OpenSSH's MaxAuthTries. Whatever the connection, an
     address that keeps failing (passwords or tokens) waits longer for
-    each answer after 3 failures (0.5s doubling to 8s), and 20 failures
-    within 10 minutes ban it for 5 minutes (doubling for repeat
-    offenders, at most an hour): its upgrades get HTTP 429 with
-    Retry-After. Failures are logged once, then summarised per address
+    each answer after 3 failures (0.5s doubling to 8s), and
+    --max-auth-failures failures within 10 minutes ban it for
+    --auth-ban-time (doubling for repeat offenders, at most an hour):
+    its upgrades get HTTP 429 with Retry-After. With --workers the
+    workers count together: the budget is the gateway's, not each
+    worker's. Failures are logged once, then summarised per address
     every minute. Defaults to 3 (env CC_MAX_AUTH_TRIES).
+
+    --max-auth-failures, Failed logins from one address (an IPv6 /64
+    counts as one) within 10 minutes that ban it. Defaults to 20 (env
+    CC_MAX_AUTH_FAILURES).
+
+    --auth-ban-time, How long the first ban lasts. Defaults to '5m'
+    (env CC_AUTH_BAN_TIME).
 
     --remoted-server-key, --remoted-client-key, Serve named services on
     this port, wire-compatible with Remoted API Server (cubiclesoft's
@@ -501,6 +511,21 @@ def _parser() -> GoArgumentParser:
         help="wrong passwords per connection before it is closed",
     )
     p.add_flag(
+        "--max-auth-failures",
+        type=positive_count,
+        env="CC_MAX_AUTH_FAILURES",
+        default="20",
+        file_types=(int,),
+        help="failed logins from one address within 10 minutes that ban it",
+    )
+    p.add_flag(
+        "--auth-ban-time",
+        type=positive_duration,
+        env="CC_AUTH_BAN_TIME",
+        default="5m",
+        help="how long an address is banned the first time",
+    )
+    p.add_flag(
         "--remoted-server-key",
         env="CC_REMOTED_SERVER_KEY",
         help="Remoted API Server server key: may register named services",
@@ -713,6 +738,7 @@ async def _supervise_workers(
         stdin_data=handoff.encode() if handoff is not None else None,
         pid_path="cloud-connector.pid" if args.pid else None,
         share_ports=True,
+        share_failures=True,
         what=f" on {join_host_port(args.host, args.port)} (SO_REUSEPORT)",
     )
 
@@ -725,9 +751,12 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         from cc.gateway.ports import registry_from_environment
         from cc.gateway.webroute import WebRouteSettings
         from cc.runtime.figures import FiguresLink
+        from cc.runtime.sharedfailures import failures_from_environment
     except ImportError as exc:
         fail_on_refused_import(PROG, exc)
         raise
+
+    guard = GuardPolicy(ban_after=args.max_auth_failures, ban_time=args.auth_ban_time)
 
     return GatewayConfig(
         host=args.host,
@@ -746,6 +775,8 @@ def _gateway_config(args: argparse.Namespace, settings: ServerSettings, worker: 
         login_grace_time=args.login_grace_time,
         admission=AdmissionPolicy(args.max_unauthenticated, args.max_unauthenticated_per_source),
         max_auth_tries=args.max_auth_tries,
+        guard=guard,
+        failures=failures_from_environment(guard.window) if worker else None,
         reuse_port=worker,
         port_registry=registry_from_environment(),
         webroute=(

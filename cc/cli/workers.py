@@ -83,11 +83,15 @@ async def supervise(
     stdin_data: bytes | None,
     pid_path: str | None,
     share_ports: bool = False,
+    share_failures: bool = False,
     fatal_codes: Collection[int] = (),
     forward_hup: bool = False,
     what: str = "",
 ) -> int:
     """Run ``count`` workers of ``cloud-connector <command...>`` until a signal stops us.
+
+    ``share_ports``: reverse ports are claimed here; ``share_failures``: the workers
+    count failed logins in one table (gateway workers, both).
 
     Returns 0 after SIGINT/SIGTERM, or the status of a worker that exited with
     one of ``fatal_codes`` or with a reported reason (the others were stopped); that
@@ -96,15 +100,18 @@ async def supervise(
     from cc.cli.common import fail
     from cc.protocol.workers import PortClaims
     from cc.runtime.process import PidFile, install_signals
+    from cc.runtime.sharedfailures import SharedFailures
     from cc.runtime.supervisor import Supervisor
     from cc.stats import SessionStats
 
     argv = [sys.executable, "-m", "cc.cli.main", *command]
+    failures = SharedFailures() if share_failures else None
     supervisor = Supervisor(
         argv,
         count,
         stdin_data,
         port_claims=PortClaims() if share_ports else None,
+        failures=failures,
         fatal_codes=fatal_codes,
         component=component,
     )
@@ -119,8 +126,12 @@ async def supervise(
         on_usr2=lambda: supervisor.signal_workers(signal.SIGUSR2),
     )
     get_logger(component).info("Starting %d workers%s", count, what)
-    with PidFile(pid_path):
-        status = await supervisor.run()
+    try:
+        with PidFile(pid_path):
+            status = await supervisor.run()
+    finally:
+        if failures is not None:
+            failures.close()
     if status != 0 and supervisor.reason is not None:
         fail(prog, supervisor.reason, status)
     return status

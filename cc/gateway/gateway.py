@@ -36,7 +36,7 @@ from cc.metrics import Figures
 from cc.protocol import http
 from cc.protocol.acl import Permissions, TokenTable, UserTable, token_digest
 from cc.protocol.admission import Admission, AdmissionPolicy
-from cc.protocol.authguard import AuthGuard, FailureLog, GuardPolicy, Penalty
+from cc.protocol.authguard import AuthGuard, FailureLog, FailureTable, GuardPolicy, Penalty
 from cc.protocol.authorized_keys import ClientKeyTable
 from cc.protocol.basicauth import AdminCredentials
 from cc.protocol.handshake import accept_upgrade
@@ -106,6 +106,8 @@ class GatewayConfig:
     max_auth_tries: int = 3
     #: penalties for sources that keep failing (passwords and tokens alike)
     guard: GuardPolicy = field(default_factory=GuardPolicy)
+    #: where failed logins are counted: the table all workers share (None: this process)
+    failures: FailureTable | None = None
     #: failed logins and refusals are logged once, then summarised this often per source
     log_summary_interval: float = 60.0
     #: --admin: turns on /status and /status.json and protects /metrics
@@ -131,7 +133,7 @@ class Gateway:
         self._housekeeping: asyncio.TimerHandle | None = None
         self._conn_factory: Any = None
         self.admission = Admission(config.admission)
-        self.auth_guard = AuthGuard(config.guard)
+        self.auth_guard = AuthGuard(config.guard, config.failures)
         self.failed_logins = FailureLog("failed logins", interval=config.log_summary_interval)
         self._session_ids = 0
         #: named services (WebRoute), when keys are configured

@@ -12,7 +12,10 @@ OpenSSH (``MaxAuthTries``, ``PerSourcePenalties``):
 * a success forgets the source's failures (not its running ban);
 * sources are forgotten after ``window`` without failures, and at most
   ``max_sources`` are kept (the oldest go first), so the table stays bounded
-  however many addresses an attacker has.
+  however many addresses an attacker has;
+* with ``--workers`` the counts live in memory every worker shares
+  (:mod:`cc.protocol.authslots`), so spreading connections over the workers does
+  not multiply the budget.
 
 The same guard serves SSH passwords, tokens and HTTP Basic credentials: what
 failed does not matter, who keeps failing does.  :class:`FailureLog` turns a
@@ -23,9 +26,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-__all__ = ["AuthGuard", "FailureLog", "GuardPolicy", "Penalty", "source_of"]
+__all__ = [
+    "AuthGuard",
+    "FailureLog",
+    "FailureRecord",
+    "FailureTable",
+    "GuardPolicy",
+    "LocalFailures",
+    "Penalty",
+    "source_of",
+]
 
 
 def source_of(address: str) -> str:
@@ -70,38 +84,122 @@ class Penalty:
 
 
 @dataclass(slots=True)
-class _Record:
+class FailureRecord:
+    """One source's standing: failures in the current window, and its ban."""
+
     failures: int = 0
     last_failure: float = 0.0
     banned_until: float = 0.0
     bans: int = 0
 
 
-class AuthGuard:
-    """Per-source failure counts; the I/O layer asks before and reports after each login."""
+T = TypeVar("T")
 
-    def __init__(self, policy: GuardPolicy | None = None) -> None:
-        self.policy = policy or GuardPolicy()
-        self._sources: OrderedDict[str, _Record] = OrderedDict()
+
+class FailureTable(Protocol):
+    """Where the records live: this process (:class:`LocalFailures`) or memory that every
+    worker of a gateway shares (:class:`cc.protocol.authslots.SlotFailures`), so that a
+    guesser spreading connections over the workers still has one budget.
+
+    Each call is one step with nothing awaited inside, so a shared table can hold its
+    lock for exactly that long.
+    """
+
+    def __len__(self) -> int: ...
+
+    def peek(self, source: str) -> FailureRecord | None:
+        """A copy of ``source``'s record (None: it has none)."""
+        ...
+
+    def update(
+        self, source: str, now: float, change: Callable[[FailureRecord], T], *, create: bool
+    ) -> T | None:
+        """Apply ``change`` to ``source``'s record (made if ``create``, else None if absent)."""
+        ...
+
+
+class LocalFailures:
+    """One process's records: at most ``max_sources``, forgotten after ``window``."""
+
+    def __init__(self, window: float, max_sources: int) -> None:
+        self.window = window
+        self.max_sources = max_sources
+        self._sources: OrderedDict[str, FailureRecord] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sources)
 
+    def peek(self, source: str) -> FailureRecord | None:
+        return self._sources.get(source)
+
+    def update(
+        self, source: str, now: float, change: Callable[[FailureRecord], T], *, create: bool
+    ) -> T | None:
+        self._expire(now)
+        record = self._sources.pop(source, None)
+        if record is None:
+            if not create:
+                return None
+            record = FailureRecord()
+            while len(self._sources) >= self.max_sources:
+                self._sources.popitem(last=False)
+        self._sources[source] = record  # most recently changed last
+        return change(record)
+
+    def _expire(self, now: float) -> None:
+        """Drop sources idle for a window and not banned (oldest first, so it stops early)."""
+        while self._sources:
+            source, record = next(iter(self._sources.items()))
+            if now - record.last_failure <= self.window or record.banned_until > now:
+                return
+            del self._sources[source]
+
+
+class AuthGuard:
+    """Per-source failure counts; the I/O layer asks before and reports after each login.
+
+    ``table``: where the counts live; by default this process's memory.
+    """
+
+    def __init__(
+        self, policy: GuardPolicy | None = None, table: FailureTable | None = None
+    ) -> None:
+        self.policy = policy or GuardPolicy()
+        # not ``table or ...``: an empty table is falsy
+        self.table: FailureTable = (
+            table
+            if table is not None
+            else LocalFailures(self.policy.window, self.policy.max_sources)
+        )
+
+    def __len__(self) -> int:
+        return len(self.table)
+
     def banned_for(self, source: str, now: float) -> float:
         """Seconds left of ``source``'s ban (0.0 when it may try)."""
-        record = self._sources.get(source)
+        record = self.table.peek(source)
         if record is None:
             return 0.0
         return max(0.0, record.banned_until - now)
 
     def failed(self, source: str, now: float) -> Penalty:
         """Count a failure; the answer says how long to stall and whether it banned."""
+        penalty = self.table.update(source, now, lambda r: self._failed(r, now), create=True)
+        assert penalty is not None
+        return penalty
+
+    def _failed(self, record: FailureRecord, now: float) -> Penalty:
         policy = self.policy
-        record = self._record(source, now)
+        if now - record.last_failure > policy.window:
+            record.failures = 0
         record.failures += 1
         record.last_failure = now
         over = record.failures - policy.free_failures
-        delay = 0.0 if over <= 0 else min(policy.max_delay, policy.base_delay * 2 ** (over - 1))
+        # the exponent is capped: failures go on counting during a ban, and 2.0**1100
+        # does not fit a float
+        delay = (
+            0.0 if over <= 0 else min(policy.max_delay, policy.base_delay * 2 ** min(over - 1, 64))
+        )
         if record.failures >= policy.ban_after and record.banned_until <= now:
             ban = min(policy.max_ban_time, policy.ban_time * 2**record.bans)
             record.bans += 1
@@ -111,31 +209,18 @@ class AuthGuard:
         return Penalty(delay, record.failures)
 
     def succeeded(self, source: str) -> None:
-        """A good login: its earlier failures were typos, not guesses."""
-        record = self._sources.get(source)
-        if record is not None:
-            record.failures = 0
+        """A good login: its earlier failures were typos, not guesses.
 
-    def _record(self, source: str, now: float) -> _Record:
-        self._expire(now)
-        record = self._sources.pop(source, None)
-        if record is None:
-            record = _Record()
-            while len(self._sources) >= self.policy.max_sources:
-                self._sources.popitem(last=False)
-        elif now - record.last_failure > self.policy.window:
-            record.failures = 0
-        self._sources[source] = record  # most recently failed last
-        return record
+        Looks first and writes only if there is something to forget, so a clean
+        source's login costs one look-up, also in a shared table.
+        """
+        record = self.table.peek(source)
+        if record is not None and record.failures:
+            self.table.update(source, record.last_failure, _forget_failures, create=False)
 
-    def _expire(self, now: float) -> None:
-        """Drop sources idle for a window and not banned (oldest first, so it stops early)."""
-        window = self.policy.window
-        while self._sources:
-            source, record = next(iter(self._sources.items()))
-            if now - record.last_failure <= window or record.banned_until > now:
-                return
-            del self._sources[source]
+
+def _forget_failures(record: FailureRecord) -> None:
+    record.failures = 0
 
 
 class FailureLog:

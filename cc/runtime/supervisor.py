@@ -29,6 +29,7 @@ from cc.protocol.backoff import Backoff
 from cc.protocol.workers import PortClaims
 from cc.runtime.figures import FIGURES_FD_ENV, WORKER_COUNT_ENV, FiguresBoard, serve_worker_figures
 from cc.runtime.report import REPORT_FD_ENV, ReportPipe
+from cc.runtime.sharedfailures import FAILURES_FD_ENV, SharedFailures
 
 __all__ = ["WORKER_ENV", "Supervisor"]
 
@@ -50,6 +51,8 @@ class Supervisor:
     """Keep ``count`` workers running ``argv`` until ``stop()``.
 
     ``port_claims``: serve reverse-port claims to the workers (gateway workers).
+    ``failures``: the failed-login table every worker maps (gateway workers), so a
+    guesser has one budget however the kernel spreads its connections.
     ``fatal_codes``: a worker exiting with one of these stops everything and
     ``run()`` returns the code (a connector refused by its gateway must not be
     restarted for ever).  So does a worker that exits non-zero after reporting
@@ -66,6 +69,7 @@ class Supervisor:
         stdin_data: bytes | None = None,
         *,
         port_claims: PortClaims | None = None,
+        failures: SharedFailures | None = None,
         fatal_codes: Collection[int] = (),
         component: str = "server",
     ) -> None:
@@ -73,6 +77,7 @@ class Supervisor:
         self.count = count
         self.stdin_data = stdin_data
         self.port_claims = port_claims
+        self.failures = failures
         self.fatal_codes = frozenset(fatal_codes)
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
@@ -98,6 +103,9 @@ class Supervisor:
             REPORT_FD_ENV: str(report.child_fd),
         }
         pass_fds = [report.child_fd]
+        if self.failures is not None:
+            env[FAILURES_FD_ENV] = str(self.failures.fd)
+            pass_fds.append(self.failures.fd)
         ours = theirs = None
         if self.port_claims is not None:
             ours, theirs = socket.socketpair()

@@ -128,3 +128,10 @@ def test_failure_log_is_bounded() -> None:
     lines = [log.record(f"10.0.0.{i}", 0.0, f"fail {i}") for i in range(30)]
     assert sum(line is not None for line in lines) == 10, "the overflow is only summarised"
     assert "20 failed logins from other addresses" in " ".join(log.flush(60.0))
+
+
+def test_failures_during_a_long_ban_keep_the_delay_at_its_cap() -> None:
+    """Failures go on counting while banned; 2 ** 1100 once overflowed the delay."""
+    guard = AuthGuard(GuardPolicy(ban_after=10**6))
+    delays = {guard.failed("a", now=i * 0.001).delay for i in range(1200)}
+    assert max(delays) == GuardPolicy().max_delay

@@ -9,6 +9,7 @@ long as the gateway keeps asking.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,9 +38,17 @@ class Refused(Exception):
 
 
 async def open_websocket_from(
-    source: str, port: int, *, headers: list[tuple[str, str]] | None = None
+    source: str,
+    port: int,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    sock: socket.socket | None = None,
 ) -> WebSocketTransport:
-    """Upgrade a connection from ``source`` to the gateway on 127.0.0.1:``port``."""
+    """Upgrade a connection from ``source`` to the gateway on 127.0.0.1:``port``.
+
+    ``sock``: a connection already made (from ``source``), e.g. one a chosen
+    ``--workers`` process accepted.
+    """
     loop = asyncio.get_running_loop()
     url = urlsplit(f"http://127.0.0.1:{port}/")
     handshake = ClientHandshake(url, headers=headers or [], version=__version__)
@@ -49,9 +58,12 @@ async def open_websocket_from(
         TLSWatch(f"127.0.0.1:{port}"),
         "websocket handshake",
     )
-    transport, _ = await loop.create_connection(
-        lambda: exchange, "127.0.0.1", port, local_addr=(source, 0)
-    )
+    if sock is not None:
+        transport, _ = await loop.create_connection(lambda: exchange, sock=sock)
+    else:
+        transport, _ = await loop.create_connection(
+            lambda: exchange, "127.0.0.1", port, local_addr=(source, 0)
+        )
     try:
         async with asyncio.timeout(10):
             event = await exchange.done
@@ -103,11 +115,20 @@ class _Guesser(asyncssh.SSHClient):
 
 
 async def guess_passwords(
-    source: str, port: int, username: str, passwords: Iterator[str], *, timeout: float = 30.0
+    source: str,
+    port: int,
+    username: str,
+    passwords: Iterator[str],
+    *,
+    timeout: float = 30.0,
+    sock: socket.socket | None = None,
 ) -> GuessResult:
-    """Try ``passwords`` on one connection until the gateway accepts one or hangs up."""
+    """Try ``passwords`` on one connection until the gateway accepts one or hangs up.
+
+    ``sock``: the connection to use (see :func:`open_websocket_from`).
+    """
     result = GuessResult()
-    wst = await open_websocket_from(source, port)
+    wst = await open_websocket_from(source, port, sock=sock)
     loop = asyncio.get_running_loop()
     options: Any = asyncssh.SSHClientConnectionOptions(
         client_factory=lambda: _Guesser(passwords, result),
