@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "LatencyHistogram", "RemoteStats", "SessionStats"]
+__all__ = ["LATENCY_BUCKETS", "OTHER", "LatencyHistogram", "RemoteStats", "SessionStats"]
 
 #: Upper bounds (seconds) of the channel-open latency buckets: loopback opens take
 #: well under a millisecond, a connector across an ocean 100-300 ms.
@@ -80,6 +80,8 @@ class RemoteStats:
     dropped: int = 0
     #: the gateway-wide figures a session's counts also go to (None: none)
     parent: RemoteStats | None = field(default=None, repr=False, compare=False)
+    #: sessions' figures that count into these (a gateway forgets no remote they use)
+    links: int = field(default=0, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +134,9 @@ class RemoteStats:
 
 
 _COUNTS = ("open", "total", "failed", "bytes_in", "bytes_out", "dropped")
+#: Where the figures of remotes beyond ``SessionStats.max_remotes`` go (the label
+#: /metrics uses for the remotes beyond its own cap).
+OTHER = "other"
 
 
 @dataclass(slots=True)
@@ -151,13 +156,66 @@ class SessionStats:
     channel_open: LatencyHistogram = field(default_factory=LatencyHistogram)
     #: a gateway session's gateway-wide stats: new remotes are linked to theirs
     parent: SessionStats | None = field(default=None, repr=False, compare=False)
+    #: remotes kept by name, at most (0: no bound; a session takes its gateway's); the
+    #: figures of the rest go to ``other``.  A gateway's forward targets are chosen by
+    #: its clients, so without it a client could grow this without end.
+    max_remotes: int = field(default=0, repr=False, compare=False)
+    #: a session's figures that were released (``release()``)
+    released: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.parent is not None and not self.max_remotes:
+            self.max_remotes = self.parent.max_remotes
 
     def remote(self, name: str) -> RemoteStats:
         stats = self.remotes.get(name)
         if stats is None:
-            parent = self.parent.remote(name) if self.parent is not None else None
-            stats = self.remotes[name] = RemoteStats(name, parent=parent)
+            stats = self._add_remote(name)
         return stats
+
+    def _add_remote(self, name: str) -> RemoteStats:
+        """A new name; when full, an old idle one makes room, or ``other`` counts it.
+
+        Only the gateway-wide figures forget a remote (into ``other``): nothing holds
+        one of them but sessions' figures (counted in ``links``) and connections
+        (counted in ``open``).  A session's own remotes are held by its listeners and
+        channels, so a full session counts new names in its ``other``; they go with it.
+        """
+        full = bool(self.max_remotes) and len(self.remotes) >= self.max_remotes
+        if full and (self.parent is not None or not self._forget_one()):
+            return self._other()
+        parent = self.parent.remote(name) if self.parent is not None else None
+        stats = self.remotes[name] = RemoteStats(name, parent=parent)
+        if parent is not None and not self.released:
+            parent.links += 1
+        return stats
+
+    def _forget_one(self) -> bool:
+        """Fold the oldest remote that nothing uses into ``other``; False if none."""
+        for name, stats in self.remotes.items():
+            if stats.open == 0 and stats.links == 0 and name != OTHER:
+                break
+        else:
+            return False
+        del self.remotes[name]
+        self._other().add(stats)
+        return True
+
+    def _other(self) -> RemoteStats:
+        other = self.remotes.get(OTHER)
+        if other is None:
+            parent = self.parent._other() if self.parent is not None else None
+            other = self.remotes[OTHER] = RemoteStats(OTHER, parent=parent)
+        return other
+
+    def release(self) -> None:
+        """A session is over: its gateway may forget the remotes no other session uses."""
+        if self.released:
+            return
+        self.released = True
+        for stats in self.remotes.values():
+            if stats.parent is not None and stats.name != OTHER:
+                stats.parent.links -= 1
 
     def observe_channel_open(self, seconds: float) -> None:
         self.channel_open.observe(seconds)

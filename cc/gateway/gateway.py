@@ -73,6 +73,10 @@ TOKEN_REFUSALS = {
 }
 #: Seconds between the gateway's housekeeping rounds (log summaries that are due).
 HOUSEKEEPING_INTERVAL = 5.0
+#: Remotes and forward targets the gateway's figures keep by name (each session's too);
+#: the oldest unused ones, then the rest, are counted under ``other``.  /metrics shows
+#: 64 of them (cc.metrics.MAX_REMOTE_LABELS).
+MAX_REMOTE_STATS = 256
 
 
 @dataclass
@@ -102,6 +106,8 @@ class GatewayConfig:
     login_grace_time: float = 30.0
     #: --max-unauthenticated / --max-unauthenticated-per-source
     admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    #: remotes and forward targets counted by name (cc.stats.SessionStats.max_remotes)
+    max_remote_stats: int = MAX_REMOTE_STATS
     #: --max-auth-tries: wrong passwords one SSH connection may try before it is closed
     max_auth_tries: int = 3
     #: penalties for sources that keep failing (passwords and tokens alike)
@@ -127,7 +133,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.stats = SessionStats(state="starting")
+        self.stats = SessionStats(state="starting", max_remotes=config.max_remote_stats)
         self.sessions: set[GatewaySession] = set()
         self._front: Front | None = None
         self._housekeeping: asyncio.TimerHandle | None = None

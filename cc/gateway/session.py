@@ -139,6 +139,7 @@ class GatewaySession(asyncssh.SSHServer):
             self._config_timer.cancel()
         self.gateway.sessions.discard(self)
         self.gateway.stats.sessions = len(self.gateway.sessions)
+        self.stats.release()  # the gateway may forget targets only this session used
         self.gateway.fleet.nudge()
         if self._configured:
             self.log.info(
