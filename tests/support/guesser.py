@@ -139,7 +139,7 @@ async def guess_passwords(
         agent_path=None,
         host="chisel",
         port=22,
-        **_common_options(),
+        **_common_options(None),
     )
     options.waiter = loop.create_future()
     conn = ChiselClientConnection(loop, options, wait="auth")
