@@ -83,6 +83,10 @@ async def test_concurrent_posts_on_a_target_that_closes_after_each_answer(
         await asyncio.gather(*(one(c) for c in range(16)))
         # each request reached the target once: nothing was sent twice
         assert len(backend.requests) == 16 * 30
-        assert api.app is not None and api.app.pool.pings > 0
+        # A POST took a kept connection only after a ping (the check); whether any was
+        # kept depends on the loop: on asyncio the target's close often lands first.
+        assert api.app is not None
+        if api.app.pool.opened < 16 * 30:
+            assert api.app.pool.pings > 0
     finally:
         await backend.close()
