@@ -119,7 +119,7 @@ def test_socks5_without_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoSe
 
 @pytest.mark.parametrize("factory", SOCKS_PROXIES)
 def test_socks5_with_auth(factory: ProxyFactory, tmp_path: Path, echo: EchoServer) -> None:
-    user = "ccsockstest" if factory is peers.dante else "bob"
+    user = f"ccsocks{os.getpid()}" if factory is peers.dante else "bob"  # per process
     with factory(tmp_path, user=user, password="pa55-word") as proxy:
         with _socks_connect(proxy.url, echo) as sock:
             _assert_echoes(sock)

@@ -27,7 +27,15 @@ REPORTING = textwrap.dedent(
     if first and index == "0":
         sys.exit(3)
     if index == "1":
-        time.sleep(0.3)  # the sibling stops for the same reason a little later
+        # the sibling stops for the same reason, after worker 0's second run began
+        # (a bounded wait: a loaded machine may take a while to restart it)
+        deadline = time.monotonic() + 20
+        path0 = os.path.join(runs, "0")
+        while time.monotonic() < deadline:
+            if os.path.exists(path0) and open(path0).read() == "xx":
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
     report_to_control(f"cannot listen on 127.0.0.1:1: address already in use ({index})")
     sys.exit(1)
     """

@@ -46,7 +46,9 @@ __all__: list[str] = []
 
 pytestmark = pytest.mark.interop
 
-USER = "ccproxytest"
+#: dante checks a system account: one per test process, so two suites running at
+#: once (CI and a developer's run) never delete or re-password each other's.
+USER = f"ccproxy{os.getpid()}"
 PASSWORD = "Pr0xySecret7q"
 WRONG_PASSWORD = "Wr0ngSecret9z"
 
