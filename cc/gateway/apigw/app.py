@@ -24,7 +24,6 @@ import contextlib
 import functools
 import random
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -222,6 +221,10 @@ class AppGateway:
             and s.allowed(subject)
         ]
 
+    def _load(self, session: GatewaySession) -> int:
+        """Requests in flight on ``session``."""
+        return self.in_flight.get(session.id, 0)
+
     def ready(self) -> bool:
         """Whether any connector serves any target now (``/readyz``)."""
         return any(self.connectors_for(t) for t in self.targets.table.targets)
@@ -276,8 +279,9 @@ class AppGateway:
     async def _read_head(self, client: ClientProtocol) -> bytes | None:
         buffer = b""
         timeout = self.config.idle_timeout
+        inbox = client.inbox
         while True:
-            data = await client.read(timeout)
+            data = await inbox.read(timeout)
             if not data:
                 if buffer:
                     raise _Done
@@ -415,7 +419,6 @@ class _Exchange:
         self.answered = False
         #: the upstream connection was a kept one
         self.reused = False
-        self.started = time.monotonic()
 
     def _fail(self, status: int, reason: str) -> bool:
         """Answer with our own status (nothing of the target's was sent yet)."""
@@ -444,9 +447,7 @@ class _Exchange:
         failed: GatewaySession | None = None
         for attempt in range(2):
             candidates = app.connectors_for(self.target)
-            session = least_in_flight(
-                candidates, lambda s: app.in_flight.get(s.id, 0), app._randbelow, failed
-            )
+            session = least_in_flight(candidates, app._load, app._randbelow, failed)
             if session is None:
                 if attempt:
                     return self._fail(502, "the connector went away and no other serves it")
@@ -501,8 +502,10 @@ class _Exchange:
         upload: asyncio.Task[None] | None = None
         try:
             client = self.client
-            peer = client.peer[0]
-            info = ClientInfo(peer, client.local_port, peer in app.config.trusted)
+            info = client.info
+            if info is None:  # once per connection: the peer and the app port stay
+                peer = client.peer[0]
+                info = client.info = ClientInfo(peer, client.local_port, peer in app.config.trusted)
             fields = request_headers(
                 self.request.headers,
                 target,
@@ -544,19 +547,10 @@ class _Exchange:
             out, rest = framer.feed(data)
             if out:
                 upstream.write(out)
-                await upstream.drain()
+                if upstream.must_drain:
+                    await upstream.drain()
             if rest is not None:
                 client.inbox.unread(rest)
-
-    async def _read_upstream(self, upstream: Upstream, session: GatewaySession) -> bytes:
-        try:
-            return await upstream.read(self.app.config.timeout)
-        except StreamClosed as exc:
-            if self.answered:
-                raise
-            if session.conn is None or session.conn.is_closed():
-                raise _Retry(str(exc)) from None
-            raise
 
     async def _answer(
         self, session: GatewaySession, upstream: Upstream, upload: asyncio.Task[None] | None
@@ -564,13 +558,16 @@ class _Exchange:
         """Relay the answer; whether the upstream connection can be kept."""
         client = self.client
         buffer = b""
+        timeout = self.app.config.timeout
         while True:
             try:
-                data = await self._read_upstream(upstream, session)
+                data = await upstream.read(timeout)
             except TimeoutError:
                 self._fail(504, f"no answer from {self.target.address} in time")
                 raise _Done from None
             except StreamClosed as exc:
+                if session.conn is None or session.conn.is_closed():
+                    raise _Retry(str(exc)) from None  # nothing was answered yet
                 if self.reused and not buffer:
                     raise _Stale from None
                 self._fail(502, f"{self.target.address} reset the connection ({exc})")
@@ -611,11 +608,10 @@ class _Exchange:
             return await self._tunnel(upstream, response, rest, upload)
         self.answered = True
         dechunk = framing is Framing.CHUNKED and self.request.version == "HTTP/1.0"
-        if framing is Framing.CLOSE or dechunk or response.headers.has_token("Connection", "close"):
+        closes = response.headers.has_token("Connection", "close")
+        if framing is Framing.CLOSE or dechunk or closes:
             self.keep = False
-        upstream_keeps = framing is not Framing.CLOSE and not response.headers.has_token(
-            "Connection", "close"
-        )
+        upstream_keeps = framing is not Framing.CLOSE and not closes
         fields = response_headers(
             response.headers, self.target, "http", self.public_host, self.public_name
         )
@@ -639,7 +635,8 @@ class _Exchange:
                     if pending:
                         out, pending = pending + out, b""
                     client.write(out)
-                    await client.drain()
+                    if client.must_drain:
+                        await client.drain()
                 if after is not None:
                     break
             if framer.done:

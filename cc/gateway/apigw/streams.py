@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import asyncssh
 
+from cc.protocol.apigw.forwarding import ClientInfo
 from cc.tunnel.pipe import reset_transport
 
 __all__ = ["ChannelStream", "ClientProtocol", "Inbox", "StreamClosed", "TLSStream"]
@@ -141,6 +142,10 @@ class _Drain:
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def pause(self) -> None:
         self._paused = True
 
@@ -176,6 +181,8 @@ class ClientProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.peer = ("", 0)
         self.local_port = 0
+        #: who this client is, as the relay describes it upstream (set once, by the app)
+        self.info: ClientInfo | None = None
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,8 +225,9 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- the stream --------------------------------------------------------------
-    async def read(self, timeout: float | None = None) -> bytes:
-        return await self.inbox.read(timeout)
+    def read(self, timeout: float | None = None) -> Coroutine[Any, Any, bytes]:
+        """The inbox's read itself (no coroutine of our own wrapped around it)."""
+        return self.inbox.read(timeout)
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -227,6 +235,11 @@ class ClientProtocol(asyncio.Protocol):
 
     async def drain(self) -> None:
         await self._drain.wait(lambda: self.closed)
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether ``drain`` would wait: skip the await (and its coroutine) when not."""
+        return self._drain.paused
 
     def write_eof(self) -> None:
         if not self.closed and self.transport.can_write_eof():
@@ -311,8 +324,9 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
             self.chan.resume_reading()
 
     # -- the stream --------------------------------------------------------------
-    async def read(self, timeout: float | None = None) -> bytes:
-        return await self.inbox.read(timeout)
+    def read(self, timeout: float | None = None) -> Coroutine[Any, Any, bytes]:
+        """The inbox's read itself (no coroutine of our own wrapped around it)."""
+        return self.inbox.read(timeout)
 
     def write(self, data: bytes) -> None:
         if self.lost or self.chan is None:
@@ -323,6 +337,11 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         await self._drain.wait(lambda: self.lost)
         if self.lost and self.inbox.at_eof and not self.eof:
             raise StreamClosed("channel closed")
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether ``drain`` would wait or fail: skip the await when not."""
+        return self._drain.paused or self.lost
 
     def write_eof(self) -> None:
         if self.chan is not None and not self.lost:
@@ -402,6 +421,10 @@ class TLSStream:
 
     async def drain(self) -> None:
         await self.inner.drain()
+
+    @property
+    def must_drain(self) -> bool:
+        return self.inner.must_drain
 
     def write_eof(self) -> None:
         with contextlib.suppress(ssl.SSLError):
