@@ -81,6 +81,14 @@ class Headers:
                 values.append(value)
         object.__setattr__(self, "index", index)
 
+    @classmethod
+    def _indexed(cls, items: tuple[tuple[str, str], ...], index: dict[str, list[str]]) -> Headers:
+        """Fields whose index the parser built as it went (no second pass over them)."""
+        headers = object.__new__(cls)
+        object.__setattr__(headers, "items", items)
+        object.__setattr__(headers, "index", index)
+        return headers
+
     @property
     def names(self) -> frozenset[str]:
         """The names present, lower case."""
@@ -156,14 +164,22 @@ def _parse_fields(block: bytes, present: bool) -> Headers:
         raise HTTPError("too many header fields", 431)
     items: list[tuple[str, str]] = []
     append = items.append
+    index: dict[str, list[str]] = {}
     for line in lines:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip(_SPACE) or " " in name:
             raise HTTPError(f"malformed header line {line.encode('latin-1')[:60]!r}")
         if not name.isascii():
             raise HTTPError("non-ASCII header name")
-        append((name, value.strip(_SPACE)))
-    return Headers(tuple(items))
+        value = value.strip(_SPACE)
+        append((name, value))
+        lname = name.lower()
+        values = index.get(lname)
+        if values is None:
+            index[lname] = [value]
+        else:
+            values.append(value)
+    return Headers._indexed(tuple(items), index)
 
 
 def _split_head(head: bytes | bytearray) -> tuple[bytes, bytes, bool]:

@@ -113,6 +113,9 @@ def test_headers_index_keeps_wire_order_and_hands_out_copies() -> None:
     assert headers.get_all("A") == ["1", "3"]
     assert headers == Headers((("A", "1"), ("b", "2"), ("a", "3")))
     assert hash(headers) == hash(Headers((("A", "1"), ("b", "2"), ("a", "3"))))
+    # the parser builds the same index as it goes
+    parsed = parse_request(b"GET / HTTP/1.1\r\nA: 1\r\nb: 2\r\na: 3\r\n\r\n").headers
+    assert parsed == headers and parsed.index == headers.index
 
 
 @pytest.mark.parametrize(
