@@ -621,6 +621,14 @@ class _Exchange:
             fields.append(("Connection", "close"))
         # the head goes out with the first body bytes: one send, one segment
         pending = build_head(f"HTTP/1.1 {status} {response.reason}", fields)
+        if framing is Framing.NONE or (framing is Framing.LENGTH and len(rest) >= length):
+            # the whole answer came with its head (a small one, the common case): one
+            # write, and no framer to follow it
+            body, extra = (rest[:length], rest[length:]) if length else (b"", rest)
+            client.write(pending + body if body else pending)
+            if client.must_drain:
+                await client.drain()
+            return self._upload_settled(upload) and upstream_keeps and not extra
         framer = BodyFramer(framing, length, dechunk)
         data = rest
         after: bytes | None = None
@@ -657,13 +665,17 @@ class _Exchange:
                 break
         if pending:
             client.write(pending)
+        return self._upload_settled(upload) and upstream_keeps and framer.done and not after
+
+    def _upload_settled(self, upload: asyncio.Task[None] | None) -> bool:
+        """After the answer: whether the request body was all read (raises _Done if it failed)."""
         if upload is not None:
             if not upload.done():
                 self.keep = False  # answered before the body was all read: where would
                 return False  # the next request start?
             if upload.exception() is not None:
                 raise _Done from upload.exception()
-        return upstream_keeps and framer.done and not after
+        return True
 
     async def _tunnel(
         self,
