@@ -165,10 +165,8 @@ def response_framing(method: str, response: Response) -> tuple[Framing, int]:
 
 def build_head(first_line: str, headers: list[tuple[str, str]]) -> bytes:
     """A head from a start line and fields whose values were parsed (no CR/LF/NUL in them)."""
-    parts = [first_line]
-    parts.extend(f"{name}: {value}" for name, value in headers)
-    parts.append("\r\n")
-    return "\r\n".join(parts).encode("latin-1")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{first_line}\r\n{fields}\r\n".encode("latin-1")
 
 
 class _State(Enum):
