@@ -333,7 +333,7 @@ class AppGateway:
         # a body the gateway refuses is not read: the connection ends after the answer
         refuse_keep = keep and not has_body
         head_only = request.method == "HEAD"
-        hosts = request.headers.get_all("Host")
+        hosts = request.headers.index.get("host") or ()
         if len(hosts) > 1 or (not hosts and request.version == "HTTP/1.1"):
             self._respond(client, 400, b"exactly one Host header is required\n", keep=False)
             return False

@@ -111,13 +111,16 @@ def split_target(target: str) -> tuple[str | None, str]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = headers.get_all("Content-Length")
+    values = headers.index.get("content-length")
     if not values:
         return None
-    lengths = {part.strip() for value in values for part in value.split(",")}
-    if len(lengths) != 1:
-        raise HTTPError("conflicting Content-Length values")
-    (text,) = lengths
+    if len(values) == 1 and "," not in values[0]:
+        text = values[0].strip()  # the usual single value
+    else:
+        lengths = {part.strip() for value in values for part in value.split(",")}
+        if len(lengths) != 1:
+            raise HTTPError("conflicting Content-Length values")
+        (text,) = lengths
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise HTTPError(f"bad Content-Length {text[:20]!r}")
     return int(text)
@@ -125,7 +128,7 @@ def _content_length(headers: Headers) -> int | None:
 
 def _chunked(headers: Headers) -> bool | None:
     """True for ``Transfer-Encoding: chunked``, None without the header; HTTPError otherwise."""
-    values = headers.get_all("Transfer-Encoding")
+    values = headers.index.get("transfer-encoding")
     if not values:
         return None
     codings = [part.strip().lower() for value in values for part in value.split(",")]
