@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from dataclasses import dataclass, field
 
 from .errors import ProtocolError
@@ -37,8 +36,6 @@ __all__ = [
 MAX_HEAD_SIZE = 16 * 1024
 MAX_HEADERS = 100
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_VERSION_RE = re.compile(rb"HTTP/1\.[0-9]")
-_STATUS_RE = re.compile(rb"[0-9]{3}")
 
 _REASONS = {
     101: "Switching Protocols",
@@ -69,36 +66,49 @@ class Headers:
     """Header fields in wire order; lookups are case-insensitive as HTTP requires."""
 
     items: tuple[tuple[str, str], ...] = ()
-    #: the names present, lower case: most lookups (a relay asks for a dozen fields
-    #: per message) are for absent fields and end here
-    names: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: the values by lower-case name, in wire order, built once: a relay asks for a
+    #: dozen fields per message, most of them absent, and each lookup is one dict get
+    index: dict[str, list[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", frozenset(key.lower() for key, _ in self.items))
+        index: dict[str, list[str]] = {}
+        for key, value in self.items:
+            lname = key.lower()
+            values = index.get(lname)
+            if values is None:
+                index[lname] = [value]
+            else:
+                values.append(value)
+        object.__setattr__(self, "index", index)
+
+    @classmethod
+    def _indexed(cls, items: tuple[tuple[str, str], ...], index: dict[str, list[str]]) -> Headers:
+        """Fields whose index the parser built as it went (no second pass over them)."""
+        headers = object.__new__(cls)
+        object.__setattr__(headers, "items", items)
+        object.__setattr__(headers, "index", index)
+        return headers
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names present, lower case."""
+        return frozenset(self.index)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        if lname not in self.names:
-            return default
-        for key, value in self.items:
-            if key.lower() == lname:
-                return value
-        return default
+        values = self.index.get(name.lower())
+        return default if values is None else values[0]
 
     def get_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        if lname not in self.names:
-            return []
-        return [value for key, value in self.items if key.lower() == lname]
+        values = self.index.get(name.lower())
+        return [] if values is None else list(values)
 
     def has_token(self, name: str, token: str) -> bool:
         """Whether a comma-separated header (``Connection: keep-alive, Upgrade``) has ``token``."""
+        values = self.index.get(name.lower())
+        if values is None:
+            return False
         ltoken = token.lower()
-        return any(
-            part.strip().lower() == ltoken
-            for value in self.get_all(name)
-            for part in value.split(",")
-        )
+        return any(part.strip().lower() == ltoken for value in values for part in value.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,28 +151,46 @@ def find_head_end(buffer: bytes | bytearray) -> int:
     return -1
 
 
-def _parse_fields(lines: list[bytes]) -> Headers:
+#: What ``bytes.strip()`` strips, for the same result on latin-1 text.
+_SPACE = " \t\n\r\x0b\x0c"
+
+
+def _parse_fields(block: bytes, present: bool) -> Headers:
+    """The fields after the start line: decoded once (latin-1), split, checked in one pass."""
+    if not present:
+        return Headers(())
+    lines = block.decode("latin-1").split("\r\n")
     if len(lines) > MAX_HEADERS:
         raise HTTPError("too many header fields", 431)
     items: list[tuple[str, str]] = []
+    append = items.append
+    index: dict[str, list[str]] = {}
     for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or b" " in name:
-            raise HTTPError(f"malformed header line {line[:60]!r}")
-        try:
-            items.append((name.decode("ascii"), value.strip().decode("latin-1")))
-        except UnicodeDecodeError:
-            raise HTTPError("non-ASCII header name") from None
-    return Headers(tuple(items))
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip(_SPACE) or " " in name:
+            raise HTTPError(f"malformed header line {line.encode('latin-1')[:60]!r}")
+        if not name.isascii():
+            raise HTTPError("non-ASCII header name")
+        value = value.strip(_SPACE)
+        append((name, value))
+        lname = name.lower()
+        values = index.get(lname)
+        if values is None:
+            index[lname] = [value]
+        else:
+            values.append(value)
+    return Headers._indexed(tuple(items), index)
 
 
-def _split_head(head: bytes | bytearray) -> list[bytes]:
+def _split_head(head: bytes | bytearray) -> tuple[bytes, bytes, bool]:
+    """(start line, the field lines, whether there are any), bounded."""
     text = bytes(head)
     if text.endswith(b"\r\n\r\n"):
         text = text[:-4]
     if len(text) > MAX_HEAD_SIZE:
         raise HTTPError("head too large", 431)
-    return text.split(b"\r\n")
+    first, sep, block = text.partition(b"\r\n")
+    return first, block, bool(sep)
 
 
 def parse_request(head: bytes | bytearray, *, absolute: bool = False) -> Request:
@@ -171,17 +199,16 @@ def parse_request(head: bytes | bytearray, *, absolute: bool = False) -> Request
     ``absolute`` also lets an absolute-form target through (``http://host/path``,
     which a proxy-facing server must accept); the caller then takes it apart.
     """
-    lines = _split_head(head)
-    parts = lines[0].split(b" ")
+    first, block, present = _split_head(head)
+    parts = first.split(b" ")
     if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith(b"HTTP/1."):
-        raise HTTPError(f"malformed request line {lines[0][:80]!r}")
-    try:
-        method, target, version = (p.decode("ascii") for p in parts)
-    except UnicodeDecodeError:
-        raise HTTPError("non-ASCII request line") from None
+        raise HTTPError(f"malformed request line {first[:80]!r}")
+    if not first.isascii():
+        raise HTTPError("non-ASCII request line")
+    method, target, version = first.decode("ascii").split(" ")
     if not target.startswith("/") and not (absolute and "://" in target):
         raise HTTPError(f"unsupported request target {target[:80]!r}")
-    return Request(method, target, version, _parse_fields(lines[1:]))
+    return Request(method, target, version, _parse_fields(block, present))
 
 
 def parse_response(head: bytes | bytearray) -> Response:
@@ -191,12 +218,19 @@ def parse_response(head: bytes | bytearray) -> Response:
     requires: anything else (a non-ASCII version, a 5,000-digit status that ``int``
     refuses) is an HTTPError, never another exception.
     """
-    lines = _split_head(head)
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not _VERSION_RE.fullmatch(parts[0]) or not _STATUS_RE.fullmatch(parts[1]):
-        raise HTTPError(f"malformed status line {lines[0][:80]!r}")
+    first, block, present = _split_head(head)
+    parts = first.split(b" ", 2)
+    if (
+        len(parts) < 2
+        or len(parts[0]) != 8
+        or not parts[0].startswith(b"HTTP/1.")
+        or not parts[0][7:].isdigit()
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+    ):
+        raise HTTPError(f"malformed status line {first[:80]!r}")
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
-    return Response(int(parts[1]), reason, parts[0].decode("ascii"), _parse_fields(lines[1:]))
+    return Response(int(parts[1]), reason, parts[0].decode("ascii"), _parse_fields(block, present))
 
 
 class ResponseParser:

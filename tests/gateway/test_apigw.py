@@ -251,3 +251,48 @@ async def test_absolute_form_targets_route_by_their_authority(
         api.port, b"GET http://api.test:x/y HTTP/1.1\r\nHost: api.test\r\n\r\n"
     )
     assert split_response(raw)[0] == 400
+
+
+async def test_an_answer_with_bytes_past_its_body_is_relayed_and_not_kept(
+    api: ApiGateway,
+) -> None:
+    """A complete answer in one piece goes out in one write; bytes the target sent
+    beyond its Content-Length are never passed on, nor is that connection kept."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY",  # more than its body
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes",  # exactly its body
+        b"HTTP/1.1 204 No Content\r\n\r\n",  # no body at all
+    ]
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while answers:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answers.pop(0))
+                await writer.drain()
+            await reader.read()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        await api.start(_targets(port))
+        await api.connect([f"127.0.0.1:{port}"])
+        async with Client(api.port) as client:
+            first = await client.request("GET", "/one")
+            assert (first.status, first.body) == (200, b"ok")
+            second = await client.request("GET", "/two")
+            assert (second.status, second.body) == (200, b"yes")
+            third = await client.request("GET", "/three")
+            assert (third.status, third.body) == (204, b"")
+        # the first connection was dropped for its stray bytes; the second was kept
+        assert connections == 2
+        assert api.app is not None and api.app.pool.opened == 2
+    finally:
+        server.close()

@@ -140,3 +140,23 @@ def test_serves() -> None:
     assert not target.serves(frozenset())
     anyone = parse_targets(FULL).lookup("secure.example.com")
     assert anyone is not None and anyone.serves(frozenset())
+
+
+def test_derived_fields_are_computed_once_and_keyed_by_tls_settings() -> None:
+    table = parse_targets(
+        b"""
+targets:
+  a.test: {protocol: https, hostname: api.internal, port: 443}
+  b.test: {protocol: https, hostname: api.internal, port: 443, insecure: true}
+  c.test: {protocol: http, hostname: "[::1]", port: 8080}
+  d.test: {protocol: https, hostname: 10.0.0.5, port: 8443}
+"""
+    )
+    a, b, c, d = (table.lookup(f"{x}.test") for x in "abcd")
+    assert a is not None and b is not None and c is not None and d is not None
+    assert (a.address, a.authority, a.sni) == ("api.internal:443", "api.internal", "api.internal")
+    assert (c.address, c.authority, c.sni) == ("[::1]:8080", "[::1]:8080", None)
+    assert (d.address, d.authority, d.sni) == ("10.0.0.5:8443", "10.0.0.5:8443", None)
+    # one kept connection must never serve a target with other TLS settings
+    assert a.address == b.address and a.connection_key != b.connection_key
+    assert a == a and a != b

@@ -81,6 +81,60 @@ def test_field_values_are_trimmed_and_read_as_latin1() -> None:
     assert request.headers.get("X-C") == ""
 
 
+def test_values_are_trimmed_of_ascii_whitespace_only() -> None:
+    # the head is decoded once as latin-1: a NBSP (0xA0) or NEL (0x85) at either end is
+    # part of the value, as bytes.strip() left it; tabs and spaces are not
+    request = parse_request(b"GET / HTTP/1.1\r\nX-A: \xa0v\x85\t\r\nX-B:\x0b w \x0c\r\n\r\n")
+    assert request.headers.get("X-A") == "\xa0v\x85"
+    assert request.headers.get("X-B") == "w"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\n\xe9tag: 1\r\n\r\n",  # a latin-1 letter in a name
+        b"GET / HTTP/1.1\r\nX-A \xa0: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\xa0X-A: 1\r\n\r\n",
+        b"G\xc9T / HTTP/1.1\r\n\r\n",
+        b"GET /\xe9 HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_non_ascii_names_and_request_lines_are_refused(head: bytes) -> None:
+    with pytest.raises(HTTPError):
+        parse_request(head)
+
+
+def test_headers_index_keeps_wire_order_and_hands_out_copies() -> None:
+    headers = Headers((("A", "1"), ("b", "2"), ("a", "3")))
+    assert headers.names == frozenset({"a", "b"})
+    values = headers.get_all("a")
+    assert values == ["1", "3"]
+    values.append("4")  # the caller's list, not the index
+    assert headers.get_all("A") == ["1", "3"]
+    assert headers == Headers((("A", "1"), ("b", "2"), ("a", "3")))
+    assert hash(headers) == hash(Headers((("A", "1"), ("b", "2"), ("a", "3"))))
+    # the parser builds the same index as it goes
+    parsed = parse_request(b"GET / HTTP/1.1\r\nA: 1\r\nb: 2\r\na: 3\r\n\r\n").headers
+    assert parsed == headers and parsed.index == headers.index
+
+
+@pytest.mark.parametrize(
+    "status_line",
+    [
+        b"HTTP/1.x 200 OK",
+        b"HTTP/1.1 2000 OK",
+        b"HTTP/1.1 20 OK",
+        b"HTTP/1.1 \xb2\xb3\xb9 OK",
+        b"HTTP/1.10 200 OK",
+        b"HTTP/2.0 200 OK",
+        b"HTTP/1.\xb9 200 OK",
+    ],
+)
+def test_status_lines_are_checked_without_a_regex(status_line: bytes) -> None:
+    with pytest.raises(HTTPError):
+        parse_response(status_line + b"\r\n\r\n")
+
+
 @pytest.mark.parametrize(
     ("head", "upgrade"),
     [

@@ -24,7 +24,6 @@ import contextlib
 import functools
 import random
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -222,6 +221,10 @@ class AppGateway:
             and s.allowed(subject)
         ]
 
+    def _load(self, session: GatewaySession) -> int:
+        """Requests in flight on ``session``."""
+        return self.in_flight.get(session.id, 0)
+
     def ready(self) -> bool:
         """Whether any connector serves any target now (``/readyz``)."""
         return any(self.connectors_for(t) for t in self.targets.table.targets)
@@ -276,8 +279,9 @@ class AppGateway:
     async def _read_head(self, client: ClientProtocol) -> bytes | None:
         buffer = b""
         timeout = self.config.idle_timeout
+        inbox = client.inbox
         while True:
-            data = await client.read(timeout)
+            data = await inbox.read(timeout)
             if not data:
                 if buffer:
                     raise _Done
@@ -329,7 +333,7 @@ class AppGateway:
         # a body the gateway refuses is not read: the connection ends after the answer
         refuse_keep = keep and not has_body
         head_only = request.method == "HEAD"
-        hosts = request.headers.get_all("Host")
+        hosts = request.headers.index.get("host") or ()
         if len(hosts) > 1 or (not hosts and request.version == "HTTP/1.1"):
             self._respond(client, 400, b"exactly one Host header is required\n", keep=False)
             return False
@@ -415,7 +419,6 @@ class _Exchange:
         self.answered = False
         #: the upstream connection was a kept one
         self.reused = False
-        self.started = time.monotonic()
 
     def _fail(self, status: int, reason: str) -> bool:
         """Answer with our own status (nothing of the target's was sent yet)."""
@@ -444,9 +447,7 @@ class _Exchange:
         failed: GatewaySession | None = None
         for attempt in range(2):
             candidates = app.connectors_for(self.target)
-            session = least_in_flight(
-                candidates, lambda s: app.in_flight.get(s.id, 0), app._randbelow, failed
-            )
+            session = least_in_flight(candidates, app._load, app._randbelow, failed)
             if session is None:
                 if attempt:
                     return self._fail(502, "the connector went away and no other serves it")
@@ -501,8 +502,10 @@ class _Exchange:
         upload: asyncio.Task[None] | None = None
         try:
             client = self.client
-            peer = client.peer[0]
-            info = ClientInfo(peer, client.local_port, peer in app.config.trusted)
+            info = client.info
+            if info is None:  # once per connection: the peer and the app port stay
+                peer = client.peer[0]
+                info = client.info = ClientInfo(peer, client.local_port, peer in app.config.trusted)
             fields = request_headers(
                 self.request.headers,
                 target,
@@ -544,19 +547,10 @@ class _Exchange:
             out, rest = framer.feed(data)
             if out:
                 upstream.write(out)
-                await upstream.drain()
+                if upstream.must_drain:
+                    await upstream.drain()
             if rest is not None:
                 client.inbox.unread(rest)
-
-    async def _read_upstream(self, upstream: Upstream, session: GatewaySession) -> bytes:
-        try:
-            return await upstream.read(self.app.config.timeout)
-        except StreamClosed as exc:
-            if self.answered:
-                raise
-            if session.conn is None or session.conn.is_closed():
-                raise _Retry(str(exc)) from None
-            raise
 
     async def _answer(
         self, session: GatewaySession, upstream: Upstream, upload: asyncio.Task[None] | None
@@ -564,13 +558,16 @@ class _Exchange:
         """Relay the answer; whether the upstream connection can be kept."""
         client = self.client
         buffer = b""
+        timeout = self.app.config.timeout
         while True:
             try:
-                data = await self._read_upstream(upstream, session)
+                data = await upstream.read(timeout)
             except TimeoutError:
                 self._fail(504, f"no answer from {self.target.address} in time")
                 raise _Done from None
             except StreamClosed as exc:
+                if session.conn is None or session.conn.is_closed():
+                    raise _Retry(str(exc)) from None  # nothing was answered yet
                 if self.reused and not buffer:
                     raise _Stale from None
                 self._fail(502, f"{self.target.address} reset the connection ({exc})")
@@ -611,11 +608,10 @@ class _Exchange:
             return await self._tunnel(upstream, response, rest, upload)
         self.answered = True
         dechunk = framing is Framing.CHUNKED and self.request.version == "HTTP/1.0"
-        if framing is Framing.CLOSE or dechunk or response.headers.has_token("Connection", "close"):
+        closes = response.headers.has_token("Connection", "close")
+        if framing is Framing.CLOSE or dechunk or closes:
             self.keep = False
-        upstream_keeps = framing is not Framing.CLOSE and not response.headers.has_token(
-            "Connection", "close"
-        )
+        upstream_keeps = framing is not Framing.CLOSE and not closes
         fields = response_headers(
             response.headers, self.target, "http", self.public_host, self.public_name
         )
@@ -625,6 +621,14 @@ class _Exchange:
             fields.append(("Connection", "close"))
         # the head goes out with the first body bytes: one send, one segment
         pending = build_head(f"HTTP/1.1 {status} {response.reason}", fields)
+        if framing is Framing.NONE or (framing is Framing.LENGTH and len(rest) >= length):
+            # the whole answer came with its head (a small one, the common case): one
+            # write, and no framer to follow it
+            body, extra = (rest[:length], rest[length:]) if length else (b"", rest)
+            client.write(pending + body if body else pending)
+            if client.must_drain:
+                await client.drain()
+            return self._upload_settled(upload) and upstream_keeps and not extra
         framer = BodyFramer(framing, length, dechunk)
         data = rest
         after: bytes | None = None
@@ -639,7 +643,8 @@ class _Exchange:
                     if pending:
                         out, pending = pending + out, b""
                     client.write(out)
-                    await client.drain()
+                    if client.must_drain:
+                        await client.drain()
                 if after is not None:
                     break
             if framer.done:
@@ -660,13 +665,17 @@ class _Exchange:
                 break
         if pending:
             client.write(pending)
+        return self._upload_settled(upload) and upstream_keeps and framer.done and not after
+
+    def _upload_settled(self, upload: asyncio.Task[None] | None) -> bool:
+        """After the answer: whether the request body was all read (raises _Done if it failed)."""
         if upload is not None:
             if not upload.done():
                 self.keep = False  # answered before the body was all read: where would
                 return False  # the next request start?
             if upload.exception() is not None:
                 raise _Done from upload.exception()
-        return upstream_keeps and framer.done and not after
+        return True
 
     async def _tunnel(
         self,

@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import asyncssh
 
+from cc.protocol.apigw.forwarding import ClientInfo
 from cc.tunnel.pipe import reset_transport
 
 __all__ = ["ChannelStream", "ClientProtocol", "Inbox", "StreamClosed", "TLSStream"]
@@ -36,9 +37,27 @@ class StreamClosed(ConnectionError):
 
 
 class Inbox:
-    """What arrived for one reader, in order; EOF is ``b""``, a failure is raised."""
+    """What arrived for one reader, in order; EOF is ``b""``, a failure is raised.
 
-    __slots__ = ("_chunks", "_eof", "_error", "_pause", "_paused", "_resume", "_size", "_waiter")
+    A read's timeout is a deadline, not a timer of its own: one timer per inbox,
+    armed for the earliest deadline and moved on when it fires early, so a request
+    that waits twice (its head, then its answer) arms none after the first (a
+    timer per wait cost a heap insert and removal each).
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_deadline",
+        "_eof",
+        "_error",
+        "_pause",
+        "_paused",
+        "_resume",
+        "_size",
+        "_timer",
+        "_timer_at",
+        "_waiter",
+    )
 
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         self._chunks: deque[bytes] = deque()
@@ -49,6 +68,10 @@ class Inbox:
         self._pause = pause
         self._resume = resume
         self._paused = False
+        #: when the waiting read times out (loop time; 0: never)
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @property
     def at_eof(self) -> bool:
@@ -69,6 +92,11 @@ class Inbox:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def feed(self, data: bytes) -> None:
         if not data or self._eof:
             return
@@ -81,12 +109,14 @@ class Inbox:
 
     def feed_eof(self) -> None:
         self._eof = True
+        self._stop_timer()
         self._wake()
 
     def fail(self, exc: BaseException) -> None:
         if self._error is None and not self._eof:
             self._error = exc
         self._eof = True
+        self._stop_timer()
         self._wake()
 
     def take(self) -> bytes:
@@ -102,18 +132,42 @@ class Inbox:
             self._chunks.appendleft(data)
             self._size += len(data)
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Have the timer fire no later than ``deadline``."""
+        self._deadline = deadline
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """The timer: time out the waiting read if its deadline passed, else fire again then."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or not self._deadline:
+            return  # no read waits with a deadline: the next one arms again
+        loop = waiter.get_loop()
+        if loop.time() + 0.001 >= self._deadline:  # timers may fire a hair early
+            self._waiter = None
+            waiter.set_exception(TimeoutError())
+        else:
+            self._arm(loop, self._deadline)
+
     async def read(self, timeout: float | None = None) -> bytes:
         """The bytes that arrived (at least one), ``b""`` at EOF; TimeoutError, StreamClosed."""
         if not self._chunks and not self._eof:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+            if timeout is None:
+                self._deadline = 0.0
+            else:
+                self._arm(loop, loop.time() + timeout)
             try:
                 await waiter
             finally:
-                if timer is not None:
-                    timer.cancel()
                 self._waiter = None
+                self._deadline = 0.0
         if self._chunks:
             data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
             self._chunks.clear()
@@ -127,11 +181,6 @@ class Inbox:
         return b""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class _Drain:
     """A writer's pause flag and the future ``drain`` waits on."""
 
@@ -140,6 +189,10 @@ class _Drain:
     def __init__(self) -> None:
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def pause(self) -> None:
         self._paused = True
@@ -176,6 +229,8 @@ class ClientProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.peer = ("", 0)
         self.local_port = 0
+        #: who this client is, as the relay describes it upstream (set once, by the app)
+        self.info: ClientInfo | None = None
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -218,8 +273,9 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- the stream --------------------------------------------------------------
-    async def read(self, timeout: float | None = None) -> bytes:
-        return await self.inbox.read(timeout)
+    def read(self, timeout: float | None = None) -> Coroutine[Any, Any, bytes]:
+        """The inbox's read itself (no coroutine of our own wrapped around it)."""
+        return self.inbox.read(timeout)
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -227,6 +283,11 @@ class ClientProtocol(asyncio.Protocol):
 
     async def drain(self) -> None:
         await self._drain.wait(lambda: self.closed)
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether ``drain`` would wait: skip the await (and its coroutine) when not."""
+        return self._drain.paused
 
     def write_eof(self) -> None:
         if not self.closed and self.transport.can_write_eof():
@@ -311,8 +372,9 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
             self.chan.resume_reading()
 
     # -- the stream --------------------------------------------------------------
-    async def read(self, timeout: float | None = None) -> bytes:
-        return await self.inbox.read(timeout)
+    def read(self, timeout: float | None = None) -> Coroutine[Any, Any, bytes]:
+        """The inbox's read itself (no coroutine of our own wrapped around it)."""
+        return self.inbox.read(timeout)
 
     def write(self, data: bytes) -> None:
         if self.lost or self.chan is None:
@@ -323,6 +385,11 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
         await self._drain.wait(lambda: self.lost)
         if self.lost and self.inbox.at_eof and not self.eof:
             raise StreamClosed("channel closed")
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether ``drain`` would wait or fail: skip the await when not."""
+        return self._drain.paused or self.lost
 
     def write_eof(self) -> None:
         if self.chan is not None and not self.lost:
@@ -402,6 +469,10 @@ class TLSStream:
 
     async def drain(self) -> None:
         await self.inner.drain()
+
+    @property
+    def must_drain(self) -> bool:
+        return self.inner.must_drain
 
     def write_eof(self) -> None:
         with contextlib.suppress(ssl.SSLError):

@@ -57,7 +57,7 @@ class SessionLost(Exception):
 
 
 def _key(session: GatewaySession, target: Target) -> tuple[Any, ...]:
-    return (session.id, target.address, target.tls, target.sni, target.ca, target.insecure)
+    return (session.id, target.connection_key)
 
 
 class UpstreamPool:

@@ -96,6 +96,13 @@ class ClientInfo:
     trusted: bool = False
 
 
+#: What is dropped when ``Connection`` names nothing more (most messages): computed once.
+#: Content-Length is never dropped for a Connection token: the body would then be
+#: read by the target as the next request.
+_DROP = HOP_BY_HOP - {"content-length"}
+_DROP_UNTRUSTED = _DROP | _CLIENT_FIELDS | _UNTRUSTED_ONLY
+
+
 def _connection_tokens(headers: Headers) -> set[str]:
     return {
         token.strip().lower()
@@ -103,6 +110,13 @@ def _connection_tokens(headers: Headers) -> set[str]:
         for token in value.split(",")
         if token.strip()
     }
+
+
+def _dropped(headers: Headers, base: frozenset[str]) -> frozenset[str] | set[str]:
+    """``base`` and what ``Connection`` names (never Content-Length)."""
+    if "connection" not in headers.index:
+        return base
+    return (base | _connection_tokens(headers)) - {"content-length"}
 
 
 def _real_ip(chain: Sequence[str], trusted: TrustedProxies) -> str:
@@ -129,11 +143,7 @@ def request_headers(
     upgraded to (then ``Connection: upgrade`` and ``Upgrade`` are kept), ``chunked``
     adds ``Transfer-Encoding: chunked`` for a body that arrived chunked.
     """
-    # Content-Length is never dropped for a Connection token: the body would then be
-    # read by the target as the next request.
-    drop = (HOP_BY_HOP | _connection_tokens(headers)) - {"content-length"}
-    if not client.trusted:
-        drop = drop | _CLIENT_FIELDS | _UNTRUSTED_ONLY
+    drop = _dropped(headers, _DROP if client.trusted else _DROP_UNTRUSTED)
     out: list[tuple[str, str]] = [("Host", target.authority)]
     forwarded: dict[str, str] = {}
     for name, value in headers.items:
@@ -218,7 +228,7 @@ def response_headers(
     without port.  Framing fields (Content-Length, Transfer-Encoding) are the
     caller's; ``keep_upgrade`` keeps ``Upgrade`` for a 101.
     """
-    drop = (HOP_BY_HOP | _connection_tokens(headers)) - {"content-length"}
+    drop = _dropped(headers, _DROP)
     if keep_upgrade:
         drop = drop - {"upgrade"}
     out: list[tuple[str, str]] = []

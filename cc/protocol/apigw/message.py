@@ -37,7 +37,7 @@ __all__ = [
 #: Longest chunk-size line (size and extensions) accepted.
 MAX_CHUNK_LINE = 4096
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class Framing(Enum):
@@ -55,8 +55,12 @@ def _check_head(head: bytes) -> None:
 
 
 def _check_names(headers: Headers) -> None:
+    # one C-level pass over all the names; the slow loop only names the culprit
+    names = "".join(headers.index).encode("ascii")
+    if not names.translate(None, _TOKEN_BYTES):
+        return
     for name, _ in headers.items:
-        if not set(name.encode()) <= _TOKEN:
+        if name.encode("ascii").translate(None, _TOKEN_BYTES):
             raise HTTPError(f"bad header name {name[:40]!r}")
 
 
@@ -107,13 +111,16 @@ def split_target(target: str) -> tuple[str | None, str]:
 
 
 def _content_length(headers: Headers) -> int | None:
-    values = headers.get_all("Content-Length")
+    values = headers.index.get("content-length")
     if not values:
         return None
-    lengths = {part.strip() for value in values for part in value.split(",")}
-    if len(lengths) != 1:
-        raise HTTPError("conflicting Content-Length values")
-    (text,) = lengths
+    if len(values) == 1 and "," not in values[0]:
+        text = values[0].strip()  # the usual single value
+    else:
+        lengths = {part.strip() for value in values for part in value.split(",")}
+        if len(lengths) != 1:
+            raise HTTPError("conflicting Content-Length values")
+        (text,) = lengths
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise HTTPError(f"bad Content-Length {text[:20]!r}")
     return int(text)
@@ -121,7 +128,7 @@ def _content_length(headers: Headers) -> int | None:
 
 def _chunked(headers: Headers) -> bool | None:
     """True for ``Transfer-Encoding: chunked``, None without the header; HTTPError otherwise."""
-    values = headers.get_all("Transfer-Encoding")
+    values = headers.index.get("transfer-encoding")
     if not values:
         return None
     codings = [part.strip().lower() for value in values for part in value.split(",")]
@@ -161,10 +168,8 @@ def response_framing(method: str, response: Response) -> tuple[Framing, int]:
 
 def build_head(first_line: str, headers: list[tuple[str, str]]) -> bytes:
     """A head from a start line and fields whose values were parsed (no CR/LF/NUL in them)."""
-    parts = [first_line]
-    parts.extend(f"{name}: {value}" for name, value in headers)
-    parts.append("\r\n")
-    return "\r\n".join(parts).encode("latin-1")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{first_line}\r\n{fields}\r\n".encode("latin-1")
 
 
 class _State(Enum):

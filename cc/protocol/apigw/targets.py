@@ -22,7 +22,7 @@ are refused instead of converted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -62,30 +62,31 @@ class Target:
     ca: str | None = None
     #: https: skip certificate verification (an explicit opt-out)
     insecure: bool = False
+    #: ``host:port``, the channel target the connector is asked to dial
+    address: str = field(init=False, repr=False, compare=False)
+    #: the Host header the target gets: ``hostname[:port]``, the port only if not default
+    authority: str = field(init=False, repr=False, compare=False)
+    #: the TLS server name: the hostname, unless it is an IP address (RFC 6066)
+    sni: str | None = field(init=False, repr=False, compare=False)
+    #: what a kept connection to it must match besides its connector: its address
+    #: and TLS settings (derived once: every request looks its pool up)
+    connection_key: tuple[object, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # derived once here, not per request as properties would
+        host = self.hostname
+        address = join_host_port(host, self.port)
+        authority = host if self.port == _DEFAULT_PORTS.get(self.protocol) else address
+        sni = None if host.startswith("[") or host.replace(".", "").isdigit() else host
+        set_ = object.__setattr__
+        set_(self, "address", address)
+        set_(self, "authority", authority)
+        set_(self, "sni", sni)
+        set_(self, "connection_key", (address, self.tls, sni, self.ca, self.insecure))
 
     @property
     def tls(self) -> bool:
         return self.protocol == "https"
-
-    @property
-    def address(self) -> str:
-        """``host:port``, the channel target the connector is asked to dial."""
-        return join_host_port(self.hostname, self.port)
-
-    @property
-    def authority(self) -> str:
-        """The Host header the target gets: ``hostname[:port]``, the port only if not default."""
-        if self.port == _DEFAULT_PORTS[self.protocol]:
-            return self.hostname
-        return self.address
-
-    @property
-    def sni(self) -> str | None:
-        """The TLS server name: the hostname, unless it is an IP address (RFC 6066)."""
-        host = self.hostname
-        if host.startswith("[") or host.replace(".", "").isdigit():
-            return None
-        return host
 
     def serves(self, identifiers: frozenset[str]) -> bool:
         """Whether a connector carrying ``identifiers`` may serve this target."""
