@@ -12,6 +12,7 @@ from typing import Any
 
 from cc.ssh.coalesce import SmallWriteMixin
 from cc.ssh.ending import EofKeepingChannel
+from cc.ssh.leanchan import LeanChannelMixin
 from cc.ssh.lifecycle import LifecycleChannelMixin
 
 __all__ = [
@@ -76,7 +77,7 @@ class TransportFlowMixin:
             chan._flush_send_buf()
 
 
-class ChiselTCPChannel(LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel):
+class ChiselTCPChannel(LeanChannelMixin, LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel):
     """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
@@ -87,7 +88,7 @@ class ChiselTCPChannel(LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel
 
     ``cc_peer_is_ours``: the peer sends EOF before a clean CLOSE (see cc.ssh.ending).
     Opening, ending and small writes take the short cuts of cc.ssh.lifecycle and
-    cc.ssh.coalesce.
+    cc.ssh.coalesce; creation and cleanup skip what nobody uses (cc.ssh.leanchan).
     """
 
     cc_peer_is_ours = False
