@@ -75,7 +75,6 @@ class Pipe:
         #: bytes that arrived before the channel was open (uvloop may read before
         #: our pause in connection_made takes effect)
         self.early: list[bytes] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._socket_eof = False
         self._channel_eof = False
         #: the channel's send buffer is over its high-water mark: the socket is not read
@@ -159,8 +158,6 @@ class Pipe:
                 self.transport.close()
             else:
                 reset_transport(self.transport)
-        if not self.done.done():
-            self.done.set_result(None)
         if log.isEnabledFor(logging.DEBUG):
             self._log_close(exc)
 
@@ -198,7 +195,7 @@ class _SocketSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
         tcp.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
-        if not self.pipe.peer:
+        if not self.pipe.peer and log.isEnabledFor(logging.DEBUG):  # only -v shows it
             self.pipe.peer = _address(tcp.get_extra_info("peername"))
         if self.pipe.chan is None:
             # No channel yet (reverse remote being opened): hold the data back.
