@@ -45,6 +45,8 @@ class TransportFlowMixin:
 
     _cc_write_paused = False
     _cc_next_channel = 0
+    #: whether the peer is one of ours (cc_peer_is_ours), once a channel asked
+    _cc_peer_is_ours: bool | None = None
 
     def cc_holding(self) -> bool:
         conn: Any = self
@@ -110,7 +112,9 @@ def new_channel(conn: Any) -> ChiselTCPChannel:
     advertise 32 KiB themselves) are never sent more than 32 KiB either way.  The
     body of asyncssh 2.24.1 ``SSHConnection.create_tcp_channel``, with our class.
     """
-    ours = bool(conn.get_extra_info("cc_peer_is_ours"))
+    ours = conn._cc_peer_is_ours
+    if ours is None:  # asked once per connection: the upgrade said it, it cannot change
+        ours = conn._cc_peer_is_ours = bool(conn.get_extra_info("cc_peer_is_ours"))
     if ours:
         window, packet = LARGE_CHANNEL_WINDOW, LARGE_CHANNEL_MAX_PACKET
     else:

@@ -24,6 +24,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import asyncssh
@@ -310,12 +311,17 @@ def _address(sockname: Any) -> str:
 
 
 async def dial(
-    host: str, port: int, stats: RemoteStats, label: str
+    host: str,
+    port: int,
+    stats: RemoteStats,
+    label: str,
+    failed: Callable[[str, str], None] | None = None,
 ) -> asyncssh.SSHTCPSession[bytes]:
     """Connect to a channel's target; the channel half of the new pipe, or ChannelOpenError.
 
     Used by both ends for channels they accept (reverse on the connector, forward on
-    the gateway), so a refused target is counted and reported the same way.
+    the gateway), so a refused target is counted and reported the same way; ``failed``
+    also learns of a refusal (the target as ``host:port``, and why).
     """
     pipe = Pipe(stats, label)
     pipe.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -327,5 +333,7 @@ async def dial(
         pipe.reset(exc)
         reason = str(exc.strerror or exc)
         log.info("%s: dial %s:%d failed: %s", label, host, port, reason)
+        if failed is not None:
+            failed(pipe.peer, reason)
         raise ChannelOpenError(OPEN_CONNECT_FAILED, reason) from None
     return channel_end
