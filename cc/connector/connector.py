@@ -88,6 +88,8 @@ class Connector:
         self._listeners: list[asyncio.AbstractServer] = []
         self.endpoint = TunnelEndpoint(lambda: self.conn, self.stats, log, config.udp)
         self._reverse_targets = {r.target(): r for r in config.remotes if r.reverse}
+        #: str(remote) by target, worked out once: every channel is counted under it
+        self._reverse_labels = {t: str(r) for t, r in self._reverse_targets.items()}
         self._http_targets = frozenset(config.http_targets)
         self._stdio: asyncio.Task[None] | None = None
         #: why run() is to raise FatalError once stopped (a stdio stream was cut)
@@ -451,7 +453,7 @@ class Connector:
             )
         # SOCKS only because our own remotes declare R:socks: the user chose to expose a
         # SOCKS5 proxy here, so the gateway's clients may reach what we can reach.
-        label = str(remote)
+        label = self._reverse_labels[target.text]
         return self.endpoint.route_channel(target, self.stats.remote(label), label)
 
 

@@ -34,6 +34,9 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
   ``SSHChannel._flush_recv_buf``; the mixin relies on ``close`` / ``_close_send`` /
   ``_process_close`` letting a pending CLOSE replace a pending EOF both ways, and
   replaces the CLOSE entry of ``SSHChannel._packet_handlers``.
+- ``leanchan.LeanChannelMixin``: ``SSHChannel.__init__`` and ``_cleanup``, the
+  ``_close_event`` and the child logger made on first use, the two log calls made
+  only when shown.
 - ``ciphers``: replace ``encryption.GCMEncryption`` / ``ChachaEncryption`` in
   ``encryption._enc_params`` (same wire format, one context per key epoch).
 - ``connection.CipherChoiceMixin._choose_alg``: wraps ``SSHConnection._choose_alg``
@@ -51,7 +54,8 @@ tests/ssh/test_private_api.py keeps it complete):
   ``_server_host_key``, ``_global_request_queue``;
 - connection methods called: ``_send`` (also overridden), ``_send_kexinit``, ``_force_close``,
   ``_recv_data``, ``_reset_keepalive_timer``, ``_send_disconnect``,
-  ``_service_next_global_request``, ``_make_global_request``;
+  ``_service_next_global_request``, ``_make_global_request``, ``_reap_task`` and
+  ``_tasks`` (``lifecycle``: asyncssh's ``create_task`` for a dial);
 - connection methods overridden: ``_send_version``, ``_recv_version``,
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``,
   ``_choose_alg`` (wrapped);
@@ -63,6 +67,11 @@ tests/ssh/test_private_api.py keeps it complete):
   (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
   ``_deliver_data``, ``_recv_buf``,
   ``_recv_paused``, ``_session``, ``_pause_resume_writing``, ``_open_forward``;
+  set up and cleaned up in ``leanchan`` (``__init__``, ``_cleanup`` and the
+  ``_close_event`` property replace asyncssh's): ``_extra``, ``_env``, ``_str_env``,
+  ``_command``, ``_subsystem``, ``_send_buf_len``, ``_init_recv_window``,
+  ``_request_queue``, ``_request_waiters``, ``_send_high_water``, ``_send_low_water``;
+- ``asyncssh.logging.SSHLogger``: ``_debug_level`` (``lifecycle``: what ``debug2`` checks);
 - module ``asyncssh.encryption``: ``_enc_params``.
 
 Handlers asyncssh finds by name (``PRIVATE_HOOKS``): ``_process_chisel_open``
@@ -72,7 +81,8 @@ and ``_process_ping_global_request`` (via ``_process_global_request``).
 Internal modules imported (``PRIVATE_IMPORTS``): ``asyncssh.encryption``
 (``Encryption``, ``ChachaEncryption``), ``asyncssh.crypto.chacha.ChachaCipher``,
 ``asyncssh.packet`` (``SSHPacket``, ``String``, ``UInt32``, ``PacketDecodeError``),
-``asyncssh.public_key.decode_ssh_public_key``.  Internal but not underscore-named:
+``asyncssh.public_key.decode_ssh_public_key``, ``asyncssh.logging.SSHLogger``.
+Internal but not underscore-named:
 constructing the connection classes and ``SSHTCPChannel`` directly,
 ``SSHClientConnectionOptions.waiter``, ``SSHPacketHandler.process_packet`` /
 ``log_received_packet``, ``internal_error``, ``logger.debug1``.
@@ -238,6 +248,8 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_send_disconnect": _CONN,
         "_service_next_global_request": _CONN,
         "_make_global_request": _CONN,
+        "_tasks": _CONN,
+        "_reap_task": _CONN,
         "_send_version": _CONN,
         "_recv_version": _CONN,
         "_finish_recv_packet": _CONN,
@@ -270,6 +282,19 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_flush_send_buf": _CHAN,
         "_pause_resume_writing": _CHAN,
         "_open_forward": _CHAN,
+        "_debug_level": "asyncssh.logging.SSHLogger",
+        "_extra": _CHAN,
+        "_env": _CHAN,
+        "_str_env": _CHAN,
+        "_command": _CHAN,
+        "_subsystem": _CHAN,
+        "_send_buf_len": _CHAN,
+        "_init_recv_window": _CHAN,
+        "_request_queue": _CHAN,
+        "_request_waiters": _CHAN,
+        "_close_event": _CHAN,
+        "_send_high_water": _CHAN,
+        "_send_low_water": _CHAN,
         "_enc_params": "asyncssh.encryption",
     }
 )
@@ -295,6 +320,7 @@ PRIVATE_IMPORTS: Final = frozenset(
         "asyncssh.packet.SSHPacket",
         "asyncssh.packet.String",
         "asyncssh.packet.UInt32",
+        "asyncssh.logging.SSHLogger",
         "asyncssh.public_key.decode_ssh_public_key",
     }
 )

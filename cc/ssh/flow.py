@@ -12,6 +12,7 @@ from typing import Any
 
 from cc.ssh.coalesce import SmallWriteMixin
 from cc.ssh.ending import EofKeepingChannel
+from cc.ssh.leanchan import LeanChannelMixin
 from cc.ssh.lifecycle import LifecycleChannelMixin
 
 __all__ = [
@@ -44,6 +45,8 @@ class TransportFlowMixin:
 
     _cc_write_paused = False
     _cc_next_channel = 0
+    #: whether the peer is one of ours (cc_peer_is_ours), once a channel asked
+    _cc_peer_is_ours: bool | None = None
 
     def cc_holding(self) -> bool:
         conn: Any = self
@@ -76,7 +79,7 @@ class TransportFlowMixin:
             chan._flush_send_buf()
 
 
-class ChiselTCPChannel(LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel):
+class ChiselTCPChannel(LeanChannelMixin, LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel):
     """A channel that holds its data back while the connection cannot take it.
 
     asyncssh ignores the transport's pause_writing, so every channel could queue
@@ -87,7 +90,7 @@ class ChiselTCPChannel(LifecycleChannelMixin, SmallWriteMixin, EofKeepingChannel
 
     ``cc_peer_is_ours``: the peer sends EOF before a clean CLOSE (see cc.ssh.ending).
     Opening, ending and small writes take the short cuts of cc.ssh.lifecycle and
-    cc.ssh.coalesce.
+    cc.ssh.coalesce; creation and cleanup skip what nobody uses (cc.ssh.leanchan).
     """
 
     cc_peer_is_ours = False
@@ -109,7 +112,9 @@ def new_channel(conn: Any) -> ChiselTCPChannel:
     advertise 32 KiB themselves) are never sent more than 32 KiB either way.  The
     body of asyncssh 2.24.1 ``SSHConnection.create_tcp_channel``, with our class.
     """
-    ours = bool(conn.get_extra_info("cc_peer_is_ours"))
+    ours = conn._cc_peer_is_ours
+    if ours is None:  # asked once per connection: the upgrade said it, it cannot change
+        ours = conn._cc_peer_is_ours = bool(conn.get_extra_info("cc_peer_is_ours"))
     if ours:
         window, packet = LARGE_CHANNEL_WINDOW, LARGE_CHANNEL_MAX_PACKET
     else:

@@ -7,9 +7,10 @@ a handler lookup, and the opener waits in two tasks (``_open_forward``, then
 the channel, with the state checks and state changes of asyncssh 2.24.1
 (``SSHConnection._process_channel_open`` / ``_process_channel_open_confirmation``,
 ``SSHChannel._process_eof`` / ``_process_close``), and an opener is called back
-(``start_chisel_channel``) instead of awaiting.  Anything unexpected (a wrong
-state, extra data, a channel of another class) returns False and takes asyncssh's
-path, which raises or logs as it always did.
+(``start_chisel_channel``) instead of awaiting.  asyncssh's per-channel logger is
+only asked for when its level lets the line through (cc.ssh.leanchan makes it then).
+Anything unexpected (a wrong state, extra data, a channel of another class) returns
+False and takes asyncssh's path, which raises or logs as it always did.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from asyncssh import (
     OPEN_CONNECT_FAILED,
     ChannelOpenError,
 )
-from asyncssh.packet import PacketDecodeError, SSHPacket, String, UInt32
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import PacketDecodeError, SSHPacket, String
 
 __all__ = ["LifecycleChannelMixin", "LifecycleMixin", "OpenDone"]
 
@@ -81,8 +83,19 @@ class LifecycleMixin:
             chan = _ours(conn, recv_chan)
             if chan is None or not chan._open_waiter or not pktsize:
                 return False
-            # asyncssh hands the packet's rest to the opener, which checks it is empty
-            chan.process_open_confirmation(send_chan, window, pktsize, SSHPacket(b""))
+            # asyncssh's process_open_confirmation; the packet's rest goes to the
+            # opener, which checks it is empty
+            chan._send_chan = send_chan
+            chan._send_window = window
+            chan._send_pktsize = pktsize
+            if SSHLogger._debug_level >= 2:  # asyncssh's debug2, without making the logger
+                chan.logger.debug2("  Initial send window %d, packet size %d", window, pktsize)
+            chan._send_state = "open"
+            chan._recv_state = "open"
+            waiter = chan._open_waiter
+            if not waiter.cancelled():
+                waiter.set_result(SSHPacket(b""))
+            chan._open_waiter = None
             return True
         if pkttype == MSG_CHANNEL_OPEN:
             if payload[1:_OPEN_FIELDS_AT] != _CHISEL_OPEN_HEAD or len(payload) < _TARGET_AT:
@@ -132,10 +145,8 @@ class LifecycleChannelMixin:
         chan._open_waiter = waiter
         chan._conn.send_packet(
             MSG_CHANNEL_OPEN,
-            String(chantype),
-            UInt32(chan._recv_chan),
-            UInt32(chan._recv_window),
-            UInt32(chan._recv_pktsize),
+            _CHISEL_OPEN_HEAD if chantype == b"chisel" else String(chantype),
+            _OPEN_FIELDS.pack(chan._recv_chan, chan._recv_window, chan._recv_pktsize),
             extra,
             handler=chan,
         )
@@ -177,7 +188,12 @@ class LifecycleChannelMixin:
         chan._send_window = window
         chan._send_pktsize = pktsize
         if inspect.isawaitable(session):
-            chan._conn.create_task(self._cc_await_session(session))
+            # asyncssh's conn.create_task (errors reported by _reap_task), without
+            # ensure_future's type checks
+            conn = chan._conn
+            task = chan._loop.create_task(self._cc_await_session(session))
+            task.add_done_callback(functools.partial(conn._reap_task, None))
+            conn._tasks.add(task)
         else:
             self._cc_accept(session)
 
@@ -198,8 +214,12 @@ class LifecycleChannelMixin:
             self._cc_refuse(ChannelOpenError(OPEN_CONNECT_FAILED, "SSH connection closed"))
             return
         chan._session = session
-        conn.send_channel_open_confirmation(
-            chan._send_chan, chan._recv_chan, chan._recv_window, chan._recv_pktsize
+        # asyncssh's send_channel_open_confirmation, its four UInt32s packed at once
+        conn.send_packet(
+            MSG_CHANNEL_OPEN_CONFIRMATION,
+            _CONFIRM_FIELDS.pack(
+                chan._send_chan, chan._recv_chan, chan._recv_window, chan._recv_pktsize
+            ),
         )
         chan._send_state = "open"
         chan._recv_state = "open"
@@ -216,11 +236,17 @@ class LifecycleChannelMixin:
             chan._conn.send_channel_open_failure(chan._send_chan, exc.code, exc.reason, exc.lang)
         chan._loop.call_soon(chan._cleanup)
 
+    def _cc_send(self, pkttype: int) -> None:
+        """asyncssh's ``SSHChannel.send_packet`` for a packet that is only the channel number."""
+        chan: Any = self
+        if chan._send_chan is not None:
+            chan._conn.send_packet(pkttype, chan._send_chan.to_bytes(4, "big"), handler=chan)
+
     def write_eof(self) -> None:
         """Nothing buffered: the EOF goes now (asyncssh would flush an empty buffer first)."""
         chan: Any = self
         if chan._send_state == "open" and not chan._send_buf and not chan._send_paused:
-            chan.send_packet(MSG_CHANNEL_EOF)
+            self._cc_send(MSG_CHANNEL_EOF)
             chan._send_state = "eof"
             return
         super().write_eof()  # type: ignore[misc]
@@ -229,7 +255,7 @@ class LifecycleChannelMixin:
         """Nothing buffered: the CLOSE goes now, as asyncssh's ``close`` would send it."""
         chan: Any = self
         if chan._send_state in _QUICK_CLOSE_STATES and not chan._send_buf and not chan._send_paused:
-            chan.send_packet(MSG_CHANNEL_CLOSE)
+            self._cc_send(MSG_CHANNEL_CLOSE)
             chan._send_chan = None
             chan._send_state = "closed"
             if chan._recv_state != "closed":

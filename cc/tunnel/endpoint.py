@@ -153,8 +153,9 @@ class TunnelEndpoint:
         label = str(remote)
         stats = self.stats.remote(label)
         target = remote.target().encode()
-        return await asyncio.get_running_loop().create_server(
-            lambda: self.accept_into_channel(remote, stats, label, target),
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            functools.partial(self.accept_into_channel, remote, stats, label, target, loop),
             bare_host(remote.local_host) or None,
             remote.local_port,
             reuse_address=True,
@@ -170,18 +171,26 @@ class TunnelEndpoint:
         return listener
 
     def accept_into_channel(
-        self, remote: Remote, stats: RemoteStats, label: str, target: bytes
+        self,
+        remote: Remote,
+        stats: RemoteStats,
+        label: str,
+        target: bytes,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> asyncio.Protocol:
         """The protocol of an accepted socket: a pipe whose channel opens right after.
 
         ``label`` is ``str(remote)`` and ``target`` the channel's extra data, both
-        worked out once per listener.  The CHANNEL_OPEN goes out once the socket is
-        connected (``connection_made`` runs before the scheduled call); no task: the
-        pipe is called back.
+        worked out once per listener, as is ``loop`` (the listener's; looking up
+        the running loop costs a getpid() each time).  The CHANNEL_OPEN goes out
+        once the socket is connected (``connection_made`` runs before the scheduled
+        call); no task: the pipe is called back.
         """
         pipe = Pipe(stats, label)
         socket_end, channel_end = pipe.ends()
-        asyncio.get_running_loop().call_soon(self._open_channel, remote, target, pipe, channel_end)
+        (loop or asyncio.get_running_loop()).call_soon(
+            self._open_channel, remote, target, pipe, channel_end
+        )
         return socket_end
 
     def _open_channel(
@@ -243,13 +252,7 @@ class TunnelEndpoint:
             return SocksSession(socks_authorize, stats, self.log.getChild("socks"), label)
         if target.udp:
             return open_udp_exit(target.host, target.port, self.udp, stats, self.log, label)
-        return self._dial(target, stats, label)
+        return dial(target.host, target.port, stats, label, self._dial_failed)
 
-    async def _dial(
-        self, target: ChannelTarget, stats: RemoteStats, label: str
-    ) -> asyncssh.SSHTCPSession[bytes]:
-        try:
-            return await dial(target.host, target.port, stats, label)
-        except ChannelOpenError as exc:
-            self.note_error(f"dial {target.text} failed: {exc.reason}")
-            raise
+    def _dial_failed(self, target: str, reason: str) -> None:
+        self.note_error(f"dial {target} failed: {reason}")

@@ -24,6 +24,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import asyncssh
@@ -75,7 +76,6 @@ class Pipe:
         #: bytes that arrived before the channel was open (uvloop may read before
         #: our pause in connection_made takes effect)
         self.early: list[bytes] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._socket_eof = False
         self._channel_eof = False
         #: the channel's send buffer is over its high-water mark: the socket is not read
@@ -159,8 +159,6 @@ class Pipe:
                 self.transport.close()
             else:
                 reset_transport(self.transport)
-        if not self.done.done():
-            self.done.set_result(None)
         if log.isEnabledFor(logging.DEBUG):
             self._log_close(exc)
 
@@ -198,7 +196,7 @@ class _SocketSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
         tcp.set_write_buffer_limits(SOCKET_HIGH_WATER, SOCKET_LOW_WATER)
-        if not self.pipe.peer:
+        if not self.pipe.peer and log.isEnabledFor(logging.DEBUG):  # only -v shows it
             self.pipe.peer = _address(tcp.get_extra_info("peername"))
         if self.pipe.chan is None:
             # No channel yet (reverse remote being opened): hold the data back.
@@ -313,12 +311,17 @@ def _address(sockname: Any) -> str:
 
 
 async def dial(
-    host: str, port: int, stats: RemoteStats, label: str
+    host: str,
+    port: int,
+    stats: RemoteStats,
+    label: str,
+    failed: Callable[[str, str], None] | None = None,
 ) -> asyncssh.SSHTCPSession[bytes]:
     """Connect to a channel's target; the channel half of the new pipe, or ChannelOpenError.
 
     Used by both ends for channels they accept (reverse on the connector, forward on
-    the gateway), so a refused target is counted and reported the same way.
+    the gateway), so a refused target is counted and reported the same way; ``failed``
+    also learns of a refusal (the target as ``host:port``, and why).
     """
     pipe = Pipe(stats, label)
     pipe.peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -330,5 +333,7 @@ async def dial(
         pipe.reset(exc)
         reason = str(exc.strerror or exc)
         log.info("%s: dial %s:%d failed: %s", label, host, port, reason)
+        if failed is not None:
+            failed(pipe.peer, reason)
         raise ChannelOpenError(OPEN_CONNECT_FAILED, reason) from None
     return channel_end

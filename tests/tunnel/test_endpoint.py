@@ -74,6 +74,8 @@ def test_channel_target_refuses_what_is_not_host_port(text: str) -> None:
 @pytest.mark.parametrize("loop_name", sorted(LOOPS))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_a_refusing_target_is_one_failure_on_each_end(loop_name: str, reverse: bool) -> None:
+    """Counted on both ends, and the dialing end notes why (``last_error``)."""
+
     async def test(harness: Harness) -> None:
         # A bound socket that never listens refuses connections (a free port could let
         # the kernel connect the dial to itself).
@@ -96,5 +98,8 @@ def test_a_refusing_target_is_one_failure_on_each_end(loop_name: str, reverse: b
             await wait_until(lambda: accepting.failed == 1 and dialing.failed == 1)
             await wait_until(lambda: accepting.open == 0 and dialing.open == 0)
             assert (accepting.total, dialing.total) == (1, 1)
+            # the dialing end keeps the reason for its status (the gateway's page shows it)
+            dialer = running.connector if reverse else next(iter(gateway.sessions))
+            assert f" dial 127.0.0.1:{target_port} failed: " in dialer.endpoint.last_error
 
     run_on(loop_name, test)
