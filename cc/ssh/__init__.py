@@ -3,7 +3,7 @@
 chisel speaks SSH with twists asyncssh has no public API for (``banner``: version
 lines; ``connection``: the ``chisel`` channel type, raw global requests, host key by
 fingerprint), and the data path needs more speed and flow control than asyncssh's
-generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``); ``ending``
+generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``bulk``, ``flow``); ``ending``
 tells a clean CLOSE from a cut channel (a FIN or a reset for the socket behind it).
 Everything here was written against asyncssh 2.24.1, the only release the pin
 allows (pyproject.toml and ``ASYNCSSH_REQUIREMENT``, checked at import).
@@ -17,7 +17,9 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
   the channel-data and window-adjust short cuts: ``SSHChannel._process_data`` /
   ``_process_window_adjust`` (channel.py).
 - ``fastsend.FastSendMixin.send_packet``: the tail of ``SSHConnection.send_packet``
-  (sequence number, rekey byte count) for the states it accepts.
+  (sequence number, rekey byte count) for the states it accepts; ``bulk.cc_send_data``
+  repeats it for channel data, with ``SSHChannel._flush_send_buf``'s window and
+  packet-size split.
 - ``connection.ChiselRequestsMixin.reply_global_request``:
   ``SSHConnection._report_global_response``, whose failure reply is always empty.
 - ``flow.new_channel``: the body of ``SSHConnection.create_tcp_channel``.
@@ -44,7 +46,8 @@ tests/ssh/test_private_api.py keeps it complete):
 - connection methods overridden: ``_send_version``, ``_recv_version``,
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``;
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
-  ``_send_window``, ``_send_buf``, ``_send_state``, ``_accept_data``,
+  ``_send_window``, ``_send_buf``, ``_send_state``, ``_send_chan``, ``_send_pktsize``,
+  ``_accept_data``,
   ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
   (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
   ``_deliver_data``, ``_recv_buf``,
@@ -106,6 +109,7 @@ check_asyncssh_version(asyncssh.__version__)
 from asyncssh import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, ChannelOpenError
 
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION
+from cc.ssh.bulk import sealed_count as bulk_sealed_count
 from cc.ssh.connection import (
     ENCRYPTION_ALGS,
     REKEY_BYTES,
@@ -172,7 +176,7 @@ def fast_path_counts() -> FastPathCounts:
 
     Per process, never reset; cheap enough to read at any time (stats, SIGUSR2).
     """
-    return FastPathCounts(sealed=sealed_count(), opened=opened_count())
+    return FastPathCounts(sealed=sealed_count() + bulk_sealed_count(), opened=opened_count())
 
 
 _CONN, _CLIENT, _CHAN = "connection", "client connection", "channel"
@@ -229,6 +233,8 @@ PRIVATE_NAMES: Final = MappingProxyType(
         "_send_window": _CHAN,
         "_send_buf": _CHAN,
         "_send_state": _CHAN,
+        "_send_chan": _CHAN,
+        "_send_pktsize": _CHAN,
         "_close_send": _CHAN,
         "_process_close": _CHAN,
         "_packet_handlers": _CHAN,

@@ -56,6 +56,12 @@ class FastGCMEncryption(_encryption.Encryption):
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.cipher.open_packet(buf, offset)
 
+    def packet_size(self, buf: BytesLike, offset: int, seq: int) -> int | None:
+        """Wire size of the packet at ``buf[offset:]`` (its length is in clear), None if unknown."""
+        if len(buf) - offset < 4:
+            return None
+        return 4 + int.from_bytes(buf[offset : offset + 4], "big") + 16
+
     def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
         data = self.cipher.encrypt(header, packet)
         return header + data[:-16], data[-16:]
@@ -100,6 +106,13 @@ class FastChachaEncryption(_encryption.ChachaEncryption):
 
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.fast.open_packet(buf, offset, seq)
+
+    def packet_size(self, buf: BytesLike, offset: int, seq: int) -> int | None:
+        """Wire size of the packet at ``buf[offset:]`` (decrypting its length), None if unknown."""
+        if len(buf) - offset < 4:
+            return None
+        _, length = self.decrypt_header(seq, bytes(buf[offset : offset + 4]), 4)
+        return 4 + int.from_bytes(length, "big") + 16
 
 
 for _alg, _enc, _cipher in (

@@ -30,6 +30,7 @@ from asyncssh.packet import SSHPacket
 from asyncssh.public_key import decode_ssh_public_key
 
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION, ChiselVersionMixin
+from cc.ssh.bulk import BulkDataMixin
 from cc.ssh.fastrecv import FastReceiveMixin
 from cc.ssh.fastsend import FastSendMixin
 from cc.ssh.flow import TransportFlowMixin, new_channel
@@ -96,6 +97,7 @@ class ChiselRequestsMixin:
 
 class ChiselServerConnection(
     ChiselVersionMixin,
+    BulkDataMixin,
     FastReceiveMixin,
     FastSendMixin,
     TransportFlowMixin,
@@ -122,6 +124,7 @@ class ChiselServerConnection(
 
 class ChiselClientConnection(
     ChiselVersionMixin,
+    BulkDataMixin,
     FastReceiveMixin,
     FastSendMixin,
     TransportFlowMixin,

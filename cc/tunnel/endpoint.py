@@ -158,7 +158,7 @@ class TunnelEndpoint:
         await listener.start()
         return listener
 
-    def accept_into_channel(self, remote: Remote, stats: RemoteStats) -> asyncio.Protocol:
+    def accept_into_channel(self, remote: Remote, stats: RemoteStats) -> asyncio.BaseProtocol:
         """The protocol of an accepted socket: a pipe whose channel opens in the background."""
         pipe = Pipe(stats, str(remote))
         socket_end, channel_end = pipe.ends()

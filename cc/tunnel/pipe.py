@@ -31,7 +31,9 @@ import asyncssh
 from cc.log import event, get_logger
 from cc.runtime.reclaim import BURSTS
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
+from cc.ssh.bulk import send_data
 from cc.stats import RemoteStats
+from cc.transport.rxbuf import receive_buffer
 
 __all__ = ["Pipe", "dial", "reset_transport"]
 
@@ -41,6 +43,10 @@ log = get_logger("tun")
 _ids = itertools.count(1)
 
 SOCKET_HIGH_WATER = 1024 * 1024
+#: Most bytes one read of the socket takes.  What the channel cannot take at once
+#: waits in its buffer until the pipe pauses, so this bounds what a stalled session
+#: holds per connection (as uvloop's own 256,000-byte reads did).
+SOCKET_READ = 256 * 1024
 SOCKET_LOW_WATER = 256 * 1024
 
 #: SO_LINGER on, timeout 0: close() sends an RST and drops what is unsent.
@@ -102,7 +108,7 @@ class Pipe:
         # them: the memory a burst watch waits for, not just a closed connection.
         self._bursts.freed()
 
-    def ends(self) -> tuple[asyncio.Protocol, asyncssh.SSHTCPSession[bytes]]:
+    def ends(self) -> tuple[asyncio.BufferedProtocol, asyncssh.SSHTCPSession[bytes]]:
         """The socket's protocol and the channel's session; each goes to its transport."""
         return _SocketSide(self), _ChannelSide(self)
 
@@ -189,11 +195,30 @@ class Pipe:
         )
 
 
-class _SocketSide(asyncio.Protocol):
-    """The local TCP socket's protocol."""
+class _SocketSide(asyncio.BufferedProtocol):
+    """The local TCP socket's protocol.
+
+    Reads land in the thread's receive buffer and are sealed into packets from there
+    (``cc.ssh.bulk``); what the channel cannot take now is copied to ``chan.write``.
+    """
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return receive_buffer()[:SOCKET_READ]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pipe = self.pipe
+        chan = pipe.chan
+        data = receive_buffer()[:nbytes]
+        if chan is None or pipe.early:
+            self.data_received(bytes(data))  # kept until the channel opens: a copy
+            return
+        taken = send_data(chan, data)
+        if taken < nbytes:
+            chan.write(bytes(data[taken:]))
+        pipe.count_out(nbytes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
@@ -241,6 +266,10 @@ class _SocketSide(asyncio.Protocol):
 
 class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
     """The SSH channel's session."""
+
+    #: channel data may come as a view of its packet's plaintext (``cc.ssh.bulk``):
+    #: it goes straight to the socket's transport, which keeps what it cannot send
+    cc_takes_views = True
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
