@@ -30,9 +30,25 @@ from cc.fastpath import BytesLike
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 from cc.ssh.fastrecv import FastReceiveMixin
 
-__all__ = ["BulkDataMixin", "sealed_count", "send_data"]
+__all__ = [
+    "DATA_OFFSET",
+    "PAD_ROOM",
+    "BulkDataMixin",
+    "prepared_room",
+    "sealed_count",
+    "send_data",
+    "send_prepared",
+]
 
 _DATA = bytes([MSG_CHANNEL_DATA])
+#: Where data read for ``send_prepared`` starts in its buffer: after the padding-length
+#: byte and the channel data header (type, recipient channel, data length).
+DATA_OFFSET = 10
+#: Free bytes the padding may take behind prepared data (at most 19).
+PAD_ROOM = 20
+#: Smaller windows or packets (Go peers: 32 KiB) read more at a time and copy instead:
+#: a read per packet would cost more syscalls and loop turns than the copy saves.
+MIN_PREPARED = 64 * 1024
 #: Packets sealed here in this process (added to ``cc.ssh.fast_path_counts``).
 _sealed = 0
 
@@ -45,31 +61,49 @@ def sealed_count() -> int:
 class BulkDataMixin:
     """Channel data from and into the receive buffer; goes before ``FastReceiveMixin``."""
 
-    def cc_send_data(self, chan: Any, data: memoryview) -> int:
-        """Seal what ``chan`` may send of ``data`` now, straight from the view; bytes taken.
+    def _cc_sealer(self, chan: Any) -> Any:
+        """The send encryption if ``chan``'s data may be sealed here now, else None.
 
-        0 when the channel has data waiting (order), is not open, or the connection
-        holds its channels or may not seal now (the conditions of
-        ``FastSendMixin.send_packet``); the caller writes the rest through asyncssh.
-        At most the send window is taken, in packets of the channel's packet size,
-        and it stops where the rekey byte limit is reached (asyncssh then rekeys).
+        Not while the channel has data waiting (order) or is not open, nor while the
+        connection holds its channels, nor in any state ``FastSendMixin.send_packet``
+        leaves to asyncssh (key exchange, rekey due, other ciphers).
         """
-        global _sealed
         conn: Any = self
         if chan._send_buf or chan._send_state != "open" or chan._send_chan is None:
-            return 0
+            return None
         enc = conn._send_encryption
-        transport = conn._transport
-        if not (
+        if (
             type(enc) in FAST_ENCRYPTIONS
             and conn._auth_complete
             and conn._kex_complete
             and not conn._kexinit_sent
             and conn._compressor is None
+            and conn._rekey_bytes_sent < conn._rekey_bytes
             and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
-            and transport is not None
+            and conn._transport is not None
             and not conn.cc_holding()
         ):
+            return enc
+        return None
+
+    def _cc_sent(self, chan: Any, packets: list[BytesLike], taken: int) -> None:
+        """Account for and write packets sealed from ``taken`` bytes of ``chan``'s data."""
+        global _sealed
+        conn: Any = self
+        chan._send_window -= taken
+        _sealed += len(packets)
+        conn._transport.writelines(packets)
+
+    def cc_send_data(self, chan: Any, data: memoryview) -> int:
+        """Seal what ``chan`` may send of ``data`` now, straight from the view; bytes taken.
+
+        0 when it may not (``_cc_sealer``); the caller writes the rest through asyncssh.
+        At most the send window is taken, in packets of the channel's packet size, and
+        it stops where the rekey byte limit is reached (asyncssh then rekeys).
+        """
+        conn: Any = self
+        enc = self._cc_sealer(chan)
+        if enc is None:
             return 0
         size = min(len(data), chan._send_window)
         step = chan._send_pktsize
@@ -84,13 +118,38 @@ class BulkDataMixin:
             seq = (seq + 1) & 0xFFFFFFFF
             conn._rekey_bytes_sent += len(packet) - 20
             taken += n
-        if not packets:
-            return 0
-        conn._send_seq = seq
-        chan._send_window -= taken
-        _sealed += len(packets)
-        transport.writelines(packets)
+        if packets:
+            conn._send_seq = seq
+            self._cc_sent(chan, packets, taken)
         return taken
+
+    def cc_prepared_room(self, chan: Any) -> int:
+        """Bytes of ``chan``'s data one read may bring for ``cc_send_prepared`` now; 0: none."""
+        if self._cc_sealer(chan) is None:
+            return 0
+        room = int(min(chan._send_window, chan._send_pktsize))
+        return room if room >= MIN_PREPARED else 0
+
+    def cc_send_prepared(self, chan: Any, buf: memoryview, size: int) -> bool:
+        """Seal the ``size`` bytes of data at ``buf[DATA_OFFSET:]`` as one packet, in place.
+
+        The data header goes in front of it and the padding after it, into ``buf``,
+        so the data is not copied before the cipher reads it.  False (nothing done)
+        when it may not go as one packet now: the caller sends it the other way.
+        """
+        conn: Any = self
+        enc = self._cc_sealer(chan)
+        if enc is None or size > chan._send_window or size > chan._send_pktsize or size <= 0:
+            return False
+        buf[1] = MSG_CHANNEL_DATA
+        buf[2:6] = chan._send_chan.to_bytes(4, "big")
+        buf[6:DATA_OFFSET] = size.to_bytes(4, "big")
+        seq = conn._send_seq
+        packet = enc.seal_in_place(buf, DATA_OFFSET - 1 + size, seq)
+        conn._send_seq = (seq + 1) & 0xFFFFFFFF
+        conn._rekey_bytes_sent += len(packet) - 20
+        self._cc_sent(chan, [packet], size)
+        return True
 
     def cc_stream_received(self, pieces: list[BytesLike]) -> None:
         """SSH stream bytes, in pieces that are views of the receive buffer.
@@ -155,6 +214,22 @@ class BulkDataMixin:
             return
         if used < len(piece) and conn._transport is not None:
             conn._cc_rx += piece[used:]
+
+
+def prepared_room(chan: Any) -> int:
+    """Bytes one read may bring for ``send_prepared`` now (``cc_prepared_room``); 0: none.
+
+    A socket's protocol then has the read land at ``DATA_OFFSET`` of its buffer, with
+    ``PAD_ROOM`` bytes free behind the room.
+    """
+    room = getattr(chan._conn, "cc_prepared_room", None)
+    return 0 if room is None else int(room(chan))
+
+
+def send_prepared(chan: Any, buf: memoryview, size: int) -> bool:
+    """Send the ``size`` bytes read to ``buf[DATA_OFFSET:]`` as one packet, sealed in place."""
+    send = getattr(chan._conn, "cc_send_prepared", None)
+    return send is not None and bool(send(chan, buf, size))
 
 
 def send_data(chan: Any, data: memoryview) -> int:

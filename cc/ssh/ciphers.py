@@ -53,6 +53,10 @@ class FastGCMEncryption(_encryption.Encryption):
         """One wire packet (the GCM nonce counts itself; ``seq`` is not needed)."""
         return self.cipher.seal(body, head)
 
+    def seal_in_place(self, buf: bytearray | memoryview, size: int, seq: int) -> bytearray:
+        """One wire packet of the message already at ``buf[1 : 1 + size]`` (padded in place)."""
+        return self.cipher.seal_in_place(buf, size)
+
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.cipher.open_packet(buf, offset)
 
@@ -103,6 +107,9 @@ class FastChachaEncryption(_encryption.ChachaEncryption):
 
     def seal(self, body: BytesLike, head: bytes, seq: int) -> BytesLike:
         return self.fast.seal(body, head, seq)
+
+    def seal_in_place(self, buf: bytearray | memoryview, size: int, seq: int) -> bytearray:
+        return self.fast.seal_in_place(buf, size, seq)
 
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.fast.open_packet(buf, offset, seq)

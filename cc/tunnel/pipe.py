@@ -31,7 +31,7 @@ import asyncssh
 from cc.log import event, get_logger
 from cc.runtime.reclaim import BURSTS
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
-from cc.ssh.bulk import send_data
+from cc.ssh.bulk import DATA_OFFSET, PAD_ROOM, prepared_room, send_data, send_prepared
 from cc.stats import RemoteStats
 from cc.transport.rxbuf import receive_buffer
 
@@ -199,19 +199,37 @@ class _SocketSide(asyncio.BufferedProtocol):
     """The local TCP socket's protocol.
 
     Reads land in the thread's receive buffer and are sealed into packets from there
-    (``cc.ssh.bulk``); what the channel cannot take now is copied to ``chan.write``.
+    (``cc.ssh.bulk``): when the channel can take a whole packet, the read lands behind
+    room for its header and is sealed where it lies.  What the channel cannot take now
+    is copied to ``chan.write``.
     """
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
+        #: the last read went to DATA_OFFSET of the buffer, to be sealed in place
+        self.prepared = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return receive_buffer()[:SOCKET_READ]
+        buf = receive_buffer()
+        chan = self.pipe.chan
+        room = 0 if chan is None or self.pipe.early else prepared_room(chan)
+        self.prepared = bool(room)
+        if room:
+            room = min(room, SOCKET_READ, len(buf) - DATA_OFFSET - PAD_ROOM)
+            return buf[DATA_OFFSET : DATA_OFFSET + room]
+        return buf[:SOCKET_READ]
 
     def buffer_updated(self, nbytes: int) -> None:
         pipe = self.pipe
         chan = pipe.chan
-        data = receive_buffer()[:nbytes]
+        buf = receive_buffer()
+        if self.prepared:
+            if chan is not None and send_prepared(chan, buf, nbytes):
+                pipe.count_out(nbytes)
+                return
+            data = buf[DATA_OFFSET : DATA_OFFSET + nbytes]
+        else:
+            data = buf[:nbytes]
         if chan is None or pipe.early:
             self.data_received(bytes(data))  # kept until the channel opens: a copy
             return
