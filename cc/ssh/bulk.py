@@ -68,8 +68,14 @@ class BulkDataMixin:
         connection holds its channels, nor in any state ``FastSendMixin.send_packet``
         leaves to asyncssh (key exchange, rekey due, other ciphers).
         """
+        if chan._send_buf:
+            return None
+        return self._cc_buffered_sealer(chan)
+
+    def _cc_buffered_sealer(self, chan: Any) -> Any:
+        """``_cc_sealer`` for the data ``chan`` already buffered (it goes first)."""
         conn: Any = self
-        if chan._send_buf or chan._send_state != "open" or chan._send_chan is None:
+        if chan._send_state != "open" or chan._send_chan is None:
             return None
         enc = conn._send_encryption
         if (
@@ -101,10 +107,12 @@ class BulkDataMixin:
         At most the send window is taken, in packets of the channel's packet size, and
         it stops where the rekey byte limit is reached (asyncssh then rekeys).
         """
-        conn: Any = self
         enc = self._cc_sealer(chan)
-        if enc is None:
-            return 0
+        return 0 if enc is None else self._cc_seal_from(chan, enc, data)
+
+    def _cc_seal_from(self, chan: Any, enc: Any, data: memoryview) -> int:
+        """Seal and write what the window lets go of ``data``; the bytes taken."""
+        conn: Any = self
         size = min(len(data), chan._send_window)
         step = chan._send_pktsize
         prefix = _DATA + chan._send_chan.to_bytes(4, "big")
@@ -122,6 +130,30 @@ class BulkDataMixin:
             conn._send_seq = seq
             self._cc_sent(chan, packets, taken)
         return taken
+
+    def cc_send_buffered(self, chan: Any) -> None:
+        """Seal what ``chan`` buffered (asyncssh's ``_send_buf``) as far as the window goes.
+
+        For ``ChiselTCPChannel._flush_send_buf``: the data that waited while the
+        connection held its channels goes out like the rest, in packets sealed from
+        the buffer, instead of through asyncssh's slice, ``String()`` and joins.
+        Extended data and anything it may not seal now is left to asyncssh.
+        """
+        send_buf = chan._send_buf
+        while send_buf and chan._send_window:
+            buf, datatype = send_buf[0]
+            enc = None if datatype is not None else self._cc_buffered_sealer(chan)
+            if enc is None:
+                return
+            with memoryview(buf) as view:
+                taken = self._cc_seal_from(chan, enc, view)
+            if not taken:
+                return
+            chan._send_buf_len -= taken
+            if taken == len(buf):
+                del send_buf[0]
+            else:
+                del buf[:taken]
 
     def cc_prepared_room(self, chan: Any) -> int:
         """Bytes of ``chan``'s data one read may bring for ``cc_send_prepared`` now; 0: none."""

@@ -235,7 +235,7 @@ class _SocketSide(asyncio.BufferedProtocol):
             return
         taken = send_data(chan, data)
         if taken < nbytes:
-            chan.write(bytes(data[taken:]))
+            chan.write(data[taken:])  # copied into the channel's buffer
         pipe.count_out(nbytes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
