@@ -46,8 +46,8 @@ tests/ssh/test_private_api.py keeps it complete):
 - connection methods overridden: ``_send_version``, ``_recv_version``,
   ``_finish_recv_packet`` (also called), ``_send_deferred_packets``;
 - channel: ``_conn``, ``_encoding``, ``_recv_state``, ``_recv_window``,
-  ``_send_window``, ``_send_buf``, ``_send_state``, ``_send_chan``, ``_send_pktsize``, ``_send_buf_len``,
-  ``_accept_data``,
+  ``_send_window``, ``_send_buf``, ``_send_state``, ``_send_chan``, ``_send_pktsize``,
+  ``_send_buf_len``, ``_accept_data``,
   ``_flush_send_buf`` (also overridden), ``_close_send`` and ``_flush_recv_buf``
   (overridden), ``_process_close`` (wrapped in ``_packet_handlers``),
   ``_deliver_data``, ``_recv_buf``,
