@@ -530,6 +530,29 @@ cdef bytearray _padded_plaintext(payload, head, Py_ssize_t prefix):
     return plain
 
 
+cdef Py_ssize_t _pad_in_place(buf, Py_ssize_t size) except -1:
+    """Pad the message at ``buf[1:1 + size]`` in place; the plaintext's length (see the twin)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t padlen, total
+    cdef unsigned char* p
+    if size < 0:
+        raise ValueError("size must not be negative")
+    PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+    try:
+        padlen = (16 - (1 + size) % 16) % 16
+        if padlen < 4:
+            padlen += 16
+        total = 1 + size + padlen
+        if view.len < total:
+            raise ValueError(f"buffer of {view.len} bytes has no room for {total}")
+        p = <unsigned char*>view.buf
+        p[0] = <unsigned char>padlen
+        memset(p + 1 + size, 0, padlen)
+    finally:
+        PyBuffer_Release(&view)
+    return total
+
+
 cdef class GCMPacketCipher:
     """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch (see the twin)."""
 
@@ -583,6 +606,22 @@ cdef class GCMPacketCipher:
         self._aead.encrypt_into(self._next_nonce(), plain, out[:4], memoryview(out)[4:])
         return out
 
+    def seal_in_place(self, buf, Py_ssize_t size):
+        """``seal`` of the message already at ``buf[1:1 + size]``, padded in place (see the twin)."""
+        cdef Py_ssize_t total = _pad_in_place(buf, size)
+        cdef unsigned char* o
+        out = PyByteArray_FromStringAndSize(NULL, 4 + total + _GCM_TAG)
+        o = <unsigned char*>PyByteArray_AS_STRING(out)
+        o[0] = <unsigned char>((total >> 24) & 0xFF)
+        o[1] = <unsigned char>((total >> 16) & 0xFF)
+        o[2] = <unsigned char>((total >> 8) & 0xFF)
+        o[3] = <unsigned char>(total & 0xFF)
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._aead.encrypt_into(self._next_nonce(), view[:total], out[:4], memoryview(out)[4:])
+        return out
+
     def open_packet(self, buf, Py_ssize_t offset):
         """Decrypt the packet at ``buf[offset:]``: (payload view, consumed), None if incomplete."""
         cdef Py_buffer view
@@ -604,7 +643,14 @@ cdef class GCMPacketCipher:
         finally:
             PyBuffer_Release(&view)
         mv = memoryview(buf)
-        plain = self.decrypt(mv[offset:offset + 4], mv[offset + 4:end])
+        # A new buffer of its own, not zeroed first (decrypt's bytes are): the payload
+        # view handed out may outlive the call.
+        plain = PyByteArray_FromStringAndSize(NULL, length)
+        nonce = self._next_nonce()
+        try:
+            self._aead.decrypt_into(nonce, mv[offset + 4:end], mv[offset:offset + 4], plain)
+        except _invalid_tag():
+            raise ValueError("SSH packet authentication failed") from None
         padlen = plain[0]
         if padlen < 4 or padlen >= length:
             raise ValueError(f"bad SSH padding length {padlen}")
@@ -670,6 +716,21 @@ cdef class ChachaPacketCipher:
             poly_key, view[_POLY_KEY_SPAN - 4 : _POLY_KEY_SPAN + total]
         )
         return view[_POLY_KEY_SPAN - 4 :]
+
+    def seal_in_place(self, buf, Py_ssize_t size, seq):
+        """``seal`` of the message already at ``buf[1:1 + size]``, padded in place (see the twin)."""
+        cdef Py_ssize_t total = _pad_in_place(buf, size)
+        nonce = (seq & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+        out = PyByteArray_FromStringAndSize(NULL, 4 + total + _CHACHA_TAG)
+        stream = _chacha20(self._main_key, 0, nonce)
+        poly_key = stream.update(_ZERO_64)[:32]
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        stream.update_into(view[:total], memoryview(out)[4 : 4 + total])
+        out[:4] = _chacha20(self._length_key, 0, nonce).update(total.to_bytes(4, "big"))
+        out[4 + total :] = _Poly1305.generate_tag(poly_key, memoryview(out)[: 4 + total])
+        return out
 
     def open_packet(self, buf, Py_ssize_t offset, seq):
         """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete."""

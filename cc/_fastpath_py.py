@@ -426,6 +426,29 @@ def _padded_plaintext(payload: BytesLike, head: BytesLike, prefix: int) -> bytea
     return plain
 
 
+def _pad_in_place(buf: bytearray | memoryview, size: int) -> tuple[memoryview, int]:
+    """Pad the message at ``buf[1 : 1 + size]`` in place as ``_padded_plaintext`` does.
+
+    Returns a flat view of ``buf`` and the plaintext's length (padding-length byte,
+    message, zero padding).  ValueError if ``buf`` has no room for the padding.
+    """
+    size = _ssize(size)
+    if size < 0:
+        raise ValueError("size must not be negative")
+    view = _flat(memoryview(buf))
+    if view.readonly:
+        raise BufferError("Object is not writable.")
+    padlen = -(1 + size) % 16
+    if padlen < 4:
+        padlen += 16
+    total = 1 + size + padlen
+    if view.nbytes < total:
+        raise ValueError(f"buffer of {view.nbytes} bytes has no room for {total}")
+    view[0] = padlen
+    view[1 + size : total] = bytes(padlen)
+    return view, total
+
+
 class GCMPacketCipher:
     """AES-GCM as SSH uses it, with one AEAD context for the whole key epoch.
 
@@ -479,10 +502,24 @@ class GCMPacketCipher:
         self._aead.encrypt_into(self._next_nonce(), plain, out[:4], memoryview(out)[4:])
         return out
 
+    def seal_in_place(self, buf: bytearray | memoryview, size: int) -> bytearray:
+        """``seal`` of the message a caller already put at ``buf[1 : 1 + size]``.
+
+        For data read straight into place (after its message header): byte 0 and the
+        padding after the message are written here, so ``buf`` needs up to 20 bytes
+        beyond it; the result is the same wire packet ``seal`` makes of that message.
+        """
+        view, total = _pad_in_place(buf, size)
+        out = bytearray(4 + total + _GCM_TAG)
+        out[:4] = total.to_bytes(4, "big")
+        self._aead.encrypt_into(self._next_nonce(), view[:total], out[:4], memoryview(out)[4:])
+        return out
+
     def open_packet(self, buf: BytesLike, offset: int) -> tuple[memoryview, int] | None:
         """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete.
 
-        Raises ValueError for a bad length, bad padding or a tag that does not verify.
+        The payload is a view of a new buffer of its own.  Raises ValueError for a bad
+        length, bad padding or a tag that does not verify (the nonce still advances).
         """
         view = memoryview(buf)
         if len(view) - offset < 4:
@@ -493,7 +530,12 @@ class GCMPacketCipher:
         end = offset + 4 + length + _GCM_TAG
         if len(view) < end:
             return None
-        plain = self.decrypt(view[offset : offset + 4], view[offset + 4 : end])
+        plain = bytearray(length)
+        nonce = self._next_nonce()
+        try:
+            self._aead.decrypt_into(nonce, view[offset + 4 : end], view[offset : offset + 4], plain)
+        except _invalid_tag():
+            raise ValueError("SSH packet authentication failed") from None
         padlen = plain[0]
         if padlen < 4 or padlen >= length:
             raise ValueError(f"bad SSH padding length {padlen}")
@@ -564,6 +606,22 @@ class ChachaPacketCipher:
         view = memoryview(out)
         out[start + total :] = _Poly1305.generate_tag(poly_key, view[start - 4 : start + total])
         return view[start - 4 :]
+
+    def seal_in_place(self, buf: bytearray | memoryview, size: int, seq: int) -> bytearray:
+        """``seal`` of the message a caller already put at ``buf[1 : 1 + size]``.
+
+        As ``GCMPacketCipher.seal_in_place``: byte 0 and the padding are written into
+        ``buf``; the result is the same wire packet ``seal`` makes of that message.
+        """
+        view, total = _pad_in_place(buf, size)
+        nonce = (seq & _MASK64).to_bytes(8, "big")
+        out = bytearray(4 + total + _CHACHA_TAG)
+        stream = _chacha20(self._main_key, 0, nonce)
+        poly_key = stream.update(_ZERO_64)[:32]  # block 0; the message starts at block 1
+        stream.update_into(view[:total], memoryview(out)[4 : 4 + total])
+        out[:4] = _chacha20(self._length_key, 0, nonce).update(total.to_bytes(4, "big"))
+        out[4 + total :] = _Poly1305.generate_tag(poly_key, memoryview(out)[: 4 + total])
+        return out
 
     def open_packet(self, buf: BytesLike, offset: int, seq: int) -> tuple[memoryview, int] | None:
         """Decrypt the packet at ``buf[offset:]``: (payload, bytes consumed), None if incomplete.

@@ -28,7 +28,7 @@ import codecs
 import os
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, cast
 
 from cc import fastpath as _default_fastpath
 from cc.fastpath import FIN, RSV_MASK, BytesLike
@@ -128,6 +128,18 @@ class FastPath(Protocol):
         """Encode one whole frame."""
         ...
 
+    def apply_mask_inplace(
+        self, buf: bytearray | memoryview, mask: BytesLike, start: int = 0, end: int | None = None
+    ) -> None:
+        """XOR ``buf[start:end]`` with a 4-byte key in place."""
+        ...
+
+    def encode_header(
+        self, opcode: int, payload_length: int, mask_key: BytesLike | None, fin: bool = True
+    ) -> bytes:
+        """Encode one frame header."""
+        ...
+
 
 def _rotate(mask: bytes, shift: int) -> bytes:
     """Rotate a mask so that ``result[0]`` applies to payload byte ``shift`` of the frame."""
@@ -224,15 +236,38 @@ class WebSocketStream:
         try:
             if self.closed:
                 raise WebSocketError(CloseCode.PROTOCOL_ERROR, "data after the close frame")
-            return self._receive(data)
+            return cast("list[bytes]", self._receive(data, False))  # no views: all bytes
         except WebSocketError as exc:
             self._fail(exc)
             raise
 
-    def _receive(self, data: BytesLike) -> list[bytes]:
-        """Parse as many frames as ``data`` (after any held-back bytes) completes."""
+    def receive_views(self, data: bytearray | memoryview) -> list[BytesLike]:
+        """``receive_data`` for a writable receive buffer, without copying payloads.
+
+        The payload pieces are views of ``data`` itself (unmasked in place when the
+        peer masks), so they are valid only until the caller reuses ``data``: a caller
+        that keeps a piece copies it.  Only while an incomplete header from the previous
+        read is held back do pieces come out as copies.
+        """
+        if self._error is not None:
+            raise WebSocketError(self._error.code, self._error.reason)
+        if not len(data):
+            return []
+        try:
+            if self.closed:
+                raise WebSocketError(CloseCode.PROTOCOL_ERROR, "data after the close frame")
+            return self._receive(data, True)
+        except WebSocketError as exc:
+            self._fail(exc)
+            raise
+
+    def _receive(self, data: BytesLike, in_place: bool) -> list[BytesLike]:
+        """Parse as many frames as ``data`` (after any held-back bytes) completes.
+
+        ``in_place``: payload pieces are views of ``data`` (unmasked in place), not copies.
+        """
         fastpath = self._fastpath
-        out: list[bytes] = []
+        out: list[BytesLike] = []
         buf = self._buf
         src: BytesLike
         if buf:
@@ -241,14 +276,20 @@ class WebSocketStream:
         else:
             src = data
         pos = 0
-        # No memoryview slice may outlive this block: the buffer is resized after it.
+        # No slice of the held-back buffer may outlive this block: it is resized after
+        # it (slices of the caller's ``data`` may: ``receive_views``).
         with memoryview(src) as view:
             size = view.nbytes
             while pos < size:
                 if self._remaining:
                     n = min(self._remaining, size - pos)
                     mask = self._mask
-                    if mask is not None:
+                    if in_place and src is data:
+                        if mask is not None:
+                            fastpath.apply_mask_inplace(view, mask, pos, pos + n)
+                            self._mask = _rotate(mask, n)
+                        out.append(view[pos : pos + n])
+                    elif mask is not None:
                         out.append(fastpath.apply_mask(view[pos : pos + n], mask))
                         self._mask = _rotate(mask, n)
                     elif n == size and type(src) is bytes:
@@ -303,7 +344,7 @@ class WebSocketStream:
             del buf[:pos]  # O(1) in CPython: bytearray just moves its start pointer
         return out
 
-    def _check_text(self, piece: bytes) -> None:
+    def _check_text(self, piece: BytesLike) -> None:
         """Validate the next piece of a text message; at its very end, that nothing dangles."""
         assert self._text is not None
         final = not self._remaining and not self._in_message
@@ -385,6 +426,23 @@ class WebSocketStream:
             return b"".join(
                 [self._encode(Opcode.BINARY, view[i : i + limit]) for i in range(0, size, limit)]
             )
+
+    def frame_in_place(self, payload: bytearray | memoryview) -> bytes:
+        """The header of one binary frame carrying ``payload``, masking it in place.
+
+        For a sender that writes the header and the payload separately (``writelines``)
+        instead of copying both into one frame: ``payload`` must be writable, since a
+        client masks it here, and at most ``max_frame_size`` bytes.
+        """
+        if self.close_sent:
+            raise WebSocketClosedError("cannot send data after the close frame")
+        size = memoryview(payload).nbytes
+        if size > self.max_frame_size:
+            raise ValueError("payload over max_frame_size: use send_binary")
+        key = self._mask_key_source(4) if self.is_client else None
+        if key is not None:
+            self._fastpath.apply_mask_inplace(payload, key)
+        return self._fastpath.encode_header(Opcode.BINARY, size, key)
 
     def send_text(self, text: str) -> bytes:
         """Return the wire bytes of ``text`` as one text frame (WebRoute's notifications)."""

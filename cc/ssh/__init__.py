@@ -3,9 +3,9 @@
 chisel speaks SSH with twists asyncssh has no public API for (``banner``: version
 lines; ``connection``: the ``chisel`` channel type, raw global requests, host key by
 fingerprint), and the data path needs more speed and flow control than asyncssh's
-generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``flow``, ``lifecycle``,
-``coalesce``); ``ending`` tells a clean CLOSE from a cut channel (a FIN or a reset
-for the socket behind it).
+generic code gives (``ciphers``, ``fastsend``, ``fastrecv``, ``bulk``, ``flow``,
+``lifecycle``, ``coalesce``); ``ending`` tells a clean CLOSE from a cut channel (a FIN
+or a reset for the socket behind it).
 Everything here was written against asyncssh 2.24.1, the only release the pin
 allows (pyproject.toml and ``ASYNCSSH_REQUIREMENT``, checked at import).
 
@@ -18,7 +18,9 @@ Copied from asyncssh 2.24.1 (re-read them when the pin moves):
   the channel-data and window-adjust short cuts: ``SSHChannel._process_data`` /
   ``_process_window_adjust`` (channel.py).
 - ``fastsend.FastSendMixin.send_packet``: the tail of ``SSHConnection.send_packet``
-  (sequence number, rekey byte count) for the states it accepts.
+  (sequence number, rekey byte count) for the states it accepts; ``bulk.cc_send_data``
+  repeats it for channel data, with ``SSHChannel._flush_send_buf``'s window and
+  packet-size split.
 - ``lifecycle``: ``SSHConnection._process_channel_open`` /
   ``_process_channel_open_confirmation`` and ``SSHChannel._process_eof`` /
   ``_process_close`` after their parsing; ``SSHChannel._open``,
@@ -130,6 +132,7 @@ check_asyncssh_version(asyncssh.__version__)
 from asyncssh import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_CONNECT_FAILED, ChannelOpenError
 
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION
+from cc.ssh.bulk import sealed_count as bulk_sealed_count
 from cc.ssh.connection import (
     ENCRYPTION_ALGS,
     REKEY_BYTES,
@@ -202,7 +205,7 @@ def fast_path_counts() -> FastPathCounts:
 
     Per process, never reset; cheap enough to read at any time (stats, SIGUSR2).
     """
-    return FastPathCounts(sealed=sealed_count(), opened=opened_count())
+    return FastPathCounts(sealed=sealed_count() + bulk_sealed_count(), opened=opened_count())
 
 
 _CONN, _CLIENT, _CHAN = "connection", "client connection", "channel"

@@ -53,8 +53,18 @@ class FastGCMEncryption(_encryption.Encryption):
         """One wire packet (the GCM nonce counts itself; ``seq`` is not needed)."""
         return self.cipher.seal(body, head)
 
+    def seal_in_place(self, buf: bytearray | memoryview, size: int, seq: int) -> bytearray:
+        """One wire packet of the message already at ``buf[1 : 1 + size]`` (padded in place)."""
+        return self.cipher.seal_in_place(buf, size)
+
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.cipher.open_packet(buf, offset)
+
+    def packet_size(self, buf: BytesLike, offset: int, seq: int) -> int | None:
+        """Wire size of the packet at ``buf[offset:]`` (its length is in clear), None if unknown."""
+        if len(buf) - offset < 4:
+            return None
+        return 4 + int.from_bytes(buf[offset : offset + 4], "big") + 16
 
     def encrypt_packet(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, bytes]:
         data = self.cipher.encrypt(header, packet)
@@ -98,8 +108,18 @@ class FastChachaEncryption(_encryption.ChachaEncryption):
     def seal(self, body: BytesLike, head: bytes, seq: int) -> BytesLike:
         return self.fast.seal(body, head, seq)
 
+    def seal_in_place(self, buf: bytearray | memoryview, size: int, seq: int) -> bytearray:
+        return self.fast.seal_in_place(buf, size, seq)
+
     def open_packet(self, buf: bytearray, offset: int, seq: int) -> tuple[memoryview, int] | None:
         return self.fast.open_packet(buf, offset, seq)
+
+    def packet_size(self, buf: BytesLike, offset: int, seq: int) -> int | None:
+        """Wire size of the packet at ``buf[offset:]`` (decrypting its length), None if unknown."""
+        if len(buf) - offset < 4:
+            return None
+        _, length = self.decrypt_header(seq, bytes(buf[offset : offset + 4]), 4)
+        return 4 + int.from_bytes(length, "big") + 16
 
 
 for _alg, _enc, _cipher in (

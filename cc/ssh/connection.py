@@ -31,6 +31,7 @@ from asyncssh.public_key import decode_ssh_public_key
 
 from cc.protocol.ciphers import DEFAULT_CIPHERS, no_common_cipher
 from cc.ssh.banner import CLIENT_VERSION, SERVER_VERSION, ChiselVersionMixin
+from cc.ssh.bulk import BulkDataMixin
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 from cc.ssh.coalesce import CoalescingMixin
 from cc.ssh.fastrecv import FastReceiveMixin
@@ -134,6 +135,7 @@ class CipherChoiceMixin:
 class ChiselServerConnection(
     CipherChoiceMixin,
     ChiselVersionMixin,
+    BulkDataMixin,
     FastReceiveMixin,
     FastSendMixin,
     CoalescingMixin,
@@ -163,6 +165,7 @@ class ChiselServerConnection(
 class ChiselClientConnection(
     CipherChoiceMixin,
     ChiselVersionMixin,
+    BulkDataMixin,
     FastReceiveMixin,
     FastSendMixin,
     CoalescingMixin,

@@ -43,6 +43,7 @@ from asyncssh import (
 )
 from asyncssh.packet import PacketDecodeError, SSHPacket, UInt32
 
+from cc.fastpath import BytesLike
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 
 __all__ = ["FastReceiveMixin", "opened_count"]
@@ -117,10 +118,17 @@ class FastReceiveMixin:
             conn.internal_error()
 
     def _cc_packets(self) -> None:
-        global _opened
         conn: Any = self
         rx: bytearray = conn._cc_rx
-        offset = 0
+        offset = conn._cc_open_packets(rx)
+        if offset:
+            del rx[:offset]
+
+    def _cc_open_packets(self, rx: BytesLike) -> int:
+        """Open and dispatch the whole packets at the start of ``rx``; the bytes used."""
+        global _opened
+        conn: Any = self
+        offset: int = 0
         opened_here = 0
         try:
             while conn._transport is not None and offset < len(rx):
@@ -130,7 +138,7 @@ class FastReceiveMixin:
                         conn._inpbuf += bytes(rx[offset:])
                         offset = len(rx)
                         conn._recv_data()
-                    return
+                    return offset
                 try:
                     opened = conn._recv_encryption.open_packet(rx, offset, conn._recv_seq)
                 except ValueError as exc:
@@ -138,18 +146,17 @@ class FastReceiveMixin:
                         raise MACError("MAC verification failed") from None
                     raise ProtocolError(str(exc)) from None
                 if opened is None:
-                    return
+                    return offset
                 payload, used = opened
                 offset += used
                 opened_here += 1
                 if len(payload) > conn._max_recv_pktlen:
                     raise ProtocolError("Max packet size exceeded")
                 if not conn._cc_dispatch(conn._recv_seq, payload):
-                    return
+                    return offset
+            return offset
         finally:
             _opened += opened_here
-            if offset:
-                del rx[:offset]
 
     def _cc_dispatch(self, seq: int, payload: memoryview) -> bool:
         """asyncssh's ``_recv_packet`` after decryption; channel data takes a short cut."""
@@ -163,7 +170,10 @@ class FastReceiveMixin:
                     raise ProtocolError("Invalid channel data packet")
                 if datalen > chan._recv_window:
                     raise ProtocolError("Window exceeded")
-                chan._accept_data(bytes(payload[9:]))
+                data: BytesLike = payload[9:]  # a view of this packet's own plaintext
+                if not getattr(chan._session, "cc_takes_views", False):
+                    data = bytes(data)  # sessions get bytes unless they say they need not
+                chan._accept_data(data)
                 conn._finish_recv_packet(pkttype, seq)
                 return True
         if pkttype == MSG_CHANNEL_WINDOW_ADJUST and conn._auth_complete and len(payload) == 9:

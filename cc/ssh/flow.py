@@ -102,6 +102,10 @@ class ChiselTCPChannel(LeanChannelMixin, LifecycleChannelMixin, SmallWriteMixin,
             # or close (small, and the peer must see them).
             self._pause_resume_writing()
             return
+        if conn is not None and self._send_buf:
+            send = getattr(conn, "cc_send_buffered", None)
+            if send is not None:
+                send(self)  # the bulk path (cc.ssh.bulk); asyncssh's loop does the rest
         super()._flush_send_buf()
 
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
+from cc.fastpath import BytesLike
 from cc.protocol.ws import WebSocketError, WebSocketStream
+from cc.transport.rxbuf import receive_buffer
 
 __all__ = ["RECEIVE_CLOCK_INFO", "WebSocketTransport"]
 
@@ -24,19 +27,28 @@ log = logging.getLogger(__name__)
 #: Above this many unsent bytes in the socket we ask the inner protocol to pause.
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1 * 1024 * 1024
+#: Below this many bytes, ``writelines`` joins its frames into one write.
+SMALL_WRITE = 16 * 1024
 #: ``get_extra_info`` name (of this transport, or the SSH connection over it) under
 #: which the transport itself is found, for its ``last_received`` stamp.
 RECEIVE_CLOCK_INFO = "cc_receive_clock"
 
 
-class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
-    """Protocol of the outer socket, transport of the inner (SSH) protocol."""
+class WebSocketTransport(asyncio.BufferedProtocol, asyncio.Transport):
+    """Protocol of the outer socket, transport of the inner (SSH) protocol.
+
+    A buffered protocol: reads land in the thread's receive buffer, frames are parsed
+    (and unmasked) there, and an inner protocol with ``cc_stream_received`` gets the
+    payload pieces as views of it, to copy only what it keeps (``cc.ssh.bulk``).
+    """
 
     def __init__(self, outer: asyncio.Transport, ws: WebSocketStream) -> None:
         super().__init__()
         self._outer = outer
         self._ws = ws
         self._inner: asyncio.Protocol | None = None
+        #: the inner protocol's ``cc_stream_received(pieces)``, when it has one
+        self._feed: Any = None
         self._pending: list[bytes] = []
         self._closing = False
         self._lost = False
@@ -52,6 +64,7 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
     def attach(self, inner: asyncio.Protocol) -> None:
         """Hand the byte stream to ``inner``; bytes that came early are replayed."""
         self._inner = inner
+        self._feed = getattr(inner, "cc_stream_received", None)
         inner.connection_made(self)
         pending, self._pending = self._pending, []
         for chunk in pending:
@@ -67,10 +80,20 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         # We are installed with set_protocol() after the HTTP upgrade.
         pass
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return receive_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received(self._ws.receive_views, receive_buffer()[:nbytes])
+
     def data_received(self, data: bytes) -> None:
+        """Bytes that came some other way (after the upgrade, or from a test)."""
+        self._received(self._ws.receive_data, data)
+
+    def _received(self, parse: Callable[[Any], Sequence[BytesLike]], data: BytesLike) -> None:
         self.last_received = monotonic()
         try:
-            chunks = self._ws.receive_data(data)
+            chunks = parse(data)
         except WebSocketError as exc:
             log.warning("websocket protocol error from %s: %s", self.peer_text(), exc)
             self._fail(exc)
@@ -79,11 +102,13 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         if reply and not self._outer.is_closing():
             self._outer.write(reply)
         if chunks:
-            stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self._inner is None:
-                self._pending.append(stream)
+                self._pending.append(b"".join(chunks))
+            elif self._feed is not None:
+                self._feed(chunks)  # views of the receive buffer: it copies what it keeps
             else:
-                self._inner.data_received(stream)
+                single = chunks[0] if len(chunks) == 1 else None
+                self._inner.data_received(single if type(single) is bytes else b"".join(chunks))
         if self._ws.closed:
             self._outer.close()
 
@@ -115,7 +140,27 @@ class WebSocketTransport(asyncio.Protocol, asyncio.Transport):
         self._outer.write(self._ws.send_binary(data))
 
     def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
+        """One frame per item, written together (one ``writev``, no joined copy).
+
+        Writable items (the packets the fast path seals) are masked in place and
+        framed with a header of their own; anything else is framed by copying.
+        """
+        if self._closing or self._ws.close_sent or self._outer.is_closing():
+            return
+        ws = self._ws
+        out: list[BytesLike] = []
+        size = 0
+        for data in list_of_data:
+            if type(data) is bytes or len(data) > ws.max_frame_size:
+                out.append(ws.send_binary(data))
+            else:
+                out.append(ws.frame_in_place(data))
+                out.append(data)
+            size += len(out[-1])
+        if size < SMALL_WRITE:
+            self._outer.write(b"".join(out))  # one buffer: cheaper than a writev this small
+        else:
+            self._outer.writelines(out)
 
     def can_write_eof(self) -> bool:
         return False

@@ -177,7 +177,7 @@ class TunnelEndpoint:
         label: str,
         target: bytes,
         loop: asyncio.AbstractEventLoop | None = None,
-    ) -> asyncio.Protocol:
+    ) -> asyncio.BaseProtocol:
         """The protocol of an accepted socket: a pipe whose channel opens right after.
 
         ``label`` is ``str(remote)`` and ``target`` the channel's extra data, both

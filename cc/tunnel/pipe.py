@@ -32,7 +32,9 @@ import asyncssh
 from cc.log import event, get_logger
 from cc.runtime.reclaim import BURSTS
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
+from cc.ssh.bulk import DATA_OFFSET, PAD_ROOM, prepared_room, send_data, send_prepared
 from cc.stats import RemoteStats
+from cc.transport.rxbuf import receive_buffer
 
 __all__ = ["Pipe", "dial", "reset_transport"]
 
@@ -42,6 +44,10 @@ log = get_logger("tun")
 _ids = itertools.count(1)
 
 SOCKET_HIGH_WATER = 1024 * 1024
+#: Most bytes one read of the socket takes.  What the channel cannot take at once
+#: waits in its buffer until the pipe pauses, so this bounds what a stalled session
+#: holds per connection (as uvloop's own 256,000-byte reads did).
+SOCKET_READ = 256 * 1024
 SOCKET_LOW_WATER = 256 * 1024
 
 #: SO_LINGER on, timeout 0: close() sends an RST and drops what is unsent.
@@ -102,7 +108,7 @@ class Pipe:
         # them: the memory a burst watch waits for, not just a closed connection.
         self._bursts.freed()
 
-    def ends(self) -> tuple[asyncio.Protocol, asyncssh.SSHTCPSession[bytes]]:
+    def ends(self) -> tuple[asyncio.BufferedProtocol, asyncssh.SSHTCPSession[bytes]]:
         """The socket's protocol and the channel's session; each goes to its transport."""
         return _SocketSide(self), _ChannelSide(self)
 
@@ -187,11 +193,48 @@ class Pipe:
         )
 
 
-class _SocketSide(asyncio.Protocol):
-    """The local TCP socket's protocol."""
+class _SocketSide(asyncio.BufferedProtocol):
+    """The local TCP socket's protocol.
+
+    Reads land in the thread's receive buffer and are sealed into packets from there
+    (``cc.ssh.bulk``): when the channel can take a whole packet, the read lands behind
+    room for its header and is sealed where it lies.  What the channel cannot take now
+    is copied to ``chan.write``.
+    """
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe
+        #: the last read went to DATA_OFFSET of the buffer, to be sealed in place
+        self.prepared = False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = receive_buffer()
+        chan = self.pipe.chan
+        room = 0 if chan is None or self.pipe.early else prepared_room(chan)
+        self.prepared = bool(room)
+        if room:
+            room = min(room, SOCKET_READ, len(buf) - DATA_OFFSET - PAD_ROOM)
+            return buf[DATA_OFFSET : DATA_OFFSET + room]
+        return buf[:SOCKET_READ]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pipe = self.pipe
+        chan = pipe.chan
+        buf = receive_buffer()
+        if self.prepared:
+            if chan is not None and send_prepared(chan, buf, nbytes):
+                pipe.count_out(nbytes)
+                return
+            data = buf[DATA_OFFSET : DATA_OFFSET + nbytes]
+        else:
+            data = buf[:nbytes]
+        if chan is None or pipe.early:
+            self.data_received(bytes(data))  # kept until the channel opens: a copy
+            return
+        taken = send_data(chan, data)
+        if taken < nbytes:
+            chan.write(data[taken:])  # copied into the channel's buffer
+        pipe.count_out(nbytes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe.transport = tcp = cast(asyncio.Transport, transport)
@@ -239,6 +282,10 @@ class _SocketSide(asyncio.Protocol):
 
 class _ChannelSide(asyncssh.SSHTCPSession[bytes]):
     """The SSH channel's session."""
+
+    #: channel data may come as a view of its packet's plaintext (``cc.ssh.bulk``):
+    #: it goes straight to the socket's transport, which keeps what it cannot send
+    cc_takes_views = True
 
     def __init__(self, pipe: Pipe) -> None:
         self.pipe = pipe

@@ -190,3 +190,46 @@ async def test_a_large_packet_goes_at_once_after_what_waits(harness: Harness) ->
     finally:
         del transport.write
     assert bytes(received) == expected
+
+
+async def test_bulk_data_sealed_after_waiting_small_packets_goes_behind_them(
+    harness: Harness,
+) -> None:
+    """The bulk path (``cc_send_data``, written with ``writelines``) first sends the small
+    packets waiting for the end of the pass: sealed earlier, they carry the lower sequence
+    numbers, so the peer would otherwise fail their MAC and drop the session."""
+    target = f"127.0.0.1:{await harness.service(_echo)}"
+    conn = await _gateway_conn(harness, target)
+    big = bytes(range(256)) * 128  # 32 KiB: what one socket read hands the bulk path
+    loop = asyncio.get_running_loop()
+    channels = []
+    for expected in (b"small", big):
+        received = bytearray()
+        back: asyncio.Future[bytes] = loop.create_future()
+
+        class Collector(Recorder):
+            def data_received(
+                self,
+                data: bytes,
+                datatype: object = None,
+                received: bytearray = received,
+                back: asyncio.Future[bytes] = back,
+                expected: bytes = expected,
+            ) -> None:
+                received.extend(data)
+                if len(received) >= len(expected) and not back.done():
+                    back.set_result(bytes(received))
+
+        chan, error = await _start(conn, target, Collector())
+        assert error is None
+        channels.append((chan, back, expected))
+    await asyncio.sleep(0.1)
+    (small_chan, small_back, _), (big_chan, big_back, _) = channels
+    small_chan.write(b"small")  # waits for the end of this pass
+    assert conn._cc_batch is not None
+    taken = conn.cc_send_data(big_chan, memoryview(big))
+    assert taken == len(big)  # the bulk path sealed it, in this same pass
+    async with asyncio.timeout(STEP):
+        assert await small_back == b"small"
+        assert await big_back == big
+    assert not conn.is_closed()
