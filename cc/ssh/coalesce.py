@@ -47,6 +47,10 @@ class SmallWriteMixin:
         ):
             conn = chan._conn
             if conn is not None and not conn.cc_holding():
+                if type(data) is not bytes:
+                    # a view of a shared receive buffer (cc.ssh.bulk) must not outlive
+                    # this call: asyncssh defers packets during a key exchange as given
+                    data = bytes(data)
                 chan._send_window -= size
                 head = _DATA_HEAD.pack(chan._send_chan, size)
                 conn.send_packet(MSG_CHANNEL_DATA, head, data, handler=chan)
