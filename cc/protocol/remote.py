@@ -487,6 +487,8 @@ def split_target(target: str) -> tuple[str, int]:
         raise ValueError(f"bad target {target!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if "[" in host or "]" in host:  # "[[::]]:1": Go's SplitHostPort refuses it too
+        raise ValueError(f"bad brackets in {target!r}")
     value = int(port)
     if not 0 < value < 65536:
         raise ValueError(f"bad port in {target!r}")

@@ -80,3 +80,11 @@ def test_channel_targets_in_shorthand_are_refused(target: str) -> None:
         canonical_target(target)
     with pytest.raises(ValueError):
         split_target(target)
+
+
+@pytest.mark.parametrize("target", ["[[::]]:1", "[[::1]:80", "[::1]]:80", "a]b:80", "[a[b]:80"])
+def test_brackets_inside_a_target_host_are_refused(target: str) -> None:
+    """Found by fuzzing (channel_target): ``[[::]]:1`` came back as host ``[::]``, which
+    no longer split to itself; Go's SplitHostPort refuses such a target too."""
+    with pytest.raises(ValueError, match="bad"):
+        split_target(target)
