@@ -7,7 +7,7 @@ urllib with it (~3 MB of an idle process).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -25,13 +25,17 @@ from cc.stats import LATENCY_BUCKETS, RemoteStats, SessionStats
 __all__ = ["FiguresCollector", "render"]
 
 
+def _label(name: str, labels: Mapping[str, object]) -> str:
+    """``name`` as a label beside ``labels``: cut short, ``other`` once there are enough."""
+    label = name[:MAX_LABEL_LENGTH]
+    return OTHER if label not in labels and len(labels) >= MAX_REMOTE_LABELS else label
+
+
 def _bounded(remotes: Iterable[RemoteStats]) -> dict[str, RemoteStats]:
     """Remote figures by label: the first MAX_REMOTE_LABELS, the rest in ``other``."""
     out: dict[str, RemoteStats] = {}
     for remote in remotes:
-        label = remote.name[:MAX_LABEL_LENGTH]
-        if label not in out and len(out) >= MAX_REMOTE_LABELS:
-            label = OTHER
+        label = _label(remote.name, out)
         if label not in out:
             out[label] = RemoteStats(label)
         out[label].add(remote)
@@ -159,9 +163,7 @@ class FiguresCollector(Collector):
         )
         counts: dict[str, int] = {}
         for remote, n in stats.busy_refusals.items():
-            label = remote[:MAX_LABEL_LENGTH]
-            if label not in counts and len(counts) >= MAX_REMOTE_LABELS:
-                label = OTHER
+            label = _label(remote, counts)
             counts[label] = counts.get(label, 0) + n
         for label, n in counts.items():
             busy.add_metric([label], n)
