@@ -21,7 +21,6 @@ asyncssh's own path, so windows, flow control and rekeys stay as they are.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from asyncssh import MSG_CHANNEL_DATA, DisconnectError
@@ -29,6 +28,7 @@ from asyncssh import MSG_CHANNEL_DATA, DisconnectError
 from cc.fastpath import BytesLike
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 from cc.ssh.fastrecv import FastReceiveMixin
+from cc.ssh.fastsend import fast_sealer
 
 __all__ = [
     "DATA_OFFSET",
@@ -77,20 +77,7 @@ class BulkDataMixin:
         conn: Any = self
         if chan._send_state != "open" or chan._send_chan is None:
             return None
-        enc = conn._send_encryption
-        if (
-            type(enc) in FAST_ENCRYPTIONS
-            and conn._auth_complete
-            and conn._kex_complete
-            and not conn._kexinit_sent
-            and conn._compressor is None
-            and conn._rekey_bytes_sent < conn._rekey_bytes
-            and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
-            and conn._transport is not None
-            and not conn.cc_holding()
-        ):
-            return enc
-        return None
+        return None if conn.cc_holding() else fast_sealer(conn)
 
     def _cc_sent(self, chan: Any, packets: list[BytesLike], taken: int) -> None:
         """Account for and write packets sealed from ``taken`` bytes of ``chan``'s data."""

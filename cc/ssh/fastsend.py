@@ -16,7 +16,7 @@ from asyncssh import MSG_IGNORE, MSG_USERAUTH_LAST
 
 from cc.ssh.ciphers import FAST_ENCRYPTIONS
 
-__all__ = ["FastSendMixin", "sealed_count"]
+__all__ = ["FastSendMixin", "fast_sealer", "sealed_count"]
 
 #: The empty MSG_IGNORE asyncssh sends before every packet once encrypting.
 _EMPTY_IGNORE = (b"\x00\x00\x00\x00",)
@@ -29,6 +29,27 @@ _sealed = 0
 def sealed_count() -> int:
     """Packets the fast send path sealed so far in this process."""
     return _sealed
+
+
+def fast_sealer(conn: Any) -> Any:
+    """The send encryption if the fast path may seal the next packet now, else None.
+
+    Not before authentication, during or when due for a key exchange, with
+    compression, another cipher or no transport: asyncssh's own path handles those.
+    """
+    enc = conn._send_encryption
+    if (
+        type(enc) in FAST_ENCRYPTIONS
+        and conn._auth_complete
+        and conn._kex_complete
+        and not conn._kexinit_sent
+        and conn._compressor is None
+        and conn._rekey_bytes_sent < conn._rekey_bytes
+        and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
+        and conn._transport is not None
+    ):
+        return enc
+    return None
 
 
 class FastSendMixin:
@@ -45,18 +66,8 @@ class FastSendMixin:
         conn: Any = self
         if pkttype == MSG_IGNORE and args == _EMPTY_IGNORE:
             return
-        enc = conn._send_encryption
-        if (
-            type(enc) in FAST_ENCRYPTIONS
-            and pkttype > MSG_USERAUTH_LAST
-            and conn._auth_complete
-            and conn._kex_complete
-            and not conn._kexinit_sent
-            and conn._compressor is None
-            and conn._rekey_bytes_sent < conn._rekey_bytes
-            and not (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
-            and conn._transport is not None
-        ):
+        enc = fast_sealer(conn) if pkttype > MSG_USERAUTH_LAST else None
+        if enc is not None:
             body = args[0] if len(args) == 1 else b"".join(args)
             packet = enc.seal(body, _TYPE_BYTES[pkttype], conn._send_seq)
             conn._cc_write(packet)  # cc.ssh.coalesce
