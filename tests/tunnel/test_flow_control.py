@@ -42,11 +42,14 @@ async def digest_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     await writer.drain()
 
 
-async def upload(port: int, data: bytes) -> str:
+async def upload(port: int, data: bytes, go: asyncio.Event | None = None) -> str:
+    """Send ``data`` and return the service's digest; hold after the first chunk until ``go``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for offset in range(0, len(data), 1 << 18):
         writer.write(data[offset : offset + (1 << 18)])
         await writer.drain()
+        if go is not None:
+            await go.wait()
     writer.write_eof()
     answer = await reader.read()
     writer.close()
@@ -69,11 +72,20 @@ async def test_a_stalled_session_holds_back_its_channels(harness: Harness) -> No
     payload = os.urandom(PER_STREAM)
     expected = hashlib.sha256(payload).hexdigest()
 
-    uploads = [asyncio.ensure_future(upload(port, payload)) for _ in range(STREAMS)]
+    # Each client sends its first chunk at once (before its channel is open), then
+    # waits: every stream must still be running when the connector stalls (unheld,
+    # the first streams can finish before the last channel opens).
+    go = asyncio.Event()
+    uploads = [asyncio.ensure_future(upload(port, payload, go)) for _ in range(STREAMS)]
     conn = next(iter(gateway.sessions)).conn
-    # every channel open (the peer granted its window), then the connector stops reading
-    await wait_until(lambda: sum(c._send_window > 0 for c in conn._channels.values()) == STREAMS)
+    await wait_until(
+        lambda: (
+            len(conn._channels) == STREAMS
+            and all(c._send_state == "open" for c in conn._channels.values())
+        )
+    )
     running.connector.conn._transport.pause_reading()
+    go.set()
     peak = 0
     for _ in range(20):  # 2 s of the clients pushing against the stalled session
         await asyncio.sleep(0.1)
