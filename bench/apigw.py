@@ -4,13 +4,18 @@ Paths, each at 1 and 32 concurrent keep-alive connections for ``--duration``:
 
 - ``direct``: wrk to the backend (the ceiling);
 - ``ours``: wrk to ``cloud-connector server --targets --app-port``, one connector
-  (``client --http-target``), both one worker;
+  (``client --http-target``), both with the defaults users get (``--workers auto``,
+  whatever ``CC_WORKERS`` the bench was started with: one worker per side on a
+  machine with 2 CPUs or fewer; on a bigger one the gateway workers without the
+  connector's session hand their client connections to the one with it);
+- ``ours-1w``: the same with one worker at each end;
 - ``socket-gateway``: its outer and inner layer, when ``SOCKET_GATEWAY_DIR`` names a
   built checkout (``npm ci && npm run build`` done outside this repository; run with
   Node).  Its code is never part of this repository.
 
 Besides req/s and latency, each run gives the CPU time (user + system, psutil) each
-process of the path spent per request: steadier than req/s on a shared machine.
+program of the path spent per request, its worker processes included: steadier
+than req/s on a shared machine.
 
 The backend is a tiny Node ``http`` server when ``node`` is on the PATH (fast, as the
 issue's figures were taken), else ``bench.services http``.  wrk comes from Debian
@@ -105,16 +110,25 @@ def _cpu(procs: Procs) -> list[float]:
 
     out = []
     for _name, pid in procs:
+        total = 0.0
         try:
-            times = psutil.Process(pid).cpu_times()
-            out.append(times.user + times.system)
+            parent = psutil.Process(pid)
+            family = [parent, *parent.children(recursive=True)]
         except psutil.Error:
-            out.append(0.0)
+            family = []
+        for process in family:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        out.append(total)
     return out
 
 
 @contextlib.contextmanager
-def ours(workdir: Path, backend_port: int) -> Iterator[tuple[int, Procs]]:
+def ours(
+    workdir: Path, backend_port: int, workers: str | None = None
+) -> Iterator[tuple[int, Procs]]:
+    """Our gateway and one connector; ``workers``: CC_WORKERS for both (None: defaults)."""
     targets = workdir / "targets.yaml"
     targets.write_text(
         "targets:\n  bench.test:\n    protocol: http\n    hostname: 127.0.0.1\n"
@@ -122,7 +136,11 @@ def ours(workdir: Path, backend_port: int) -> Iterator[tuple[int, Procs]]:
     )
     port, app_port = free_port(), free_port()
     cc = [sys.executable, "-m", "cc.cli.main"]
-    env = python_env({"CC_WORKERS": "1"})
+    env = python_env()
+    if workers:
+        env["CC_WORKERS"] = workers
+    else:
+        env.pop("CC_WORKERS", None)  # the defaults, whatever the bench was started with
     server_argv = [*cc, "server", "--host", "127.0.0.1", "-p", str(port), "--targets"]
     server_argv += [str(targets), "--app-port", str(app_port), "--app-host", "127.0.0.1"]
     with spawn("ours-server", server_argv, workdir, env=env) as server:
@@ -186,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         paths: list[tuple[str, contextlib.AbstractContextManager[tuple[int, Procs]] | None]] = [
             ("direct", None),
             ("ours", ours(workdir, port)),
+            ("ours-1w", ours(workdir, port, "1")),
         ]
         if sg_env:
             paths.append(("socket-gateway", socket_gateway(workdir, port, Path(sg_env))))
@@ -211,15 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(name, c, figures, base[0] if base else None))
     for line in cpu_lines:
         print(line)
-    for c in (1, 32):
-        if ("ours", c) in results:
-            ours_rate = results[("ours", c)][0]
+    for name in ("ours", "ours-1w"):
+        for c in (1, 32):
+            if (name, c) not in results:
+                continue
+            ours_rate = results[(name, c)][0]
             direct = results[("direct", c)][0]
-            line = f"c={c}: ours/direct {ours_rate / direct:.2f}"
+            line = f"{name} c={c}: ours/direct {ours_rate / direct:.2f}"
             sg = results.get(("socket-gateway", c))
             if sg:
                 line += f", ours/socket-gateway {ours_rate / sg[0]:.2f}"
-            added = results[("ours", c)][1] - results[("direct", c)][1]
+            added = results[(name, c)][1] - results[("direct", c)][1]
             line += f", p50 added {added:.3f} ms"
             print(line)
     return 0
