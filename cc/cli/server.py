@@ -286,6 +286,22 @@ HELP = f"""\
     a target's answer before it answers 504 (or cuts a started answer).
     Defaults to '180s' (env CC_TIMEOUT).
 
+    --app-head-timeout, How long a client on the app port may take to
+    send a whole request head, from its first byte (the first request's
+    first byte must also come within it); then 408 and the connection
+    is closed. Defaults to '30s' (env CC_APP_HEAD_TIMEOUT).
+
+    --app-max-clients, Client connections the app port holds at once;
+    when full, the oldest one waiting for its next request is closed for
+    the newcomer (one in the middle of a request never is), and if all
+    are busy the newcomer is refused. At most half the process's
+    descriptor limit is used, whatever is asked. Defaults to 4096; 0
+    leaves only that bound (env CC_APP_MAX_CLIENTS).
+
+    --app-max-clients-per-source, The same per client address (an IPv6
+    /64 counts as one); more are refused at once. Defaults to 256; 0
+    lifts the cap (env CC_APP_MAX_CLIENTS_PER_SOURCE).
+
     --trusted-proxies, Comma-separated addresses or CIDR blocks whose
     X-Forwarded-* and X-Real-IP headers the HTTP API gateway believes and
     appends to; anyone else's are replaced (env CC_TRUSTED_PROXIES).
@@ -570,6 +586,29 @@ def _parser() -> GoArgumentParser:
     p.add_flag("--app-port", type=int, env="CC_APP_PORT")
     p.add_flag("--app-host", env="CC_APP_HOST", default="0.0.0.0")
     p.add_flag("--timeout", type=positive_duration, env="CC_TIMEOUT", default="180s")
+    p.add_flag(
+        "--app-head-timeout",
+        type=positive_duration,
+        env="CC_APP_HEAD_TIMEOUT",
+        default="30s",
+        help="time a client has to send a whole request head",
+    )
+    p.add_flag(
+        "--app-max-clients",
+        type=count,
+        env="CC_APP_MAX_CLIENTS",
+        default="4096",
+        file_types=(int,),
+        help="client connections on the app port, at most (idle ones go first)",
+    )
+    p.add_flag(
+        "--app-max-clients-per-source",
+        type=count,
+        env="CC_APP_MAX_CLIENTS_PER_SOURCE",
+        default="256",
+        file_types=(int,),
+        help="client connections on the app port from one address, at most",
+    )
     p.add_flag("--trusted-proxies", env="CC_TRUSTED_PROXIES", default="")
     p.add_flag(
         "--workers", type=worker_count, env="CC_WORKERS", default="auto", file_types=(int, str)
@@ -815,6 +854,9 @@ async def _serve(
                 host=args.app_host,
                 port=args.app_port,
                 timeout=args.timeout,
+                head_timeout=args.app_head_timeout,
+                max_clients=args.app_max_clients,
+                max_clients_per_source=args.app_max_clients_per_source,
                 trusted=settings.trusted,
                 reuse_port=config.reuse_port,
                 worker=worker_index() or 0,

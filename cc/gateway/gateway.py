@@ -17,6 +17,7 @@ import dataclasses
 import math
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -141,6 +142,8 @@ class Gateway:
         self.admission = Admission(config.admission)
         self.auth_guard = AuthGuard(config.guard, config.failures)
         self.failed_logins = FailureLog("failed logins", interval=config.log_summary_interval)
+        #: more log summaries the housekeeping flushes (the HTTP API gateway's refusals)
+        self.log_flushers: list[Callable[[], None]] = []
         self._session_ids = 0
         #: named services (WebRoute), when keys are configured
         self.named_services = (
@@ -231,6 +234,8 @@ class Gateway:
             self._front.flush_logs()
         if self.named_services is not None:
             self.named_services.flush_logs()
+        for flush in self.log_flushers:
+            flush()
         self._schedule_housekeeping()
 
     # -- failed logins -----------------------------------------------------------

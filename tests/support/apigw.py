@@ -407,8 +407,10 @@ class ApiGateway:
         timeout: float = 10.0,
         trusted: str = "",
         randbelow: Callable[[int], int] | None = None,
+        app_options: dict[str, Any] | None = None,
         **gateway_options: Any,
     ) -> ApiGateway:
+        """``app_options``: more AppConfig fields (limits, timeouts)."""
         self.targets_path.write_text(targets)
         self.gateway = await self.harness.gateway(**gateway_options)
         config = AppConfig(
@@ -418,6 +420,7 @@ class ApiGateway:
             timeout=timeout,
             trusted=TrustedProxies.parse(trusted),
             reload_interval=0.1,
+            **(app_options or {}),
         )
         extra = {"randbelow": randbelow} if randbelow else {}
         self.app = AppGateway(self.gateway, config, load_targets(str(self.targets_path)), **extra)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import resource
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,3 +162,98 @@ def test_out_of_descriptors_resets_and_logs_instead_of_stalling(
         assert took < 2.0, proc.report()
         assert (proc.stderr() + proc.stdout()).count("Out of file descriptors: resetting") == 1
         proc.assert_no_traceback()
+
+
+def _serve_http(port: int) -> http.server.ThreadingHTTPServer:
+    """A tiny keep-alive HTTP backend in a thread (the target behind the connector)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # kept connections the gateway resets when it stops
+
+    server = Server((LOOPBACK, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _slow_heads(port: int, count: int, per_source: int) -> list[socket.socket]:
+    """``count`` clients that begin a request head and never finish it."""
+    held = []
+    for n in range(count):
+        sock = socket.create_connection(
+            (LOOPBACK, port), timeout=5, source_address=(f"127.0.0.{2 + n // per_source}", 0)
+        )
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        sock.setblocking(False)
+        held.append(sock)
+    return held
+
+
+def _get(port: int) -> bytes:
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        return sock.recv(100).split(b"\r\n")[0]
+
+
+@pytest.mark.timeout(120)
+def test_slow_app_clients_leave_room_for_connectors_and_other_clients(
+    tmp_path: Path, enough_descriptors: None
+) -> None:
+    """The HTTP API gateway's app port at 256 descriptors: 600 never-ending heads.
+
+    Before the app port had caps, 183 of them took every descriptor: a real
+    request was reset and a second connector could not log in.
+    """
+    backend_port, app_port = free_port(), free_port()
+    backend = _serve_http(backend_port)
+    (tmp_path / "targets.yaml").write_text(
+        f"targets:\n  api.test:\n    protocol: http\n    hostname: {LOOPBACK}\n"
+        f"    port: {backend_port}\n"
+    )
+    app = ("--targets", "targets.yaml", "--app-port", str(app_port), "--app-host", LOOPBACK)
+    try:
+        with gateway(tmp_path, 256, *app) as (proc, port):
+            proc.wait_listening(app_port, 15)
+            connector_argv = [*CC, "client", "--http-target", f"{LOOPBACK}:{backend_port}"]
+            connector_argv.append(f"http://{LOOPBACK}:{port}")
+            with CliProcess("connector", connector_argv, cwd=tmp_path, logdir=tmp_path) as conn:
+                conn.wait_for_text("Connected", timeout=15)
+                assert _get(app_port) == b"HTTP/1.1 200 OK"
+                held = _slow_heads(app_port, 600, per_source=100)
+                try:
+                    time.sleep(1.0)
+                    fds = psutil.Process(proc.pid).num_fds()
+                    assert _get(app_port) == b"HTTP/1.1 200 OK", proc.report()
+                    took = time_to_connect(port)
+                    open_slow = len(held) - closed_count(held)
+                    print(
+                        f"\n600 slow heads: {open_slow} still open, the gateway held {fds} "
+                        f"descriptors of 256; a request answered, a connector in after "
+                        f"{took:.2f}s"
+                    )
+                    assert took < 2.0, proc.report()
+                    assert fds < 256 and open_slow <= 128
+                finally:
+                    for sock in held:
+                        sock.close()
+                log = proc.stderr() + proc.stdout()
+                assert "closed the oldest one waiting for a request" in log
+                assert "Out of file descriptors" not in log
+            proc.assert_no_traceback()
+    finally:
+        backend.shutdown()
+        backend.server_close()

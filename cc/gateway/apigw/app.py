@@ -15,6 +15,13 @@ that got no valid answer from upstream says 502 (RFC 9110 15.6.3).
 A connector that drops mid-request: its requests fail at once (the channels see
 the session's loss) and one without a body whose method is idempotent (GET, HEAD,
 OPTIONS) is tried once more on another connector, if no byte of the answer was sent.
+
+The app port is public, so idle sockets must not be able to eat the gateway's
+descriptors (which its connectors need too): a request head must be whole within
+``head_timeout`` of its first byte (the first one within ``head_timeout`` of the
+connection; 408 for a head begun), client connections are capped per address
+(the newcomer is refused) and in total (the oldest connection waiting for a
+request is closed for the newcomer; one in the middle of a request never is).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import contextlib
 import functools
 import random
 import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -48,6 +57,7 @@ from cc.protocol.apigw.message import (
 from cc.protocol.apigw.policy import PathError, normalize_path
 from cc.protocol.apigw.scheduler import least_in_flight
 from cc.protocol.apigw.targets import Target, host_of
+from cc.protocol.authguard import FailureLog, source_of
 from cc.protocol.hosts import bare_host, join_host_port
 from cc.protocol.http import HTTPError, Request, Response, find_head_end
 from cc.runtime.filewatch import FileWatcher
@@ -97,6 +107,14 @@ class AppConfig:
     connect_timeout: float = 30.0
     #: a kept-alive client connection with no request for this long is closed
     idle_timeout: float = 75.0
+    #: a request head must be whole this long after its first byte arrived, and a new
+    #: connection must start one within it (slowloris clients hold no socket longer)
+    head_timeout: float = 30.0
+    #: client connections at once; when full, the oldest one waiting for a request is
+    #: closed for the newcomer (0: no cap; at most half the descriptor limit is used)
+    max_clients: int = 4096
+    #: client connections from one address (an IPv6 /64 is one); more are refused
+    max_clients_per_source: int = 256
     #: how often the targets file is checked for changes
     reload_interval: float = 1.0
     reuse_port: bool = False
@@ -143,15 +161,32 @@ class AppGateway:
         self._randbelow = randbelow
         self._server: asyncio.Server | None = None
         self._watcher: FileWatcher[LoadedTargets] | None = None
-        self._clients: set[ClientProtocol] = set()
+        #: connected clients, oldest first, and how many each address holds
+        self._clients: dict[ClientProtocol, str] = {}
+        self._per_source: Counter[str] = Counter()
+        self.max_clients = config.max_clients
+        interval = gateway.config.log_summary_interval
+        self._refusals = FailureLog("refused app connections", interval=interval)
+        self._evictions = FailureLog(
+            "app connections closed for newcomers", interval=interval, about="at"
+        )
+        #: clients refused (per address or all busy) and idle ones closed for newcomers
+        self.refused = 0
+        self.evicted = 0
         self.requests = 0
         self.handoff: Handoff | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         import os
+        import resource
 
         loop = asyncio.get_running_loop()
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if descriptors != resource.RLIM_INFINITY and descriptors > 0:
+            half = max(16, descriptors // 2)  # the rest: connectors, targets, files
+            if not self.max_clients or self.max_clients > half:
+                self.max_clients = half
         self._server = await loop.create_server(
             self._new_client,
             bare_host(self.config.host) or None,
@@ -169,6 +204,7 @@ class AppGateway:
             self.config.reload_interval,
         )
         self._watcher.start()
+        self.gateway.log_flushers.append(self.flush_logs)
         if self.config.handoff_dir is not None and self.config.workers > 1:
             self.handoff = Handoff(
                 self.config.handoff_dir,
@@ -179,9 +215,10 @@ class AppGateway:
             )
             await self.handoff.start()
         log.info(
-            "HTTP API gateway listening on http://%s (%d targets)",
+            "HTTP API gateway listening on http://%s (%d targets, at most %s clients)",
             join_host_port(self.config.host or "0.0.0.0", self.ports[0]),
             len(self.targets.table),
+            self.max_clients or "unlimited",
         )
 
     @property
@@ -195,6 +232,8 @@ class AppGateway:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        with contextlib.suppress(ValueError):
+            self.gateway.log_flushers.remove(self.flush_logs)
         if self.handoff is not None:
             self.handoff.close()
         if self._server is not None:
@@ -205,6 +244,57 @@ class AppGateway:
 
     def _new_client(self) -> ClientProtocol:
         return ClientProtocol(self._serve)
+
+    # -- who may hold a connection ---------------------------------------------------
+    def _admit(self, client: ClientProtocol) -> bool:
+        """Count ``client`` in, closing an idle one if full; False: refuse it."""
+        source = source_of(client.peer[0])
+        per_source = self.config.max_clients_per_source
+        why = ""
+        if per_source and self._per_source[source] >= per_source:
+            why = f"{per_source} connections from this address already"
+        elif self.max_clients and len(self._clients) >= self.max_clients:
+            idle = next((c for c in self._clients if c.waiting and not c.inbox.pending), None)
+            if idle is None:
+                why = f"all {self.max_clients} connections are busy"
+            else:
+                self.evicted += 1
+                line = self._evictions.record(
+                    f"the cap of {self.max_clients}",
+                    time.monotonic(),
+                    f"app: {self.max_clients} client connections: closed the oldest one "
+                    f"waiting for a request ({idle.peer[0]}) for a newcomer",
+                )
+                if line is not None:
+                    log.warning("%s", line)
+                self._forget(idle)
+                idle.close()  # no request under way: a clean close, the client may retry
+        if why:
+            self.refused += 1
+            line = self._refusals.record(
+                source, time.monotonic(), f"app: refused a connection from {source}: {why}"
+            )
+            if line is not None:
+                log.warning("%s", line)
+            return False
+        self._clients[client] = source
+        self._per_source[source] += 1
+        return True
+
+    def _forget(self, client: ClientProtocol) -> None:
+        source = self._clients.pop(client, None)
+        if source is not None:
+            left = self._per_source[source] - 1
+            if left:
+                self._per_source[source] = left
+            else:
+                del self._per_source[source]
+
+    def flush_logs(self) -> None:
+        """Summaries of refused app connections that are due (the gateway's housekeeping)."""
+        now = time.monotonic()
+        for line in [*self._refusals.flush(now), *self._evictions.flush(now)]:
+            log.warning("%s", line)
 
     # -- connectors -----------------------------------------------------------------
     def connectors_for(self, target: Target) -> list[GatewaySession]:
@@ -257,7 +347,9 @@ class AppGateway:
 
     # -- one client connection -----------------------------------------------------------
     async def _serve(self, client: ClientProtocol) -> None:
-        self._clients.add(client)
+        if not self._admit(client):
+            client.abort()
+            return
         try:
             while await self._one_request(client):
                 pass
@@ -274,27 +366,55 @@ class AppGateway:
             log.exception("app: unexpected error serving %s", client.peer[0])
             client.abort()
         finally:
-            self._clients.discard(client)
+            self._forget(client)
 
     async def _read_head(self, client: ClientProtocol) -> bytes | None:
-        buffer = b""
-        timeout = self.config.idle_timeout
+        """The next request head; None when the client is done (EOF, or idle too long).
+
+        The first request's first byte must come within ``head_timeout`` of the
+        connection, a later one's within ``idle_timeout`` of the last answer; from
+        its first byte a head has ``head_timeout`` to be whole (else 408).  Until it
+        is, the connection may be closed for a newcomer (``waiting``).
+        """
+        config = self.config
         inbox = client.inbox
-        while True:
-            data = await inbox.read(timeout)
-            if not data:
-                if buffer:
-                    raise _Done
-                return None
-            buffer = buffer + data if buffer else data
+        if client.served:
+            timeout = config.idle_timeout
+        else:
+            timeout = min(config.idle_timeout, config.head_timeout)
+        client.waiting = True
+        try:
             try:
-                end = find_head_end(buffer)
-            except HTTPError:
-                self._respond(client, 431, b"request head too large\n", keep=False)
-                raise _Done from None
-            if end >= 0:
-                client.inbox.unread(buffer[end:])
-                return buffer[:end]
+                data = await inbox.read(timeout)
+            except TimeoutError:
+                return None  # idle: closed without a word, as servers do between requests
+            buffer = b""
+            deadline = 0.0
+            while True:
+                if not data:
+                    if buffer:
+                        raise _Done
+                    return None
+                buffer = buffer + data if buffer else data
+                try:
+                    end = find_head_end(buffer)
+                except HTTPError:
+                    self._respond(client, 431, b"request head too large\n", keep=False)
+                    raise _Done from None
+                if end >= 0:
+                    inbox.unread(buffer[end:])
+                    client.served = True
+                    return buffer[:end]
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + config.head_timeout
+                try:
+                    data = await inbox.read(max(0.0, deadline - now))
+                except TimeoutError:
+                    self._respond(client, 408, b"request head not complete in time\n", keep=False)
+                    raise _Done from None
+        finally:
+            client.waiting = False
 
     def _respond(
         self,

@@ -231,6 +231,10 @@ class ClientProtocol(asyncio.Protocol):
         self.local_port = 0
         #: who this client is, as the relay describes it upstream (set once, by the app)
         self.info: ClientInfo | None = None
+        #: waiting for (the rest of) a request head: the app may close it for a newcomer
+        self.waiting = False
+        #: a request head was read on this connection
+        self.served = False
 
     # -- asyncio -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
