@@ -119,6 +119,15 @@ def test_errors_name_line_and_key(text: bytes, line: int | None, words: str) -> 
         ("[::1", None),
         ("[::1]x", None),
         ("", None),
+        # ports: ASCII digits for 0-65535 only (latin-1 decoding makes \xb2 a "digit")
+        ("api.example.com:65535", "api.example.com"),
+        ("api.example.com:65536", None),
+        ("api.example.com:99999", None),
+        ("api.example.com:0000080", None),
+        ("api.example.com:\xb2", None),
+        ("api.example.com:\u0663", None),
+        ("[::1]:70000", None),
+        ("[::1]:\xb2", None),
     ],
 )
 def test_host_of(header: str, host: str | None) -> None:

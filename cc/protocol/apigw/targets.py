@@ -98,6 +98,11 @@ def _normal_public(host: str) -> str:
     return host[:-1] if host.endswith(".") else host
 
 
+def _is_port(text: str) -> bool:
+    """ASCII digits for 0-65535 (``str.isdigit`` alone also takes ``²`` and ``٣``)."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
+
+
 def host_of(value: str) -> str | None:
     """The host of a Host header value (lower case, no port), or None if it is malformed."""
     value = value.strip()
@@ -106,11 +111,11 @@ def host_of(value: str) -> str | None:
         if end < 0:
             return None
         host, rest = value[: end + 1], value[end + 1 :]
-        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+        if rest and not (rest[0] == ":" and _is_port(rest[1:])):
             return None
     else:
         host, sep, port = value.partition(":")
-        if sep and not port.isdigit():
+        if sep and not _is_port(port):
             return None
         if not host or not set(host) <= _NAME_CHARS:
             return None
