@@ -23,6 +23,7 @@ from typing import Any, cast
 import asyncssh
 
 from cc.protocol.apigw.forwarding import ClientInfo
+from cc.ssh.ending import close_is_clean
 from cc.tunnel.pipe import reset_transport
 
 __all__ = ["ChannelStream", "ClientProtocol", "Inbox", "StreamClosed", "TLSStream"]
@@ -355,6 +356,10 @@ class ChannelStream(asyncssh.SSHTCPSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if exc is None and not self.eof and not (self.chan and close_is_clean(self.chan)):
+            # closed before its EOF: the target reset its connection (cc.ssh.ending),
+            # which must not pass for the end of a close-delimited answer
+            exc = StreamClosed("the target's connection was reset")
         if exc is not None:  # the session died or the connector reset the connection
             self.inbox.fail(exc)
         else:
