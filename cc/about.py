@@ -79,4 +79,5 @@ def log_startup(log: logging.Logger) -> None:
             "(CC_REQUIRE_EXTENSIONS=1 makes this fatal)",
             fastpath.FALLBACK_REASON,
         )
-    log.debug("%s", summary())
+    if log.isEnabledFor(logging.DEBUG):  # summary() reads every package's metadata
+        log.debug("%s", summary())

@@ -7,8 +7,6 @@ import platform
 import time
 from collections.abc import Iterable
 
-import psutil
-
 from cc import __version__, fastpath
 from cc.stats import SessionStats
 
@@ -17,6 +15,8 @@ __all__ = ["collect", "format_report"]
 
 def collect(stats: SessionStats, pids: Iterable[int] = ()) -> dict[str, object]:
     """One snapshot; ``pids`` are worker processes whose numbers are added in."""
+    import psutil  # at the first report: ~1 MB of an idle process otherwise (lean.py)
+
     procs = [psutil.Process(os.getpid())]
     for pid in pids:
         try:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from cc import __version__
-from cc.runtime.lean import leave_out_unused_asyncssh
+from cc.runtime.lean import defer_unused_stdlib, leave_out_unused_asyncssh
 
 __all__ = ["main"]
 
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     leave_out_unused_asyncssh()
+    defer_unused_stdlib()
     if command == "server":
         from cc.cli.server import main as run
     elif command == "client":

@@ -21,7 +21,7 @@ from cc.log import set_error_format, setup_logging
 from cc.protocol.acl import parse_user_pass
 from cc.protocol.errors import ProtocolError
 from cc.protocol.remote import check_unique, parse_outsystemscc_remote
-from cc.runtime.lean import leave_out_unused_asyncssh
+from cc.runtime.lean import defer_unused_stdlib, leave_out_unused_asyncssh
 
 __all__ = ["EXTRA_HELP", "HELP", "SEED_HELP", "main"]
 
@@ -44,6 +44,7 @@ def _parser() -> GoArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``outsystemscc``: the Cloud Connector's command line (console script and ``-m``)."""
     leave_out_unused_asyncssh()
+    defer_unused_stdlib()
     p = _parser()
     args = p.parse_args(argv)
     if args.help:

@@ -14,7 +14,12 @@ commands call :func:`leave_out_unused_asyncssh` before anything imports asyncssh
   then takes its own path for a cryptography without X.509, and offers no
   ``x509v3-*`` key algorithms (chisel and OpenSSH tunnels use plain keys).
 
-Together ~3.5 MB of an idle process (README "Performance").  If the placeholders no
+Together ~3.5 MB of an idle process (README "Performance").
+
+Standard modules in :data:`DEFERRED` are imported at their first use (``_OnFirstUse``):
+``websockets.version`` imports ``importlib.metadata`` and never uses it in a
+release, which pulled in ``email``, ``zipfile`` and ~50 more modules (~3.3 MB);
+the module loads at its first use, whoever asks.  If the placeholders no
 longer fit the installed asyncssh (a release importing a name in a new way), the
 import is done again without them: the saving is lost, nothing else.  Library users
 of ``cc`` are not affected: only the commands (``cc.cli``) call this, and
@@ -23,6 +28,7 @@ tests/runtime/test_lean.py checks both the import and a tunnel through it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
@@ -33,7 +39,14 @@ from typing import Any, NoReturn
 
 from cc.log import get_logger
 
-__all__ = ["ABSENT", "UNUSED", "NotLoaded", "leave_out_unused_asyncssh"]
+__all__ = [
+    "ABSENT",
+    "DEFERRED",
+    "UNUSED",
+    "NotLoaded",
+    "defer_unused_stdlib",
+    "leave_out_unused_asyncssh",
+]
 
 #: asyncssh submodules no tunnel uses (each imported by connection.py or __init__.py).
 #: Not ``agent``: with a client key (``--identity``) asyncssh builds an agent client
@@ -53,6 +66,8 @@ UNUSED = (
 )
 #: Optional submodules asyncssh already copes without (it catches their ImportError).
 ABSENT = ("crypto.x509",)
+#: Standard modules imported by a dependency that an idle tunnel never uses.
+DEFERRED = ("importlib.metadata",)
 
 log = get_logger("lean")
 
@@ -140,3 +155,48 @@ def leave_out_unused_asyncssh() -> bool:
         sys.modules[f"asyncssh.{name}"] = None  # type: ignore[assignment]  # -> ImportError
     sys.meta_path.insert(0, _FullOnFailure())
     return True
+
+
+class _OnFirstUse(types.ModuleType):
+    """Stands for a module until a name is asked of it; then it imports the real one.
+
+    Not ``importlib.util.LazyLoader``: the ``import`` statement itself reads a cached
+    module's ``__spec__``, which loads a lazy module at once.  Here ``__spec__``,
+    ``__file__`` and ``__path__`` are plain attributes; anything else loads the module
+    and takes on its names, so references to the stand-in keep working.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        module_name = self.__name__
+        if sys.modules.get(module_name) is self:
+            del sys.modules[module_name]
+        real = importlib.import_module(module_name)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def defer_unused_stdlib() -> list[str]:
+    """Have the modules of :data:`DEFERRED` load at their first use; the ones deferred.
+
+    A module already imported (or not found) is left as it is.
+    """
+    deferred = []
+    for name in DEFERRED:
+        if name in sys.modules:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        stand_in = _OnFirstUse(name)
+        stand_in.__spec__ = spec
+        stand_in.__file__ = spec.origin
+        if spec.submodule_search_locations is not None:
+            stand_in.__path__ = list(spec.submodule_search_locations)
+        sys.modules[name] = stand_in
+        parent, _, child = name.rpartition(".")
+        if parent:  # ``import a.b`` binds ``a`` and reads ``a.b``: the import of a
+            setattr(sys.modules[parent], child, stand_in)  # cached module does not set it
+        deferred.append(name)
+    return deferred

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cc.runtime.lean import UNUSED
+from cc.runtime.lean import DEFERRED, UNUSED
 from tests.support.net import LOOPBACK, free_port
 from tests.support.processes import CliProcess, Processes
 
@@ -31,7 +31,9 @@ DRIVER = textwrap.dedent(
     import signal, sys
 
     def dump(*_):
-        rows = (f"{n}\\t{getattr(m, '__file__', None)}" for n, m in sorted(sys.modules.items()))
+        def where(m):  # a module that loads at its first use has a file but no contents
+            return "stand-in" if type(m).__name__ == "_OnFirstUse" else getattr(m, "__file__", None)
+        rows = (f"{n}\\t{where(m)}" for n, m in sorted(sys.modules.items()))
         with open(sys.argv[1] + ".tmp", "w") as f:
             f.write("\\n".join(rows))
         import os
@@ -43,8 +45,9 @@ DRIVER = textwrap.dedent(
     """
 )
 
-#: Loaded only when their feature is used (--config, --http-target, a scrape, /status).
-LAZY = ("prometheus_client", "cc.exposition", "yaml", "tomllib", "html.entities")
+#: Loaded only when their feature is used (--config, --http-target, a scrape, /status,
+#: SIGUSR2's report).
+LAZY = ("prometheus_client", "cc.exposition", "yaml", "tomllib", "html.entities", "psutil")
 
 
 def _driven(dump: Path) -> list[str]:
@@ -126,6 +129,9 @@ def test_idle_tunnel_processes_leave_out_unused_modules(
         assert "cryptography.x509" not in modules
         loaded = [name for name in LAZY if name in modules]
         assert not loaded, f"{proc.name} imported {loaded} while idle"
+        for name in DEFERRED:  # imported by a dependency, never used: still a stand-in
+            assert modules.get(name, "stand-in") == "stand-in", (name, modules.get(name))
+        assert "email.message" not in modules  # what importlib.metadata pulls in
 
     # Using a feature loads its module, and the feature works: a scrape of /metrics.
     with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as reply:
@@ -134,6 +140,10 @@ def test_idle_tunnel_processes_leave_out_unused_modules(
     assert "cloud_connector_sessions 1.0" in text
     modules = _modules(server, tmp_path / "server.mods")
     assert "prometheus_client" in modules and "cc.exposition" in modules
+    # SIGUSR2's report loads psutil, and reports
+    server.signal(signal.SIGUSR2)
+    server.wait_for_text("rss=", timeout=10)
+    assert "psutil" in _modules(server, tmp_path / "server.mods")
     server.assert_no_traceback()
     client.assert_no_traceback()
 
@@ -182,3 +192,23 @@ def test_placeholders_that_do_not_fit_fall_back_to_all_of_asyncssh() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "SSHClientConnection"
+
+
+def test_a_deferred_module_loads_at_its_first_use() -> None:
+    result = _python(
+        """
+        import sys
+        from cc.runtime.lean import defer_unused_stdlib
+        assert defer_unused_stdlib() == ["importlib.metadata"]
+        import websockets.version  # imports importlib.metadata, uses nothing of it
+        assert type(sys.modules["importlib.metadata"]).__name__ == "_OnFirstUse"
+        assert "email.message" not in sys.modules
+        import importlib.metadata
+        from importlib.metadata import version
+        print(version("websockets") == websockets.version.version)
+        print(importlib.metadata.version("asyncssh") == version("asyncssh"))
+        print(type(sys.modules["importlib.metadata"]).__name__)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "module"]
