@@ -32,6 +32,7 @@ from cc.protocol.authguard import FailureLog
 from cc.protocol.http import Request
 from cc.protocol.ws import WebSocketError, WebSocketStream
 from cc.stats import RemoteStats
+from cc.transport.reset import reset_transport
 
 if TYPE_CHECKING:
     from cc.gateway.front import Doorway
@@ -493,7 +494,12 @@ class _Leg(asyncio.Protocol):
         if parked is not None:
             self.service.parked_gone(parked)
         if self.other is not None:
-            self.other.transport.close()  # what it still has to write goes out first
+            if exc is not None and not self.eof:
+                # cut (reset, or a failed write) before its end: the other leg must not
+                # take it for a whole stream, so it is reset too, as tunnels do
+                reset_transport(self.other.transport)
+            else:
+                self.other.transport.close()  # what it still has to write goes out first
         if self.pair is not None:
             self.pair.leg_lost()
 

@@ -18,11 +18,8 @@ buffers, ~20 MB) waited for a full cyclic collection, which may never come.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -34,9 +31,10 @@ from cc.runtime.reclaim import BURSTS
 from cc.ssh import OPEN_CONNECT_FAILED, ChannelOpenError, close_is_clean
 from cc.ssh.bulk import DATA_OFFSET, PAD_ROOM, prepared_room, send_data, send_prepared
 from cc.stats import RemoteStats
+from cc.transport.reset import reset_transport
 from cc.transport.rxbuf import receive_buffer
 
-__all__ = ["Pipe", "dial", "reset_transport"]
+__all__ = ["Pipe", "dial"]
 
 #: ``-v`` shows one line when a tunnelled connection opens and one when it closes
 #: (with its peer, the bytes each way and how long it lasted).
@@ -49,22 +47,6 @@ SOCKET_HIGH_WATER = 1024 * 1024
 #: holds per connection (as uvloop's own 256,000-byte reads did).
 SOCKET_READ = 256 * 1024
 SOCKET_LOW_WATER = 256 * 1024
-
-#: SO_LINGER on, timeout 0: close() sends an RST and drops what is unsent.
-_LINGER_ZERO = struct.pack("ii", 1, 0)
-
-
-def reset_transport(transport: asyncio.Transport) -> None:
-    """Close ``transport`` with an RST, on either loop.
-
-    ``abort()`` alone only drops the write buffer: the kernel still sends a FIN,
-    and a reader would take that for the end of the stream.
-    """
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    transport.abort()
 
 
 class Pipe:

@@ -3,7 +3,9 @@
 A WebRoute leg is a raw byte pipe once linked, so the far end of it is just another
 socket: :func:`splice` copies both ways with back-pressure (a full writer pauses the
 other side's reads), keeps half-close where the transport has it (EOF one way, the
-other still flows) and closes both when both are done or either is lost.
+other still flows) and closes both when both are done or either is lost; one cut
+by a reset (or a failed write) before its EOF resets the other, so a cut stream
+never reaches anyone as a whole one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 from typing import cast
 
 from cc.stats import RemoteStats
+from cc.transport.reset import reset_transport
 
 __all__ = ["Holding", "Relay", "dial_paused", "splice"]
 
@@ -46,7 +49,11 @@ class _Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self.peer is not None:
-            self.peer.transport.close()  # after what it still has to write
+            if exc is not None and not self.eof:
+                # cut before its end: a reset on the other side too, never a clean end
+                reset_transport(self.peer.transport)
+            else:
+                self.peer.transport.close()  # after what it still has to write
         self.relay.side_lost()
 
     def pause_writing(self) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import secrets
+import socket
+import struct
 import time
 
 import pytest
@@ -601,3 +603,52 @@ async def test_named_services_have_rows_on_the_status_page(harness: Harness) -> 
     assert status == 200 and b'<tr class="service" data-path="/a/">' in page
     for conn in (client, first, second):
         conn.writer.close()
+
+
+def _reset(conn: Conn) -> None:
+    """End ``conn`` with an RST (SO_LINGER 0), as a killed or failing peer does."""
+    sock = conn.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.writer.transport.abort()
+
+
+async def _ends_with_reset(conn: Conn) -> bool:
+    """Read to the end: True for a reset, False for a clean EOF."""
+    try:
+        async with asyncio.timeout(STEP):
+            while await conn.reader.read(65536):
+                pass
+    except ConnectionResetError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("cut", ["server", "client"])
+async def test_a_leg_cut_by_a_reset_resets_the_other(harness: Harness, cut: str) -> None:
+    """A cut stream must not look complete: a reset on one leg is a reset on the other."""
+    gateway = await webroute_gateway(harness)
+    server = await register(gateway)
+    client = await park(gateway, "/test/path/", "cut")
+    await notification(server)
+    leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, "cut"))
+    assert await leg.head() == linked("cut")
+    assert await client.head() == linked("cut")
+    leg.writer.write(b"part of an answer")
+    assert await client.read(17) == b"part of an answer"
+    dead, other = (leg, client) if cut == "server" else (client, leg)
+    _reset(dead)
+    assert await _ends_with_reset(other), f"the {cut}'s reset reached the other leg as a FIN"
+
+
+async def test_a_leg_that_ends_cleanly_ends_the_other_cleanly(harness: Harness) -> None:
+    gateway = await webroute_gateway(harness)
+    server = await register(gateway)
+    client = await park(gateway, "/test/path/", "clean")
+    await notification(server)
+    leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, "clean"))
+    assert await leg.head() == linked("clean")
+    assert await client.head() == linked("clean")
+    leg.writer.write(b"all of an answer")
+    leg.close()
+    assert await client.read(16) == b"all of an answer"
+    assert not await _ends_with_reset(client)

@@ -24,7 +24,7 @@ import asyncssh
 
 from cc.protocol.apigw.forwarding import ClientInfo
 from cc.ssh.ending import close_is_clean
-from cc.tunnel.pipe import reset_transport
+from cc.transport.reset import reset_transport
 
 __all__ = ["ChannelStream", "ClientProtocol", "Inbox", "StreamClosed", "TLSStream"]
 
