@@ -346,14 +346,18 @@ def run_async(
     pure-Python fast path), logged as ``component``.
     """
     from cc.log import get_logger
-    from cc.runtime.process import PidFileError, new_event_loop
+    from cc.runtime.process import PidFileError, new_event_loop, raise_descriptor_limit
 
     try:
         from cc.about import log_startup
     except ImportError as exc:
         fail_on_refused_import(prog, exc)
         raise
-    log_startup(get_logger(component))
+    log = get_logger(component)
+    log_startup(log)
+    before, after = raise_descriptor_limit()
+    if after != before:
+        log.debug("descriptor limit raised from %d to %d (the hard limit)", before, after)
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

@@ -25,8 +25,34 @@ __all__ = [
     "PidFileError",
     "install_signals",
     "new_event_loop",
+    "raise_descriptor_limit",
     "tune_allocator",
 ]
+
+#: Most descriptors asked for when the hard limit is unlimited.
+_DESCRIPTORS_WANTED = 1 << 20
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft descriptor limit to the hard one; (before, after).
+
+    Go programs (chisel, and so outsystemscc) do this when they start; a Python
+    process keeps the soft limit, which a shell or a container often sets to 1,024:
+    a gateway with a thousand tunnelled connections then failed its accepts while
+    chisel went on.  Nothing here uses ``select()``, so descriptors past 1,024 are
+    fine; a limit that cannot be raised is left as it is.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _DESCRIPTORS_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, wanted
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
