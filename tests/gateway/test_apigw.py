@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.apigw import ApiGateway, Backend, Client
+from tests.support.apigw import ApiGateway, Backend, Client, targets_yaml
 from tests.support.harness import http_exchange, split_response
 
 __all__: list[str] = []
 
 
-def _targets(backend: int, policy: str = '"*"', extra: str = "") -> str:
-    return f"""
-targets:
-  api.test:
-    protocol: http
-    hostname: 127.0.0.1
-    port: {backend}
-    policy: {policy}
-{extra}"""
-
-
 async def test_get_through_a_connector(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         response = await client.request("GET", "/hello?q=1", headers=[("X-Custom", "yes")])
@@ -50,7 +39,7 @@ async def test_get_through_a_connector(api: ApiGateway, backend: Backend) -> Non
 async def test_host_without_target_is_404_and_host_matching(
     api: ApiGateway, backend: Backend
 ) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         assert (await client.request("GET", "/", host="other.test")).status == 404
@@ -60,7 +49,7 @@ async def test_host_without_target_is_404_and_host_matching(
 
 async def test_policy_403_names_method_and_path(api: ApiGateway, backend: Backend) -> None:
     policy = '\n      /open: [GET]\n      "^/api/": [GET, POST]\n      /any: "*"'
-    await api.start(_targets(backend.port, policy))
+    await api.start(targets_yaml(backend.port, policy))
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         assert (await client.request("GET", "/open?x=1")).status == 200
@@ -82,7 +71,7 @@ async def test_policy_403_names_method_and_path(api: ApiGateway, backend: Backen
 
 
 async def test_no_connector_is_502_then_served(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     async with Client(api.port) as client:
         response = await client.request("GET", "/")
         assert response.status == 502
@@ -95,7 +84,7 @@ async def test_no_connector_is_502_then_served(api: ApiGateway, backend: Backend
 async def test_connector_that_did_not_declare_the_target_is_not_used(
     api: ApiGateway, backend: Backend
 ) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect(["127.0.0.1:1"])
     async with Client(api.port) as client:
         assert (await client.request("GET", "/")).status == 502
@@ -105,7 +94,7 @@ async def test_unreachable_target_is_502(api: ApiGateway, backend: Backend) -> N
     from tests.support.net import free_port
 
     dead = free_port()
-    await api.start(_targets(dead))
+    await api.start(targets_yaml(dead))
     await api.connect([f"127.0.0.1:{dead}"])
     async with Client(api.port) as client:
         response = await client.request("GET", "/")
@@ -114,7 +103,7 @@ async def test_unreachable_target_is_502(api: ApiGateway, backend: Backend) -> N
 
 
 async def test_slow_target_is_504(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port), timeout=0.3)
+    await api.start(targets_yaml(backend.port), timeout=0.3)
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         response = await client.request("GET", "/sleep?s=2")
@@ -126,7 +115,7 @@ async def test_slow_target_is_504(api: ApiGateway, backend: Backend) -> None:
 
 
 async def test_healthz_and_readyz(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     async with Client(api.port) as client:
         assert (await client.request("GET", "/healthz", host="127.0.0.1")).status == 200
         assert (await client.request("GET", "/readyz", host="127.0.0.1")).status == 503
@@ -136,7 +125,7 @@ async def test_healthz_and_readyz(api: ApiGateway, backend: Backend) -> None:
 
 
 async def test_bad_requests_are_400(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     port = api.port
     for raw in (
         b"GET / HTTP/1.1\r\n\r\n",  # no Host
@@ -150,7 +139,7 @@ async def test_bad_requests_are_400(api: ApiGateway, backend: Backend) -> None:
 
 
 async def test_location_and_cookie_are_made_public(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         response = await client.request("GET", "/redirect", host="api.test:8080")
@@ -160,7 +149,7 @@ async def test_location_and_cookie_are_made_public(api: ApiGateway, backend: Bac
 
 
 async def test_bodies_chunked_and_length(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     import hashlib
 
@@ -182,7 +171,7 @@ async def test_bodies_chunked_and_length(api: ApiGateway, backend: Backend) -> N
 
 
 async def test_http10_client_gets_a_dechunked_answer(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     raw = await http_exchange(api.port, b"GET /tick?n=2&s=0 HTTP/1.0\r\nHost: api.test\r\n\r\n")
     status, headers, body = split_response(raw)
@@ -191,7 +180,7 @@ async def test_http10_client_gets_a_dechunked_answer(api: ApiGateway, backend: B
 
 
 async def test_pipelined_requests(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     one = b"GET /1 HTTP/1.1\r\nHost: api.test\r\n\r\n"
     last = b"GET /2 HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"
@@ -203,7 +192,7 @@ async def test_pipelined_requests(api: ApiGateway, backend: Backend) -> None:
 async def test_client_disconnect_cancels_the_upstream_request(
     api: ApiGateway, backend: Backend
 ) -> None:
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     running = await api.connect([f"127.0.0.1:{backend.port}"])
     _reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     writer.write(b"GET /sleep?s=5 HTTP/1.1\r\nHost: api.test\r\n\r\n")
@@ -222,7 +211,7 @@ async def test_absolute_form_targets_route_by_their_authority(
     api: ApiGateway, backend: Backend
 ) -> None:
     """RFC 9112 3.2.2: the URL's authority overrides Host; the target gets origin-form."""
-    await api.start(_targets(backend.port))
+    await api.start(targets_yaml(backend.port))
     await api.connect([f"127.0.0.1:{backend.port}"])
     async with Client(api.port) as client:
         response = await client.request("GET", "http://api.test/x?q=1", host="other.test")
@@ -282,7 +271,7 @@ async def test_an_answer_with_bytes_past_its_body_is_relayed_and_not_kept(
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
     try:
-        await api.start(_targets(port))
+        await api.start(targets_yaml(port))
         await api.connect([f"127.0.0.1:{port}"])
         async with Client(api.port) as client:
             first = await client.request("GET", "/one")

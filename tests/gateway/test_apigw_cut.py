@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.support.apigw import ApiGateway
+from tests.support.apigw import ApiGateway, targets_yaml
 from tests.support.net import LOOPBACK
 
 __all__: list[str] = []
@@ -90,9 +90,7 @@ async def test_a_cut_answer_reaches_the_client_as_a_reset(
 ) -> None:
     answer = CASES[case]
     port = await cut_backend(answer)
-    await api.start(
-        f"targets:\n  api.test:\n    protocol: http\n    hostname: 127.0.0.1\n    port: {port}\n"
-    )
+    await api.start(targets_yaml(port))
     await api.connect([f"127.0.0.1:{port}"])
     received, ending = await _read_until_end(api.port)
     assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received[:200]
@@ -104,9 +102,7 @@ async def test_a_close_delimited_answer_that_ends_with_a_fin_is_whole(
 ) -> None:
     """The other side of the rule: a close-delimited body ends with its FIN."""
     port = await cut_backend((b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"w" * 500, False))
-    await api.start(
-        f"targets:\n  api.test:\n    protocol: http\n    hostname: 127.0.0.1\n    port: {port}\n"
-    )
+    await api.start(targets_yaml(port))
     await api.connect([f"127.0.0.1:{port}"])
     received, ending = await _read_until_end(api.port)
     assert ending == "fin"

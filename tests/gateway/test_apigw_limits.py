@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.apigw import ApiGateway, Backend, Client
+from tests.support.apigw import ApiGateway, Backend, Client, targets_yaml
 from tests.support.net import LOOPBACK
 
 __all__: list[str] = []
@@ -22,14 +22,10 @@ __all__: list[str] = []
 REQUEST = b"GET /x HTTP/1.1\r\nHost: api.test\r\n\r\n"
 
 
-def _targets(backend: int) -> str:
-    return f"""
-targets:
-  api.test:
-    protocol: http
-    hostname: 127.0.0.1
-    port: {backend}
-"""
+async def _served(api: ApiGateway, backend: Backend, **options: float) -> None:
+    """The app port with ``options`` (AppConfig fields) and a connector serving ``backend``."""
+    await api.start(targets_yaml(backend.port), app_options=options)
+    await api.connect([f"127.0.0.1:{backend.port}"])
 
 
 async def _open(
@@ -59,8 +55,7 @@ async def _status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def test_a_head_begun_and_not_finished_gets_408(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port), app_options={"head_timeout": 0.5})
-    await api.connect([f"127.0.0.1:{backend.port}"])
+    await _served(api, backend, head_timeout=0.5)
     reader, writer = await _open(api.port)
     started = time.monotonic()
     writer.write(b"GET /x HTTP/1.1\r\nHost: api")
@@ -78,7 +73,7 @@ async def test_a_head_begun_and_not_finished_gets_408(api: ApiGateway, backend: 
 
 
 async def test_a_connection_that_never_speaks_is_closed(api: ApiGateway, backend: Backend) -> None:
-    await api.start(_targets(backend.port), app_options={"head_timeout": 0.5})
+    await api.start(targets_yaml(backend.port), app_options={"head_timeout": 0.5})
     reader, writer = await _open(api.port)
     started = time.monotonic()
     answer = await _ended(reader)
@@ -89,8 +84,7 @@ async def test_a_connection_that_never_speaks_is_closed(api: ApiGateway, backend
 
 async def test_between_requests_the_idle_timeout_applies(api: ApiGateway, backend: Backend) -> None:
     """The head deadline is for heads: a kept-alive client may think longer."""
-    await api.start(_targets(backend.port), app_options={"head_timeout": 0.3, "idle_timeout": 5.0})
-    await api.connect([f"127.0.0.1:{backend.port}"])
+    await _served(api, backend, head_timeout=0.3, idle_timeout=5.0)
     async with Client(api.port) as client:
         assert (await client.request("GET", "/one")).status == 200
         await asyncio.sleep(0.8)
@@ -100,9 +94,7 @@ async def test_between_requests_the_idle_timeout_applies(api: ApiGateway, backen
 async def test_past_the_per_address_cap_the_newcomer_is_refused(
     api: ApiGateway, backend: Backend
 ) -> None:
-    options = {"max_clients_per_source": 3, "max_clients": 0}
-    await api.start(_targets(backend.port), app_options=options)
-    await api.connect([f"127.0.0.1:{backend.port}"])
+    await _served(api, backend, max_clients_per_source=3, max_clients=0)
     held = [await _open(api.port, "127.0.0.2") for _ in range(3)]
     refused_reader, refused_writer = await _open(api.port, "127.0.0.2")
     assert await _ended(refused_reader) in (b"", b"<reset>")
@@ -120,9 +112,7 @@ async def test_past_the_per_address_cap_the_newcomer_is_refused(
 async def test_when_full_the_oldest_waiting_connection_makes_room(
     api: ApiGateway, backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    options = {"max_clients": 3, "max_clients_per_source": 0}
-    await api.start(_targets(backend.port), app_options=options)
-    await api.connect([f"127.0.0.1:{backend.port}"])
+    await _served(api, backend, max_clients=3, max_clients_per_source=0)
     idle = []
     for _ in range(3):
         idle.append(await _open(api.port))
@@ -141,9 +131,7 @@ async def test_when_full_the_oldest_waiting_connection_makes_room(
 async def test_a_connection_with_a_request_in_flight_is_never_closed_for_a_newcomer(
     api: ApiGateway, backend: Backend
 ) -> None:
-    options = {"max_clients": 2, "max_clients_per_source": 0}
-    await api.start(_targets(backend.port), app_options=options)
-    await api.connect([f"127.0.0.1:{backend.port}"])
+    await _served(api, backend, max_clients=2, max_clients_per_source=0)
     busy = [await _open(api.port) for _ in range(2)]
     for _, writer in busy:
         writer.write(b"GET /sleep?s=1 HTTP/1.1\r\nHost: api.test\r\n\r\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.support.apigw import ApiGateway, Client
+from tests.support.apigw import ApiGateway, Client, targets_yaml
 
 __all__: list[str] = []
 
@@ -60,16 +60,12 @@ class ClosingBackend:
             self.server.close()
 
 
-def _targets(port: int) -> str:
-    return f"targets:\n  api.test:\n    protocol: http\n    hostname: 127.0.0.1\n    port: {port}\n"
-
-
 async def test_concurrent_posts_on_a_target_that_closes_after_each_answer(
     api: ApiGateway,
 ) -> None:
     backend = await ClosingBackend().start()
     try:
-        await api.start(_targets(backend.port))
+        await api.start(targets_yaml(backend.port))
         await api.connect([f"127.0.0.1:{backend.port}"])
 
         async def one(c: int) -> None:

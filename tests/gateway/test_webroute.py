@@ -623,16 +623,22 @@ async def _ends_with_reset(conn: Conn) -> bool:
     return False
 
 
+async def _linked_pair(harness: Harness, wid: str) -> tuple[Conn, Conn]:
+    """A client and a server leg of one WebRoute pair, linked: (client, leg)."""
+    gateway = await webroute_gateway(harness)
+    server = await register(gateway)
+    client = await park(gateway, "/test/path/", wid)
+    await notification(server)
+    leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, wid))
+    assert await leg.head() == linked(wid)
+    assert await client.head() == linked(wid)
+    return client, leg
+
+
 @pytest.mark.parametrize("cut", ["server", "client"])
 async def test_a_leg_cut_by_a_reset_resets_the_other(harness: Harness, cut: str) -> None:
     """A cut stream must not look complete: a reset on one leg is a reset on the other."""
-    gateway = await webroute_gateway(harness)
-    server = await register(gateway)
-    client = await park(gateway, "/test/path/", "cut")
-    await notification(server)
-    leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, "cut"))
-    assert await leg.head() == linked("cut")
-    assert await client.head() == linked("cut")
+    client, leg = await _linked_pair(harness, "cut")
     leg.writer.write(b"part of an answer")
     assert await client.read(17) == b"part of an answer"
     dead, other = (leg, client) if cut == "server" else (client, leg)
@@ -641,13 +647,7 @@ async def test_a_leg_cut_by_a_reset_resets_the_other(harness: Harness, cut: str)
 
 
 async def test_a_leg_that_ends_cleanly_ends_the_other_cleanly(harness: Harness) -> None:
-    gateway = await webroute_gateway(harness)
-    server = await register(gateway)
-    client = await park(gateway, "/test/path/", "clean")
-    await notification(server)
-    leg = await Conn.open(gateway.ports[0], webroute_head("/test/path/", SERVER_KEY, "clean"))
-    assert await leg.head() == linked("clean")
-    assert await client.head() == linked("clean")
+    client, leg = await _linked_pair(harness, "clean")
     leg.writer.write(b"all of an answer")
     leg.close()
     assert await client.read(16) == b"all of an answer"

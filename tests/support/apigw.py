@@ -268,6 +268,18 @@ def ws_key() -> str:
     return base64.b64encode(b"0123456789abcdef").decode()
 
 
+def targets_yaml(port: int, policy: str = '"*"', extra: str = "") -> str:
+    """A targets.yaml with ``api.test`` -> http://127.0.0.1:``port`` (and ``extra`` after it)."""
+    return f"""
+targets:
+  api.test:
+    protocol: http
+    hostname: 127.0.0.1
+    port: {port}
+    policy: {policy}
+{extra}"""
+
+
 class Client:
     """One keep-alive client connection to the app port (h11)."""
 
