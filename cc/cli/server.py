@@ -299,8 +299,9 @@ HELP = f"""\
     leaves only that bound (env CC_APP_MAX_CLIENTS).
 
     --app-max-clients-per-source, The same per client address (an IPv6
-    /64 counts as one); more are refused at once. Defaults to 256; 0
-    lifts the cap (env CC_APP_MAX_CLIENTS_PER_SOURCE).
+    /64 counts as one; --trusted-proxies are exempt, a load balancer
+    carries everyone's connections); more are refused at once. Defaults
+    to 256; 0 lifts the cap (env CC_APP_MAX_CLIENTS_PER_SOURCE).
 
     --trusted-proxies, Comma-separated addresses or CIDR blocks whose
     X-Forwarded-* and X-Real-IP headers the HTTP API gateway believes and

@@ -148,3 +148,23 @@ async def test_a_connection_with_a_request_in_flight_is_never_closed_for_a_newco
     for _, writer in busy:
         writer.close()
     assert app.refused == 1 and app.evicted == 0
+
+
+async def test_a_trusted_proxy_is_not_held_to_the_per_address_cap(
+    api: ApiGateway, backend: Backend
+) -> None:
+    """A load balancer in front carries everyone's connections from one address."""
+    await api.start(
+        targets_yaml(backend.port),
+        trusted="127.0.0.4",
+        app_options={"max_clients_per_source": 2, "max_clients": 0},
+    )
+    await api.connect([f"127.0.0.1:{backend.port}"])
+    balancer = [await _open(api.port, "127.0.0.4") for _ in range(4)]
+    for reader, writer in balancer:
+        assert await _status(reader, writer) == b"200"
+    other = [await _open(api.port, "127.0.0.5") for _ in range(3)]
+    assert await _ended(other[2][0]) in (b"", b"<reset>")  # the third from an untrusted one
+    for _, writer in [*balancer, *other]:
+        writer.close()
+    assert api.app is not None and api.app.refused == 1

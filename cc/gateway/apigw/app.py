@@ -113,7 +113,8 @@ class AppConfig:
     #: client connections at once; when full, the oldest one waiting for a request is
     #: closed for the newcomer (0: no cap; at most half the descriptor limit is used)
     max_clients: int = 4096
-    #: client connections from one address (an IPv6 /64 is one); more are refused
+    #: client connections from one address (an IPv6 /64 is one); more are refused.
+    #: Not for --trusted-proxies: a load balancer in front carries everyone's
     max_clients_per_source: int = 256
     #: how often the targets file is checked for changes
     reload_interval: float = 1.0
@@ -251,7 +252,11 @@ class AppGateway:
         source = source_of(client.peer[0])
         per_source = self.config.max_clients_per_source
         why = ""
-        if per_source and self._per_source[source] >= per_source:
+        if (
+            per_source
+            and self._per_source[source] >= per_source
+            and client.peer[0] not in self.config.trusted  # a load balancer carries many
+        ):
             why = f"{per_source} connections from this address already"
         elif self.max_clients and len(self._clients) >= self.max_clients:
             idle = next((c for c in self._clients if c.waiting and not c.inbox.pending), None)
